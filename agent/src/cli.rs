@@ -1,0 +1,195 @@
+//! Command line: `run` (supervise geth), `network new` (generate a network).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::RunArgs;
+use crate::network::{self, genesis, NetworkSpec, NodePorts};
+use crate::supervisor::{self, Ending};
+
+/// Exit code for bad usage or configuration (sysexits EX_USAGE).
+pub const EXIT_USAGE: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(name = "geth-agent", version, about = "Supervises one geth v1.13 clique node", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start geth as a child process and supervise it until SIGTERM/Ctrl-C,
+    /// which stops geth with exactly one SIGTERM and waits for it.
+    Run(Box<RunArgs>),
+    /// Generate clique networks.
+    #[command(subcommand)]
+    Network(NetworkCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Write genesis, signer keystores, node keys and per-node configs for a new network.
+    New(NewArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// Output folder (must not exist or be empty).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Genesis template: testnetsidechain (chain 1337), mainnetsidechain (1338), or a JSON file.
+    #[arg(long, default_value = "testnetsidechain")]
+    pub chain: String,
+    /// Signer (sealing) nodes.
+    #[arg(long, default_value_t = 3)]
+    pub signers: usize,
+    /// Non-signer nodes that follow and validate the chain.
+    #[arg(long, default_value_t = 0)]
+    pub validators: usize,
+    /// Funded user accounts besides the signers (keystores under accounts/).
+    #[arg(long, default_value_t = 1)]
+    pub accounts: usize,
+    /// Clique block period in seconds [default: the template's].
+    #[arg(long)]
+    pub period: Option<u64>,
+    /// Host name or IP in every enode (how peers reach the nodes).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// p2p port of the first node; node i uses port + i.
+    #[arg(long, default_value_t = 30303)]
+    pub p2p_port: u16,
+    /// HTTP JSON-RPC port of the first node; node i uses port + i.
+    #[arg(long, default_value_t = 8545)]
+    pub http_port: u16,
+    /// Agent port (/livez, /readyz, /metrics) of the first node; node i uses port + i.
+    #[arg(long, default_value_t = 9101)]
+    pub agent_port: u16,
+}
+
+pub async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Run(args) => run_node(*args).await,
+        Command::Network(NetworkCommand::New(args)) => new_network(&args),
+    }
+}
+
+async fn run_node(args: RunArgs) -> ExitCode {
+    let config = match args.resolve() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("geth-agent: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let cancel = CancellationToken::new();
+    if let Err(e) = crate::signals::cancel_on_termination(cancel.clone()) {
+        eprintln!("geth-agent: cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
+    let span = tracing::info_span!("node", name = %config.name);
+    match supervisor::run(config, cancel).instrument(span).await {
+        Ok(ending) if ending.is_clean() => ExitCode::SUCCESS,
+        Ok(Ending::Stopped {
+            status,
+            blockchain_stopped,
+        }) => {
+            tracing::error!(%status, blockchain_stopped, "geth did not stop cleanly");
+            ExitCode::FAILURE
+        }
+        Ok(ending) => {
+            tracing::error!(?ending, "geth ended unexpectedly");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "supervision failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn new_network(args: &NewArgs) -> ExitCode {
+    let template = match genesis::template(&args.chain) {
+        Some(t) => serde_json::from_str(t.text).map_err(|e| e.to_string()),
+        None => std::fs::read_to_string(&args.chain)
+            .map_err(|e| {
+                format!(
+                    "--chain {}: not a built-in template nor a readable file: {e}",
+                    args.chain
+                )
+            })
+            .and_then(|text| {
+                serde_json::from_str(&text).map_err(|e| format!("--chain {}: {e}", args.chain))
+            }),
+    };
+    let template: serde_json::Value = match template {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("geth-agent: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let nodes = args.signers.saturating_add(args.validators);
+    let base = NodePorts {
+        p2p: args.p2p_port,
+        http: args.http_port,
+        agent: args.agent_port,
+    };
+    let result = NodePorts::sequential(base, nodes).and_then(|ports| {
+        let spec = NetworkSpec {
+            period: args
+                .period
+                .or_else(|| genesis::period(&template))
+                .unwrap_or(5),
+            template,
+            name: args.chain.clone(),
+            signers: args.signers,
+            validators: args.validators,
+            accounts: args.accounts,
+            host: args.host.clone(),
+            ports,
+        };
+        network::generate(&spec, &args.out)
+    });
+    match result {
+        Ok(net) => {
+            println!(
+                "network {} (chain {}, period {}s) written to {}",
+                net.name,
+                net.chain_id,
+                net.period,
+                args.out.display()
+            );
+            for node in &net.nodes {
+                let signer = node
+                    .signer
+                    .map(|s| format!(" signer {s:#x}"))
+                    .unwrap_or_default();
+                println!(
+                    "  {:<14} p2p {:<5} http {:<5} agent {:<5}{signer}",
+                    node.name, node.ports.p2p, node.ports.http, node.ports.agent
+                );
+            }
+            for account in &net.accounts {
+                println!("  account        {:#x}", account.address);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(
+            e @ (network::NetworkError::NodeCount(_)
+            | network::NetworkError::Exists(_)
+            | network::NetworkError::Genesis(_)),
+        ) => {
+            eprintln!("geth-agent: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(e) => {
+            eprintln!("geth-agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

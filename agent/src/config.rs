@@ -1,0 +1,336 @@
+//! `geth-agent run` configuration: flags, `GETH_AGENT_*` environment variables
+//! and an optional TOML file (flags win over env, env over the file). Every
+//! problem is reported at once; `main` exits 64 on any of them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use alloy::primitives::Address;
+use clap::Args;
+use serde::Deserialize;
+
+use crate::geth::{GethCommand, SignerArgs};
+
+pub const DEFAULT_NETRESTRICT: &str = "127.0.0.0/8";
+pub const DEFAULT_MINE_WAIT_SECS: u64 = 30;
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 120;
+pub const DEFAULT_MIN_GAS_PRICE_WEI: u64 = 0;
+
+/// Options of `geth-agent run`. Every option can also come from the TOML file
+/// given by `--config` (same names, with `_` for `-`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunArgs {
+    /// TOML file with any of the options below; relative paths in it are
+    /// relative to the file.
+    #[arg(long, env = "GETH_AGENT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Node name used in logs and reports.
+    #[arg(long, env = "GETH_AGENT_NAME")]
+    pub name: Option<String>,
+    /// geth data directory (created and initialised from --genesis if needed).
+    #[arg(long, env = "GETH_AGENT_DATADIR", value_name = "DIR")]
+    pub datadir: Option<PathBuf>,
+    /// geth v1.13.15 binary [default: $GETH_BIN, else `geth` on the PATH].
+    #[arg(long, env = "GETH_AGENT_GETH_BIN", value_name = "FILE")]
+    pub geth_bin: Option<PathBuf>,
+    /// Clique genesis JSON used to initialise the datadir.
+    #[arg(long, env = "GETH_AGENT_GENESIS", value_name = "FILE")]
+    pub genesis: Option<PathBuf>,
+    /// geth `--config` TOML (P2P ListenAddr, StaticNodes).
+    #[arg(long, env = "GETH_AGENT_GETH_CONFIG", value_name = "FILE")]
+    pub geth_config: Option<PathBuf>,
+    /// devp2p node key file (hex), fixing the node's enode.
+    #[arg(long, env = "GETH_AGENT_NODEKEY", value_name = "FILE")]
+    pub nodekey: Option<PathBuf>,
+    /// Signer (sealer) account; needs --keystore and --password-file.
+    #[arg(long, env = "GETH_AGENT_SIGNER", value_name = "ADDRESS")]
+    pub signer: Option<String>,
+    /// Keystore folder holding the signer account.
+    #[arg(long, env = "GETH_AGENT_KEYSTORE", value_name = "DIR")]
+    pub keystore: Option<PathBuf>,
+    /// File with the signer keystore's password.
+    #[arg(long, env = "GETH_AGENT_PASSWORD_FILE", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Serve geth's HTTP JSON-RPC on this address (eth, net, web3, txpool, clique).
+    #[arg(long, env = "GETH_AGENT_HTTP", value_name = "ADDR:PORT")]
+    pub http: Option<String>,
+    /// Networks geth may talk to (geth --netrestrict) [default: 127.0.0.0/8].
+    #[arg(long, env = "GETH_AGENT_NETRESTRICT", value_name = "CIDRS")]
+    pub netrestrict: Option<String>,
+    /// Also write geth's JSON log to this file.
+    #[arg(long, env = "GETH_AGENT_GETH_LOG_FILE", value_name = "FILE")]
+    pub geth_log_file: Option<PathBuf>,
+    /// Signers start sealing once this many peers are connected [default: 0].
+    #[arg(long, env = "GETH_AGENT_MINE_MIN_PEERS", value_name = "N")]
+    pub mine_min_peers: Option<usize>,
+    /// ...or after this many seconds without them [default: 30].
+    #[arg(long, env = "GETH_AGENT_MINE_WAIT_SECS", value_name = "SECS")]
+    pub mine_wait_secs: Option<u64>,
+    /// Lowest gas price (wei) geth's pool and miner accept, applied over IPC at
+    /// every start; 0 makes zero-fee transactions work network-wide [default: 0].
+    #[arg(long, env = "GETH_AGENT_MIN_GAS_PRICE_WEI", value_name = "WEI")]
+    pub min_gas_price_wei: Option<u64>,
+    /// Seconds geth gets to stop after one SIGTERM before it is killed [default: 120].
+    #[arg(long, env = "GETH_AGENT_SHUTDOWN_GRACE_SECS", value_name = "SECS")]
+    pub shutdown_grace_secs: Option<u64>,
+    /// Extra arguments passed to geth as they are (after `--`).
+    #[arg(last = true, value_name = "GETH_ARGS")]
+    pub geth_args: Vec<String>,
+}
+
+/// The same options, from the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    name: Option<String>,
+    datadir: Option<PathBuf>,
+    geth_bin: Option<PathBuf>,
+    genesis: Option<PathBuf>,
+    geth_config: Option<PathBuf>,
+    nodekey: Option<PathBuf>,
+    signer: Option<String>,
+    keystore: Option<PathBuf>,
+    password_file: Option<PathBuf>,
+    http: Option<String>,
+    netrestrict: Option<String>,
+    geth_log_file: Option<PathBuf>,
+    mine_min_peers: Option<usize>,
+    mine_wait_secs: Option<u64>,
+    min_gas_price_wei: Option<u64>,
+    shutdown_grace_secs: Option<u64>,
+    #[serde(default)]
+    geth_args: Vec<String>,
+}
+
+/// Validated configuration of one supervised node.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub name: String,
+    pub genesis: PathBuf,
+    pub geth: GethCommand,
+    pub mine_min_peers: usize,
+    pub mine_wait: Duration,
+    pub min_gas_price_wei: u64,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+pub struct ConfigError(pub Vec<String>);
+
+impl RunArgs {
+    /// Merges flags/env with the TOML file and validates everything.
+    pub fn resolve(self) -> Result<RunConfig, ConfigError> {
+        let mut errors = Vec::new();
+        let file = match &self.config {
+            Some(path) => match load_file(path) {
+                Ok(file) => file,
+                Err(e) => {
+                    errors.push(e);
+                    FileConfig::default()
+                }
+            },
+            None => FileConfig::default(),
+        };
+        let base = self
+            .config
+            .as_deref()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("."));
+        let rel = |p: Option<PathBuf>| p.map(|p| base.join(p));
+
+        let name = self.name.or(file.name).unwrap_or_else(|| "geth".into());
+        let datadir = self.datadir.or(rel(file.datadir));
+        let genesis = self.genesis.or(rel(file.genesis));
+        let geth_bin = self
+            .geth_bin
+            .or(rel(file.geth_bin))
+            .unwrap_or_else(crate::geth::default_binary);
+        let geth_config = self.geth_config.or(rel(file.geth_config));
+        let nodekey = self.nodekey.or(rel(file.nodekey));
+        let keystore = self.keystore.or(rel(file.keystore));
+        let password_file = self.password_file.or(rel(file.password_file));
+        let geth_log_file = self.geth_log_file.or(rel(file.geth_log_file));
+
+        if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control()) {
+            errors.push(format!("name {name:?}: use 1 to 64 printable characters"));
+        }
+        if datadir.is_none() {
+            errors.push("datadir: required (--datadir or GETH_AGENT_DATADIR)".into());
+        }
+        match &genesis {
+            None => errors.push("genesis: required (--genesis or GETH_AGENT_GENESIS)".into()),
+            Some(g) if !g.is_file() => {
+                errors.push(format!("genesis: {} is not a file", g.display()))
+            }
+            Some(_) => {}
+        }
+        for (what, path) in [
+            ("geth_config", &geth_config),
+            ("nodekey", &nodekey),
+            ("password_file", &password_file),
+        ] {
+            if let Some(p) = path.as_ref().filter(|p| !p.is_file()) {
+                errors.push(format!("{what}: {} is not a file", p.display()));
+            }
+        }
+        if let Some(k) = keystore.as_ref().filter(|k| !k.is_dir()) {
+            errors.push(format!("keystore: {} is not a folder", k.display()));
+        }
+        let http = match self.http.or(file.http) {
+            None => None,
+            Some(h) => match h.parse::<SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    errors.push(format!("http: {h:?} is not an IP:port address"));
+                    None
+                }
+            },
+        };
+        let signer = match self.signer.or(file.signer) {
+            None => None,
+            Some(s) => match s.parse::<Address>() {
+                Ok(address) => match (&keystore, &password_file) {
+                    (Some(keystore), Some(password_file)) => Some(SignerArgs {
+                        address,
+                        keystore: keystore.clone(),
+                        password_file: password_file.clone(),
+                    }),
+                    _ => {
+                        errors.push("signer: needs keystore and password_file".into());
+                        None
+                    }
+                },
+                Err(_) => {
+                    errors.push(format!("signer: {s:?} is not an address"));
+                    None
+                }
+            },
+        };
+        let netrestrict = self
+            .netrestrict
+            .or(file.netrestrict)
+            .unwrap_or_else(|| DEFAULT_NETRESTRICT.into());
+        if netrestrict.trim().is_empty() {
+            errors.push("netrestrict: must name at least one network (e.g. 127.0.0.0/8)".into());
+        }
+        let mine_wait_secs = self
+            .mine_wait_secs
+            .or(file.mine_wait_secs)
+            .unwrap_or(DEFAULT_MINE_WAIT_SECS);
+        let shutdown_grace_secs = self
+            .shutdown_grace_secs
+            .or(file.shutdown_grace_secs)
+            .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS);
+        if shutdown_grace_secs == 0 {
+            errors.push("shutdown_grace_secs: must be at least 1".into());
+        }
+        let mut geth_args = file.geth_args;
+        geth_args.extend(self.geth_args);
+
+        if !errors.is_empty() {
+            return Err(ConfigError(errors));
+        }
+        let (Some(datadir), Some(genesis)) = (datadir, genesis) else {
+            unreachable!("missing datadir/genesis are reported above");
+        };
+        let mut geth = GethCommand::new(geth_bin, datadir);
+        geth.config = geth_config;
+        geth.nodekey = nodekey;
+        geth.signer = signer;
+        geth.http = http;
+        geth.netrestrict = netrestrict;
+        geth.log_file = geth_log_file;
+        geth.extra_args = geth_args;
+        Ok(RunConfig {
+            name,
+            genesis,
+            geth,
+            mine_min_peers: self.mine_min_peers.or(file.mine_min_peers).unwrap_or(0),
+            mine_wait: Duration::from_secs(mine_wait_secs),
+            min_gas_price_wei: self
+                .min_gas_price_wei
+                .or(file.min_gas_price_wei)
+                .unwrap_or(DEFAULT_MIN_GAS_PRICE_WEI),
+            shutdown_grace: Duration::from_secs(shutdown_grace_secs),
+        })
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("config {}: {}", path.display(), e.message()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let args = RunArgs {
+            name: Some(String::new()),
+            http: Some("nope".into()),
+            signer: Some("0x12".into()),
+            shutdown_grace_secs: Some(0),
+            ..RunArgs::default()
+        };
+        let err = args.resolve().unwrap_err();
+        let text = err.to_string();
+        for needle in [
+            "name",
+            "datadir",
+            "genesis",
+            "http",
+            "signer",
+            "shutdown_grace_secs",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from {text}");
+        }
+        assert_eq!(err.0.len(), 6, "{text}");
+    }
+
+    #[test]
+    fn file_values_resolve_relative_to_the_file_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("genesis.json"), "{}").unwrap();
+        std::fs::write(dir.path().join("pw"), "x").unwrap();
+        std::fs::create_dir(dir.path().join("ks")).unwrap();
+        let file = dir.path().join("agent.toml");
+        std::fs::write(
+            &file,
+            "name = \"from-file\"\ngenesis = \"genesis.json\"\ndatadir = \"data\"\n\
+             keystore = \"ks\"\npassword_file = \"pw\"\n\
+             signer = \"0x00000000000000000000000000000000000000aa\"\nmine_min_peers = 2\n",
+        )
+        .unwrap();
+        let args = RunArgs {
+            config: Some(file),
+            name: Some("from-flag".into()),
+            ..RunArgs::default()
+        };
+        let config = args.resolve().unwrap();
+        assert_eq!(config.name, "from-flag");
+        assert_eq!(config.genesis, dir.path().join("genesis.json"));
+        assert_eq!(config.geth.datadir, dir.path().join("data"));
+        assert_eq!(config.mine_min_peers, 2);
+        assert!(config.geth.signer.is_some());
+        assert_eq!(config.min_gas_price_wei, 0);
+    }
+
+    #[test]
+    fn unknown_toml_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("agent.toml");
+        std::fs::write(&file, "nmae = \"typo\"\n").unwrap();
+        let err = RunArgs {
+            config: Some(file),
+            ..RunArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.to_string().contains("nmae"), "{err}");
+    }
+}

@@ -1,0 +1,22 @@
+//! geth-agent: supervises one geth v1.13 clique node.
+
+pub mod cli;
+pub mod config;
+pub mod geth;
+pub mod init;
+pub mod logline;
+pub mod network;
+pub mod rpc;
+pub mod signals;
+pub mod startup;
+pub mod supervisor;
+
+/// Logs to stderr, `RUST_LOG` style filter (default `info`).
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
