@@ -46,6 +46,8 @@ pub async fn ensure_initialised(
     tracing::info!(genesis = %genesis.display(), "initialising datadir");
     let output = tokio::process::Command::new(&geth.binary)
         .args(geth.init_args(genesis))
+        .env_clear()
+        .envs(crate::supervisor::geth_env())
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output()

@@ -65,6 +65,8 @@ pub async fn run(config: RunConfig, cancel: CancellationToken) -> Result<Ending,
 
     let mut child = tokio::process::Command::new(&config.geth.binary)
         .args(config.geth.args())
+        .env_clear()
+        .envs(geth_env())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -142,6 +144,14 @@ pub async fn run(config: RunConfig, cancel: CancellationToken) -> Result<Ending,
         },
         other => other,
     })
+}
+
+/// The agent's environment without `GETH_*` variables: geth treats those as its
+/// own flags and warns about unknown ones (`GETH_BIN`, `GETH_AGENT_*`).
+pub fn geth_env() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    std::env::vars_os()
+        .filter(|(key, _)| !key.to_string_lossy().starts_with("GETH_"))
+        .collect()
 }
 
 /// One SIGTERM, then wait up to `grace`, then SIGKILL.

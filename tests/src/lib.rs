@@ -1,1 +1,381 @@
-//! placeholder
+//! Test harness: real geth v1.13.15 clique networks in temporary folders on free
+//! loopback ports. Nodes are started directly or under `geth-agent`, waited on
+//! with deadlines, and killed when the [`TestNetwork`] is dropped (also when a
+//! test panics; the folder is then kept and its path printed for the logs).
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use alloy::primitives::{Address, B256};
+use anyhow::{bail, Context, Result};
+use geth_agent::geth::{GethCommand, SignerArgs};
+use geth_agent::network::{self, genesis, Network, NetworkSpec, NodeInfo, NodePorts, Role};
+use geth_agent::rpc::GethRpc;
+use geth_agent::startup::{self, SealingStart, StartupPolicy};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The geth binary: `$GETH_BIN`, else the one `scripts/install-geth` builds.
+pub fn geth_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("GETH_BIN") {
+        return PathBuf::from(bin);
+    }
+    let bin = workspace_root().join(".tools/geth-1.13.15/bin/geth");
+    assert!(
+        bin.exists(),
+        "geth not found at {}: run scripts/install-geth (or set GETH_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .to_owned()
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, or fails after `timeout`
+/// with the last observation.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => "condition not met".to_owned(),
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// How nodes are started.
+#[derive(Debug, Clone)]
+pub enum Launcher {
+    /// geth directly; the harness applies the agent's startup policy itself.
+    Geth,
+    /// `geth-agent run` with the node's generated agent.toml.
+    Agent(PathBuf),
+}
+
+/// What network to start.
+#[derive(Debug, Clone)]
+pub struct NetworkOptions {
+    pub signers: usize,
+    pub validators: usize,
+    pub period: u64,
+    pub launcher: Launcher,
+}
+
+impl Default for NetworkOptions {
+    fn default() -> Self {
+        Self {
+            signers: 3,
+            validators: 0,
+            period: 1,
+            launcher: Launcher::Geth,
+        }
+    }
+}
+
+pub struct TestNode {
+    pub info: NodeInfo,
+    pub datadir: PathBuf,
+    /// stdout+stderr of geth (or of the agent).
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl TestNode {
+    pub fn ipc(&self) -> PathBuf {
+        self.datadir.join("geth.ipc")
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.info.ports.http)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub async fn rpc(&self) -> Result<GethRpc> {
+        Ok(GethRpc::connect(&self.ipc()).await?)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `signal` to the node's process (geth or the agent).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> Result<()> {
+        let pid = self.pid().context("node is not running")?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)?;
+        Ok(())
+    }
+
+    /// Waits for the process to exit and returns its exit status.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let name = self.info.name.clone();
+        let child = self.child.as_mut().context("node is not running")?;
+        let status = eventually(&format!("{name} to exit"), timeout, || {
+            let polled = child.try_wait().map_err(anyhow::Error::from);
+            async move { polled }
+        })
+        .await?;
+        self.child = None;
+        Ok(status)
+    }
+}
+
+pub struct TestNetwork {
+    dir: Option<tempfile::TempDir>,
+    pub network: Network,
+    pub network_dir: PathBuf,
+    pub nodes: Vec<TestNode>,
+    pub launcher: Launcher,
+}
+
+impl TestNetwork {
+    /// Generates a network and starts all its nodes.
+    pub async fn start(options: NetworkOptions) -> Result<Self> {
+        let mut net = Self::generate(&options)?;
+        for i in 0..net.nodes.len() {
+            net.spawn(i)?;
+        }
+        if matches!(net.launcher, Launcher::Geth) {
+            net.apply_startup_policy().await?;
+        }
+        Ok(net)
+    }
+
+    /// Writes the network description without starting anything.
+    pub fn generate(options: &NetworkOptions) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("clique-").tempdir()?;
+        let count = options.signers + options.validators;
+        let ports = free_ports(count * 3)?
+            .chunks(3)
+            .map(|p| NodePorts {
+                p2p: p[0],
+                http: p[1],
+                agent: p[2],
+            })
+            .collect();
+        let template = serde_json::from_str(genesis::TEMPLATES[0].text)?;
+        let spec = NetworkSpec {
+            template,
+            name: "test".into(),
+            period: options.period,
+            signers: options.signers,
+            validators: options.validators,
+            accounts: 1,
+            host: "127.0.0.1".into(),
+            ports,
+        };
+        let network_dir = dir.path().join("network");
+        let network = network::generate(&spec, &network_dir)?;
+        let nodes = network
+            .nodes
+            .iter()
+            .map(|info| TestNode {
+                info: info.clone(),
+                datadir: dir.path().join("data").join(&info.name),
+                log: dir.path().join(format!("{}.log", info.name)),
+                child: None,
+            })
+            .collect();
+        Ok(Self {
+            dir: Some(dir),
+            network,
+            network_dir,
+            nodes,
+            launcher: options.launcher.clone(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.as_ref().expect("dir lives until drop").path()
+    }
+
+    pub fn genesis(&self) -> PathBuf {
+        self.network_dir.join("genesis.json")
+    }
+
+    pub fn node_dir(&self, i: usize) -> PathBuf {
+        Network::node_dir(&self.network_dir, &self.nodes[i].info.name)
+    }
+
+    /// The geth command line the agent would build for node `i`.
+    pub fn geth_command(&self, i: usize) -> GethCommand {
+        let node = &self.nodes[i];
+        let dir = self.node_dir(i);
+        let mut cmd = GethCommand::new(geth_bin(), node.datadir.clone());
+        cmd.config = Some(dir.join("config.toml"));
+        cmd.nodekey = Some(dir.join("nodekey"));
+        cmd.http = Some(([127, 0, 0, 1], node.info.ports.http).into());
+        cmd.signer = node.info.signer.map(|address| SignerArgs {
+            address,
+            keystore: dir.join("keystore"),
+            password_file: dir.join("password"),
+        });
+        cmd
+    }
+
+    /// Starts node `i` (again).
+    pub fn spawn(&mut self, i: usize) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.nodes[i].log)?;
+        let mut command = match &self.launcher {
+            Launcher::Geth => {
+                let geth = self.geth_command(i);
+                if geth_agent::init::needs_init(&geth.datadir) {
+                    init_blocking(&geth, &self.genesis())?;
+                }
+                let mut c = Command::new(&geth.binary);
+                c.args(geth.args());
+                c
+            }
+            Launcher::Agent(bin) => {
+                let mut c = Command::new(bin);
+                c.arg("run")
+                    .arg("--config")
+                    .arg(self.node_dir(i).join("agent.toml"))
+                    .arg("--datadir")
+                    .arg(&self.nodes[i].datadir)
+                    .env("GETH_BIN", geth_bin())
+                    .env("RUST_LOG", "info");
+                c
+            }
+        };
+        command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {}", self.nodes[i].info.name))?;
+        self.nodes[i].child = Some(child);
+        Ok(())
+    }
+
+    /// What the agent does after geth starts: gas price floor, then sealing.
+    pub async fn apply_startup_policy(&self) -> Result<()> {
+        let signers = self.network.signers().count();
+        let mut tasks = Vec::new();
+        for node in &self.nodes {
+            let ipc = node.ipc();
+            let policy = StartupPolicy {
+                min_gas_price_wei: 0,
+                sealing: (node.info.role == Role::Signer).then_some(SealingStart {
+                    min_peers: signers - 1,
+                    max_wait: Duration::from_secs(30),
+                }),
+            };
+            tasks.push(tokio::spawn(async move {
+                let rpc =
+                    GethRpc::connect_by(&ipc, Instant::now() + Duration::from_secs(60)).await?;
+                startup::apply(&rpc, &policy, &CancellationToken::new()).await?;
+                anyhow::Ok(())
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+        Ok(())
+    }
+
+    /// Head of node `i`, over IPC.
+    pub async fn head(&self, i: usize) -> Result<u64> {
+        Ok(self.nodes[i].rpc().await?.block_number().await?)
+    }
+
+    /// Waits until node `i` has at least block `number`.
+    pub async fn wait_for_block(&self, i: usize, number: u64, timeout: Duration) -> Result<u64> {
+        let what = format!("{} to reach block {number}", self.nodes[i].info.name);
+        eventually(&what, timeout, || async move {
+            let head = self.head(i).await?;
+            Ok((head >= number).then_some(head))
+        })
+        .await
+    }
+
+    /// Hash of block `number` on node `i`.
+    pub async fn block_hash(&self, i: usize, number: u64) -> Result<B256> {
+        use alloy::providers::Provider;
+        let rpc = self.nodes[i].rpc().await?;
+        let block = rpc
+            .provider()
+            .get_block_by_number(number.into())
+            .await?
+            .with_context(|| format!("block {number} missing"))?;
+        Ok(block.header.hash)
+    }
+
+    /// The real clique sealer of block `number`, as node `i` sees it.
+    pub async fn signer_of(&self, i: usize, number: u64) -> Result<Address> {
+        let rpc = self.nodes[i].rpc().await?;
+        Ok(rpc
+            .call("clique_getSigner", (format!("{number:#x}"),))
+            .await?)
+    }
+
+    /// Keeps the folder (logs, datadirs) after the test.
+    pub fn keep(&mut self) -> PathBuf {
+        self.dir
+            .take()
+            .map(tempfile::TempDir::keep)
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for TestNetwork {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            let kept = self.keep();
+            eprintln!("test network kept for inspection: {}", kept.display());
+        }
+    }
+}
+
+fn init_blocking(geth: &GethCommand, genesis: &Path) -> Result<()> {
+    let output = Command::new(&geth.binary)
+        .args(geth.init_args(genesis))
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "geth init failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Distinct free loopback ports (all held open until every one is chosen).
+pub fn free_ports(count: usize) -> Result<Vec<u16>> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    Ok(listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()?)
+}

@@ -1,0 +1,127 @@
+//! Real geth v1.13.15 clique networks on loopback.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use alloy::network::{EthereumWallet, TransactionBuilder};
+use alloy::primitives::{Address, U256};
+use alloy::providers::{Provider, ProviderBuilder};
+use alloy::rpc::types::TransactionRequest;
+use alloy::signers::local::PrivateKeySigner;
+use anyhow::{ensure, Result};
+use testnet::{eventually, NetworkOptions, TestNetwork};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn three_signers_peer_and_take_turns() -> Result<()> {
+    let net = TestNetwork::start(NetworkOptions::default()).await?;
+
+    let net = &net;
+    for i in 0..3 {
+        eventually("2 peers", MINUTE, || async move {
+            let peers = net.nodes[i].rpc().await?.peer_count().await?;
+            Ok((peers == 2).then_some(()))
+        })
+        .await?;
+    }
+
+    net.wait_for_block(0, 30, 3 * MINUTE).await?;
+    let mut sealers = BTreeSet::new();
+    for number in 1..=30 {
+        sealers.insert(net.signer_of(0, number).await?);
+    }
+    let signers: BTreeSet<Address> = net.network.signers().filter_map(|n| n.signer).collect();
+    assert_eq!(
+        sealers, signers,
+        "every signer seals at least one of the first 30 blocks"
+    );
+
+    // All nodes agree on block 30.
+    let hash = net.block_hash(0, 30).await?;
+    for i in 1..3 {
+        net.wait_for_block(i, 30, MINUTE).await?;
+        assert_eq!(
+            net.block_hash(i, 30).await?,
+            hash,
+            "node {i} disagrees at block 30"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn zero_gas_price_transfers_are_mined_from_any_node() -> Result<()> {
+    let net = TestNetwork::start(NetworkOptions {
+        validators: 1,
+        ..Default::default()
+    })
+    .await?;
+    net.wait_for_block(0, 2, 2 * MINUTE).await?;
+
+    let account = &net.network.accounts[0];
+    let password = std::fs::read_to_string(net.network_dir.join("accounts/password"))?;
+    let wallet =
+        PrivateKeySigner::decrypt_keystore(net.network_dir.join(&account.keystore), password)?;
+    let validator = net
+        .nodes
+        .iter()
+        .position(|n| n.info.signer.is_none())
+        .expect("one validator");
+    let recipient = Address::repeat_byte(0x42);
+
+    // Once through the validator (the transaction must travel to a signer), once through a signer.
+    for (nonce, node) in [(0u64, validator), (1, 0)] {
+        let provider = ProviderBuilder::new()
+            .wallet(EthereumWallet::from(wallet.clone()))
+            .connect_http(net.nodes[node].http_url().parse()?);
+        let before = provider.get_balance(account.address).await?;
+        let tx = TransactionRequest::default()
+            .with_to(recipient)
+            .with_value(U256::from(1_000u64))
+            .with_nonce(nonce)
+            .with_gas_limit(21_000)
+            .with_gas_price(0);
+        let pending = provider.send_transaction(tx).await?;
+        let hash = *pending.tx_hash();
+        let receipt = eventually("the zero-price transfer to be mined", 2 * MINUTE, || {
+            let provider = provider.clone();
+            async move { Ok(provider.get_transaction_receipt(hash).await?) }
+        })
+        .await?;
+        ensure!(
+            receipt.status(),
+            "transfer via {} reverted",
+            net.nodes[node].info.name
+        );
+        assert_eq!(receipt.effective_gas_price, 0);
+        let after = provider.get_balance(account.address).await?;
+        assert_eq!(
+            before - after,
+            U256::from(1_000u64),
+            "only the value left the account"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn non_signer_follows_the_head() -> Result<()> {
+    let net = TestNetwork::start(NetworkOptions {
+        signers: 2,
+        validators: 1,
+        ..Default::default()
+    })
+    .await?;
+    let validator = 2;
+    assert!(net.nodes[validator].info.signer.is_none());
+    let signer_head = net.wait_for_block(0, 10, 2 * MINUTE).await?;
+    net.wait_for_block(validator, signer_head, MINUTE).await?;
+    assert_eq!(
+        net.block_hash(validator, signer_head).await?,
+        net.block_hash(0, signer_head).await?
+    );
+    let mining = net.nodes[validator].rpc().await?.mining().await?;
+    assert!(!mining, "a validator never seals");
+    Ok(())
+}
