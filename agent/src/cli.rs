@@ -9,7 +9,7 @@ use tracing::Instrument;
 
 use crate::config::RunArgs;
 use crate::network::{self, genesis, NetworkSpec, NodePorts};
-use crate::supervisor::{self, Ending};
+use crate::supervisor;
 
 /// Exit code for bad usage or configuration (sysexits EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
@@ -94,17 +94,7 @@ async fn run_node(args: RunArgs) -> ExitCode {
     let span = tracing::info_span!("node", name = %config.name);
     match supervisor::run(config, cancel).instrument(span).await {
         Ok(ending) if ending.is_clean() => ExitCode::SUCCESS,
-        Ok(Ending::Stopped {
-            status,
-            blockchain_stopped,
-        }) => {
-            tracing::error!(%status, blockchain_stopped, "geth did not stop cleanly");
-            ExitCode::FAILURE
-        }
-        Ok(ending) => {
-            tracing::error!(?ending, "geth ended unexpectedly");
-            ExitCode::FAILURE
-        }
+        Ok(_) => ExitCode::FAILURE,
         Err(e) => {
             tracing::error!(error = %e, "supervision failed");
             ExitCode::FAILURE

@@ -119,6 +119,15 @@ pub struct RunConfig {
 #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
 pub struct ConfigError(pub Vec<String>);
 
+impl RunConfig {
+    /// Archive nodes write state every block and log no state lines on shutdown.
+    pub fn archive(&self) -> bool {
+        let args = &self.geth.extra_args;
+        args.iter().any(|a| a == "--gcmode=archive")
+            || args.windows(2).any(|w| w[0] == "--gcmode" && w[1] == "archive")
+    }
+}
+
 impl RunArgs {
     /// Merges flags/env with the TOML file and validates everything.
     pub fn resolve(self) -> Result<RunConfig, ConfigError> {

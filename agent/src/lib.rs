@@ -7,16 +7,19 @@ pub mod init;
 pub mod logline;
 pub mod network;
 pub mod rpc;
+pub mod shutdown;
 pub mod signals;
 pub mod startup;
 pub mod supervisor;
 
-/// Logs to stderr, `RUST_LOG` style filter (default `info`).
+/// Logs to stderr, `RUST_LOG` style filter (default `info`); colours only on a terminal.
 pub fn init_logging() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

@@ -3,8 +3,7 @@
 //! geth with exactly one SIGTERM, waiting up to the grace period before SIGKILL.
 
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
@@ -20,6 +19,8 @@ use tracing::Instrument;
 use crate::config::RunConfig;
 use crate::init::{self, InitError};
 use crate::logline::{LogLine, MAX_LINE_BYTES};
+use crate::rpc::GethRpc;
+use crate::shutdown::{self, Exit, ShutdownLog, Verdict};
 use crate::startup::{self, SealingStart, StartupPolicy};
 
 /// How long geth may take to open its IPC socket after start.
@@ -39,23 +40,16 @@ pub enum SupervisorError {
 }
 
 /// How a supervised geth ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
-    /// Stopped by the agent with one SIGTERM.
-    Stopped {
-        status: ExitStatus,
-        blockchain_stopped: bool,
-    },
-    /// Did not stop within the grace period and was killed.
-    Killed,
-    /// Exited without being asked to.
-    Died { status: ExitStatus },
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ending {
+    /// The agent asked geth to stop (as opposed to geth exiting on its own).
+    pub requested: bool,
+    pub verdict: Verdict,
 }
 
 impl Ending {
-    /// Clean: stopped on request, exit 0, and geth logged `Blockchain stopped`.
     pub fn is_clean(&self) -> bool {
-        matches!(self, Ending::Stopped { status, blockchain_stopped: true } if status.success())
+        self.requested && self.verdict.clean
     }
 }
 
@@ -82,16 +76,16 @@ pub async fn run(config: RunConfig, cancel: CancellationToken) -> Result<Ending,
     let pid = child.id().map(|id| Pid::from_raw(id as i32));
     tracing::info!(pid = ?pid, "geth started");
 
-    let stopped_line = Arc::new(AtomicBool::new(false));
+    let shutdown_log = Arc::new(Mutex::new(ShutdownLog::default()));
     let forwarders = [
         child
             .stdout
             .take()
-            .map(|out| tokio::spawn(forward(out, stopped_line.clone()).in_current_span())),
+            .map(|out| tokio::spawn(forward(out, shutdown_log.clone()).in_current_span())),
         child
             .stderr
             .take()
-            .map(|err| tokio::spawn(forward(err, stopped_line.clone()).in_current_span())),
+            .map(|err| tokio::spawn(forward(err, shutdown_log.clone()).in_current_span())),
     ];
 
     let startup_cancel = cancel.child_token();
@@ -123,13 +117,18 @@ pub async fn run(config: RunConfig, cancel: CancellationToken) -> Result<Ending,
         )
     };
 
-    let ending = tokio::select! {
+    let started = Instant::now();
+    let (requested, exit, head_before, since) = tokio::select! {
         status = child.wait() => {
             let status = status.map_err(SupervisorError::Wait)?;
-            tracing::error!(%status, "geth exited unexpectedly");
-            Ending::Died { status }
+            tracing::error!(%status, "geth exited without being asked to");
+            (false, exit_of(status), None, started)
         }
-        _ = cancel.cancelled() => stop(&mut child, pid, config.shutdown_grace, &stopped_line).await?,
+        _ = cancel.cancelled() => {
+            let head_before = head(&config.geth.ipc_path()).await;
+            let since = Instant::now();
+            (true, stop(&mut child, pid, config.shutdown_grace).await?, head_before, since)
+        }
     };
     startup_cancel.cancel();
     let _ = startup_task.await;
@@ -137,13 +136,33 @@ pub async fn run(config: RunConfig, cancel: CancellationToken) -> Result<Ending,
         // Output ends when geth's pipes close; a grandchild holding them must not block us.
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }
-    Ok(match ending {
-        Ending::Stopped { status, .. } => Ending::Stopped {
-            status,
-            blockchain_stopped: stopped_line.load(Ordering::SeqCst),
-        },
-        other => other,
-    })
+    let log = shutdown_log.lock().map(|l| l.clone()).unwrap_or_default();
+    let verdict = shutdown::judge(&log, exit, head_before, config.archive(), since.elapsed());
+    if let Err(e) = shutdown::write_marker(&config.geth.datadir, &verdict) {
+        tracing::error!(error = %e, "cannot write the shutdown marker");
+    }
+    let persisted = verdict.persisted.as_ref().map(|b| b.number);
+    if verdict.clean {
+        tracing::info!(reason = %verdict.reason, ?head_before, ?persisted, ms = verdict.duration_ms, "clean shutdown verified");
+    } else {
+        tracing::error!(reason = %verdict.reason, ?head_before, ?persisted, "UNCLEAN shutdown");
+    }
+    Ok(Ending { requested, verdict })
+}
+
+/// Head block when the stop begins, straight from geth (bounded wait).
+async fn head(ipc: &std::path::Path) -> Option<u64> {
+    let query = async { GethRpc::connect(ipc).await.ok()?.block_number().await.ok() };
+    tokio::time::timeout(Duration::from_secs(2), query).await.ok().flatten()
+}
+
+fn exit_of(status: ExitStatus) -> Exit {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Exit::Code(code),
+        (None, Some(signal)) => Exit::Signal(signal),
+        (None, None) => Exit::Code(-1),
+    }
 }
 
 /// The agent's environment without `GETH_*` variables: geth treats those as its
@@ -155,51 +174,39 @@ pub fn geth_env() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
 }
 
 /// One SIGTERM, then wait up to `grace`, then SIGKILL.
-async fn stop(
-    child: &mut Child,
-    pid: Option<Pid>,
-    grace: Duration,
-    stopped_line: &AtomicBool,
-) -> Result<Ending, SupervisorError> {
+async fn stop(child: &mut Child, pid: Option<Pid>, grace: Duration) -> Result<Exit, SupervisorError> {
     let Some(pid) = pid else {
         // Already reaped: nothing to signal.
         let status = child.wait().await.map_err(SupervisorError::Wait)?;
-        return Ok(Ending::Died { status });
+        return Ok(exit_of(status));
     };
-    tracing::info!(grace_secs = grace.as_secs(), "stopping geth with SIGTERM");
+    tracing::info!(grace_secs = grace.as_secs(), "stopping geth with one SIGTERM");
     if let Err(e) = kill(pid, Signal::SIGTERM) {
         tracing::warn!(error = %e, "SIGTERM failed");
     }
     match tokio::time::timeout(grace, child.wait()).await {
         Ok(status) => {
             let status = status.map_err(SupervisorError::Wait)?;
-            let blockchain_stopped = stopped_line.load(Ordering::SeqCst);
-            tracing::info!(%status, blockchain_stopped, "geth stopped");
-            Ok(Ending::Stopped {
-                status,
-                blockchain_stopped,
-            })
+            tracing::info!(%status, "geth exited");
+            Ok(exit_of(status))
         }
         Err(_) => {
-            tracing::error!(
-                grace_secs = grace.as_secs(),
-                "geth did not stop in time; killing it"
-            );
+            tracing::error!(grace_secs = grace.as_secs(), "geth did not stop in time; killing it");
             let _ = child.kill().await;
-            Ok(Ending::Killed)
+            Ok(Exit::KilledAfterGrace)
         }
     }
 }
 
 /// Forwards geth's output line by line into the agent's log.
-async fn forward(stream: impl AsyncRead + Unpin, stopped_line: Arc<AtomicBool>) {
+async fn forward(stream: impl AsyncRead + Unpin, shutdown_log: Arc<Mutex<ShutdownLog>>) {
     let mut lines = FramedRead::new(stream, LinesCodec::new_with_max_length(MAX_LINE_BYTES));
     while let Some(line) = lines.next().await {
         match line {
             Ok(line) => match LogLine::parse(&line) {
                 Some(parsed) => {
-                    if parsed.msg == "Blockchain stopped" {
-                        stopped_line.store(true, Ordering::SeqCst);
+                    if let Ok(mut log) = shutdown_log.lock() {
+                        log.observe(&parsed);
                     }
                     emit(&parsed);
                 }
