@@ -124,7 +124,9 @@ impl RunConfig {
     pub fn archive(&self) -> bool {
         let args = &self.geth.extra_args;
         args.iter().any(|a| a == "--gcmode=archive")
-            || args.windows(2).any(|w| w[0] == "--gcmode" && w[1] == "archive")
+            || args
+                .windows(2)
+                .any(|w| w[0] == "--gcmode" && w[1] == "archive")
     }
 }
 

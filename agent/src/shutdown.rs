@@ -10,8 +10,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
 use crate::logline::LogLine;
 
 /// Messages geth v1.13 logs when saving state on shutdown failed (some at INFO).
@@ -35,21 +33,19 @@ pub struct ShutdownLog {
     pub errors: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PersistedBlock {
-    pub number: u64,
-    pub hash: String,
-}
+pub use geth_wire::{PersistedBlock, ShutdownVerdict as Verdict};
 
 impl ShutdownLog {
     pub fn observe(&mut self, line: &LogLine) {
         match line.msg.as_str() {
             "Got interrupt, shutting down..." => self.interrupted = true,
-            "Writing cached state to disk" => {
-                if self.head_written.is_none() {
-                    if let (Some(number), Some(hash)) = (line.u64("block"), line.str("hash")) {
-                        self.head_written = Some(PersistedBlock { number, hash: hash.to_owned() });
-                    }
+            // The first of these lines is the head's state (then head-1, head-127).
+            "Writing cached state to disk" if self.head_written.is_none() => {
+                if let (Some(number), Some(hash)) = (line.u64("block"), line.str("hash")) {
+                    self.head_written = Some(PersistedBlock {
+                        number,
+                        hash: hash.to_owned(),
+                    });
                 }
             }
             "Persisted trie from memory database" => self.tries_persisted += 1,
@@ -72,24 +68,6 @@ impl ShutdownLog {
             || self.path_scheme_persisted
             || (self.head_written.is_some() && self.tries_persisted > 0)
     }
-}
-
-/// How a stop ended, as recorded in the marker file and events.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Verdict {
-    pub clean: bool,
-    pub reason: String,
-    /// Head when the stop began, as geth reported it.
-    #[serde(default)]
-    pub head_before: Option<u64>,
-    /// Block whose state geth wrote to disk.
-    #[serde(default)]
-    pub persisted: Option<PersistedBlock>,
-    pub exit_code: Option<i32>,
-    pub killed: bool,
-    pub duration_ms: u64,
-    /// Seconds since the Unix epoch.
-    pub at: u64,
 }
 
 /// How the geth process ended.
@@ -115,12 +93,19 @@ pub fn judge(
     };
     let reason = match exit {
         Exit::KilledAfterGrace => {
-            format!("geth did not exit within the grace period ({}s) and was killed", took.as_secs())
+            format!(
+                "geth did not exit within the grace period ({}s) and was killed",
+                took.as_secs()
+            )
         }
         Exit::Signal(s) => format!("geth was killed by signal {s}"),
         Exit::Code(c) if c != 0 => format!("geth exited with code {c}"),
-        Exit::Code(_) if !log.errors.is_empty() => format!("geth logged errors: {}", log.errors.join("; ")),
-        Exit::Code(_) if !log.blockchain_stopped => "geth exited without logging `Blockchain stopped`".into(),
+        Exit::Code(_) if !log.errors.is_empty() => {
+            format!("geth logged errors: {}", log.errors.join("; "))
+        }
+        Exit::Code(_) if !log.blockchain_stopped => {
+            "geth exited without logging `Blockchain stopped`".into()
+        }
         Exit::Code(_) if !log.state_saved(head_before, archive) => {
             "geth stopped without logging that it saved the head state".into()
         }
@@ -143,7 +128,10 @@ pub fn judge(
         exit_code,
         killed,
         duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
-        at: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        at: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
     }
 }
 
@@ -194,25 +182,85 @@ mod tests {
 
     #[test]
     fn clean_stop_records_the_head_block() {
-        let v = judge(&feed(&CLEAN), Exit::Code(0), Some(29), false, Duration::from_millis(5));
+        let v = judge(
+            &feed(&CLEAN),
+            Exit::Code(0),
+            Some(29),
+            false,
+            Duration::from_millis(5),
+        );
         assert!(v.clean, "{v:?}");
-        assert_eq!(v.persisted, Some(PersistedBlock { number: 29, hash: "0xaa".into() }));
+        assert_eq!(
+            v.persisted,
+            Some(PersistedBlock {
+                number: 29,
+                hash: "0xaa".into()
+            })
+        );
     }
 
     #[test]
     fn missing_lines_errors_and_bad_exits_are_unclean() {
         let no_stop = &CLEAN[..6];
-        assert!(!judge(&feed(no_stop), Exit::Code(0), Some(29), false, Duration::ZERO).clean);
+        assert!(
+            !judge(
+                &feed(no_stop),
+                Exit::Code(0),
+                Some(29),
+                false,
+                Duration::ZERO
+            )
+            .clean
+        );
         let no_state = [CLEAN[0], CLEAN[6]];
-        let v = judge(&feed(&no_state), Exit::Code(0), Some(29), false, Duration::ZERO);
+        let v = judge(
+            &feed(&no_state),
+            Exit::Code(0),
+            Some(29),
+            false,
+            Duration::ZERO,
+        );
         assert!(!v.clean && v.reason.contains("head state"), "{v:?}");
         let mut with_error = CLEAN.to_vec();
-        with_error.insert(5, r#"{"lvl":"info","msg":"Failed to journal in-memory trie nodes","err":"x"}"#);
-        let v = judge(&feed(&with_error), Exit::Code(0), Some(29), false, Duration::ZERO);
+        with_error.insert(
+            5,
+            r#"{"lvl":"info","msg":"Failed to journal in-memory trie nodes","err":"x"}"#,
+        );
+        let v = judge(
+            &feed(&with_error),
+            Exit::Code(0),
+            Some(29),
+            false,
+            Duration::ZERO,
+        );
         assert!(!v.clean && v.reason.contains("journal"), "{v:?}");
-        assert!(!judge(&feed(&CLEAN), Exit::Code(1), Some(29), false, Duration::ZERO).clean);
-        assert!(!judge(&feed(&CLEAN), Exit::Signal(9), Some(29), false, Duration::ZERO).clean);
-        let v = judge(&feed(&CLEAN), Exit::KilledAfterGrace, Some(29), false, Duration::from_secs(3));
+        assert!(
+            !judge(
+                &feed(&CLEAN),
+                Exit::Code(1),
+                Some(29),
+                false,
+                Duration::ZERO
+            )
+            .clean
+        );
+        assert!(
+            !judge(
+                &feed(&CLEAN),
+                Exit::Signal(9),
+                Some(29),
+                false,
+                Duration::ZERO
+            )
+            .clean
+        );
+        let v = judge(
+            &feed(&CLEAN),
+            Exit::KilledAfterGrace,
+            Some(29),
+            false,
+            Duration::from_secs(3),
+        );
         assert!(!v.clean && v.killed && v.reason.contains("grace"), "{v:?}");
     }
 
@@ -221,16 +269,29 @@ mod tests {
         let bare = [CLEAN[0], CLEAN[6]];
         assert!(judge(&feed(&bare), Exit::Code(0), Some(0), false, Duration::ZERO).clean);
         assert!(judge(&feed(&bare), Exit::Code(0), Some(50), true, Duration::ZERO).clean);
-        let path = [CLEAN[0], r#"{"lvl":"info","msg":"Persisted dirty state to disk","size":"1"}"#, CLEAN[6]];
+        let path = [
+            CLEAN[0],
+            r#"{"lvl":"info","msg":"Persisted dirty state to disk","size":"1"}"#,
+            CLEAN[6],
+        ];
         assert!(judge(&feed(&path), Exit::Code(0), Some(50), false, Duration::ZERO).clean);
     }
 
     #[test]
     fn marker_round_trips_atomically() {
         let dir = tempfile::tempdir().unwrap();
-        let v = judge(&feed(&CLEAN), Exit::Code(0), Some(29), false, Duration::from_millis(5));
+        let v = judge(
+            &feed(&CLEAN),
+            Exit::Code(0),
+            Some(29),
+            false,
+            Duration::from_millis(5),
+        );
         write_marker(dir.path(), &v).unwrap();
         assert_eq!(read_marker(dir.path()), Some(v));
-        assert!(!dir.path().join("geth-agent/.last-shutdown.json.tmp").exists());
+        assert!(!dir
+            .path()
+            .join("geth-agent/.last-shutdown.json.tmp")
+            .exists());
     }
 }

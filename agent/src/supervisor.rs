@@ -153,7 +153,10 @@ pub async fn run(config: RunConfig, cancel: CancellationToken) -> Result<Ending,
 /// Head block when the stop begins, straight from geth (bounded wait).
 async fn head(ipc: &std::path::Path) -> Option<u64> {
     let query = async { GethRpc::connect(ipc).await.ok()?.block_number().await.ok() };
-    tokio::time::timeout(Duration::from_secs(2), query).await.ok().flatten()
+    tokio::time::timeout(Duration::from_secs(2), query)
+        .await
+        .ok()
+        .flatten()
 }
 
 fn exit_of(status: ExitStatus) -> Exit {
@@ -174,13 +177,20 @@ pub fn geth_env() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
 }
 
 /// One SIGTERM, then wait up to `grace`, then SIGKILL.
-async fn stop(child: &mut Child, pid: Option<Pid>, grace: Duration) -> Result<Exit, SupervisorError> {
+async fn stop(
+    child: &mut Child,
+    pid: Option<Pid>,
+    grace: Duration,
+) -> Result<Exit, SupervisorError> {
     let Some(pid) = pid else {
         // Already reaped: nothing to signal.
         let status = child.wait().await.map_err(SupervisorError::Wait)?;
         return Ok(exit_of(status));
     };
-    tracing::info!(grace_secs = grace.as_secs(), "stopping geth with one SIGTERM");
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "stopping geth with one SIGTERM"
+    );
     if let Err(e) = kill(pid, Signal::SIGTERM) {
         tracing::warn!(error = %e, "SIGTERM failed");
     }
@@ -191,7 +201,10 @@ async fn stop(child: &mut Child, pid: Option<Pid>, grace: Duration) -> Result<Ex
             Ok(exit_of(status))
         }
         Err(_) => {
-            tracing::error!(grace_secs = grace.as_secs(), "geth did not stop in time; killing it");
+            tracing::error!(
+                grace_secs = grace.as_secs(),
+                "geth did not stop in time; killing it"
+            );
             let _ = child.kill().await;
             Ok(Exit::KilledAfterGrace)
         }

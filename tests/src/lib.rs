@@ -379,3 +379,21 @@ pub fn free_ports(count: usize) -> Result<Vec<u16>> {
         .map(|l| l.local_addr().map(|a| a.port()))
         .collect::<Result<_, _>>()?)
 }
+
+/// A free loopback port `base` such that `base..base + count` are all free (for
+/// tools that number nodes' ports consecutively).
+pub fn free_port_range(count: u16) -> Result<u16> {
+    for _ in 0..200 {
+        let base = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if base.checked_add(count).is_none() {
+            continue;
+        }
+        let held: Result<Vec<TcpListener>, _> = (base..base + count)
+            .map(|p| TcpListener::bind(("127.0.0.1", p)))
+            .collect();
+        if held.is_ok() {
+            return Ok(base);
+        }
+    }
+    bail!("no range of {count} free loopback ports found")
+}

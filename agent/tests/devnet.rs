@@ -1,0 +1,106 @@
+//! `scripts/devnet`, the README's first command, driven end to end.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use anyhow::Result;
+use testnet::{eventually, free_port_range, geth_bin, workspace_root};
+
+fn devnet(state: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(workspace_root().join("scripts/devnet"))
+        .args(args)
+        .env("DEVNET_DIR", state)
+        .env("GETH_BIN", geth_bin())
+        .env("GETH_AGENT_BIN", env!("CARGO_BIN_EXE_geth-agent"))
+        .output()
+        .expect("scripts/devnet runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+struct Down(PathBuf);
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = devnet(&self.0, &["down"]);
+    }
+}
+
+#[tokio::test]
+async fn up_status_second_up_and_down() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("devnet");
+    // Node i uses port base + i.
+    let [http, p2p, agent] = [
+        free_port_range(3)?,
+        free_port_range(3)?,
+        free_port_range(3)?,
+    ]
+    .map(|p| p.to_string());
+    let port_args = [
+        "--http-port",
+        &http,
+        "--p2p-port",
+        &p2p,
+        "--agent-port",
+        &agent,
+    ];
+
+    let bad = devnet(&state, &["up", "--signers", "0"]);
+    assert_eq!(bad.status.code(), Some(64));
+    assert_eq!(text(&bad).trim().lines().count(), 1, "{}", text(&bad));
+
+    let mut args = vec!["up", "--detach", "--period", "1"];
+    args.extend(port_args);
+    let up = devnet(&state, &args);
+    let _down = Down(state.clone());
+    assert!(up.status.success(), "{}", text(&up));
+    assert!(
+        text(&up).contains(&format!("http://127.0.0.1:{http}")),
+        "{}",
+        text(&up)
+    );
+
+    let again = devnet(&state, &args);
+    assert!(!again.status.success());
+    assert!(text(&again).contains("already running"), "{}", text(&again));
+
+    eventually(
+        "3 signers at head >= 10",
+        Duration::from_secs(90),
+        || async {
+            let out = devnet(&state, &["status"]);
+            let heads: Vec<u64> = text(&out)
+                .lines()
+                .filter(|l| l.starts_with("signer-"))
+                .filter_map(|l| l.split_whitespace().nth(3)?.parse().ok())
+                .collect();
+            Ok((heads.len() == 3 && heads.iter().all(|h| *h >= 10)).then_some(()))
+        },
+    )
+    .await?;
+
+    let down = devnet(&state, &["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert_eq!(
+        text(&down).matches("stopped cleanly").count(),
+        3,
+        "{}",
+        text(&down)
+    );
+    for i in 1..=3 {
+        let log = std::fs::read_to_string(state.join(format!("logs/signer-{i}.geth.json")))?;
+        let last = log.lines().last().unwrap_or_default();
+        assert!(
+            last.contains("Blockchain stopped"),
+            "signer-{i} ends with {last}"
+        );
+    }
+    Ok(())
+}
