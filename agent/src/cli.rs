@@ -7,9 +7,19 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{self, AdminState};
 use crate::config::RunArgs;
+use crate::ctl::{self, CtlArgs};
+use crate::http::{self, HttpState};
+use crate::monitor;
 use crate::network::{self, genesis, NetworkSpec, NodePorts};
-use crate::supervisor;
+use crate::status::{Mode, NodeStatus};
+use crate::supervisor::Supervisor;
 
 /// Exit code for bad usage or configuration (sysexits EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
@@ -23,12 +33,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start geth as a child process and supervise it until SIGTERM/Ctrl-C,
-    /// which stops geth with exactly one SIGTERM and waits for it.
+    /// Supervise one geth: as its parent (spawn mode) or beside it (attach
+    /// mode). SIGTERM/Ctrl-C stops a spawned geth with exactly one SIGTERM and
+    /// records whether it saved its state.
     Run(Box<RunArgs>),
     /// Generate clique networks.
     #[command(subcommand)]
     Network(NetworkCommand),
+    /// Talk to a running agent over its admin socket.
+    Ctl(CtlArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +88,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run(args) => run_node(*args).await,
         Command::Network(NetworkCommand::New(args)) => new_network(&args),
+        Command::Ctl(args) => ctl::run(args).await,
     }
 }
 
@@ -92,14 +106,60 @@ async fn run_node(args: RunArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let span = tracing::info_span!("node", name = %config.name);
-    match supervisor::run(config, cancel).instrument(span).await {
-        Ok(ending) if ending.is_clean() => ExitCode::SUCCESS,
-        Ok(_) => ExitCode::FAILURE,
-        Err(e) => {
-            tracing::error!(error = %e, "supervision failed");
-            ExitCode::FAILURE
+    async move {
+        // Bind before anything starts: a busy port is a clear, immediate error.
+        let listener = match tokio::net::TcpListener::bind(config.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(listen = %config.listen, error = %e, "cannot listen");
+                return ExitCode::FAILURE;
+            }
+        };
+        let admin_listener = match admin::bind(&config.admin_socket) {
+            Ok(l) => admin::PeerCheckedListener::new(l, config.admin_allow_root),
+            Err(e) => {
+                tracing::error!(socket = %config.admin_socket.display(), error = %e, "cannot create the admin socket");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(listen = %config.listen, admin = %config.admin_socket.display(), mode = ?config.mode, "agent starting");
+
+        let (status_tx, status_rx) =
+            watch::channel(NodeStatus::new(config.name.clone(), config.mode, config.period));
+        let (requests_tx, requests_rx) = mpsc::channel(16);
+        let tasks = TaskTracker::new();
+        let http_state = HttpState { status: status_rx.clone(), readiness: config.readiness };
+        tasks.spawn(http::serve(listener, http_state, cancel.clone()).in_current_span());
+        let admin_state = AdminState {
+            status: status_rx,
+            readiness: config.readiness,
+            requests: requests_tx,
+            ipc: config.geth.ipc_path(),
+        };
+        tasks.spawn(admin::serve(admin_listener, admin_state, cancel.clone()).in_current_span());
+        tasks.spawn(
+            monitor::run(config.geth.ipc_path(), monitor::DEFAULT_POLL, status_tx.clone(), cancel.clone())
+                .in_current_span(),
+        );
+
+        let mode = config.mode;
+        let socket = config.admin_socket.clone();
+        let last = Supervisor::new(config, status_tx, requests_rx, cancel.clone()).run().await;
+        cancel.cancel();
+        tasks.close();
+        if tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await.is_err() {
+            tracing::warn!("some tasks did not stop within 5 s");
+        }
+        let _ = std::fs::remove_file(&socket);
+        match (mode, last) {
+            (Mode::Attach, _) => ExitCode::SUCCESS,
+            (Mode::Spawn, Some(v)) if v.clean => ExitCode::SUCCESS,
+            (Mode::Spawn, None) => ExitCode::SUCCESS, // geth never ran (blocked)
+            (Mode::Spawn, Some(_)) => ExitCode::FAILURE,
         }
     }
+    .instrument(span)
+    .await
 }
 
 fn new_network(args: &NewArgs) -> ExitCode {

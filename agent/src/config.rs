@@ -11,11 +11,15 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::geth::{GethCommand, SignerArgs};
+use crate::readiness::ReadinessConfig;
+use crate::status::Mode;
 
 pub const DEFAULT_NETRESTRICT: &str = "127.0.0.0/8";
 pub const DEFAULT_MINE_WAIT_SECS: u64 = 30;
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 120;
 pub const DEFAULT_MIN_GAS_PRICE_WEI: u64 = 0;
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9101";
+pub const DEFAULT_RESTART_BACKOFF_MAX_SECS: u64 = 60;
 
 /// Options of `geth-agent run`. Every option can also come from the TOML file
 /// given by `--config` (same names, with `_` for `-`).
@@ -74,6 +78,34 @@ pub struct RunArgs {
     /// Seconds geth gets to stop after one SIGTERM before it is killed [default: 120].
     #[arg(long, env = "GETH_AGENT_SHUTDOWN_GRACE_SECS", value_name = "SECS")]
     pub shutdown_grace_secs: Option<u64>,
+    /// spawn: geth is the agent's child. attach: geth runs beside the agent
+    /// (a pod's other container) and is found by its --datadir [default: spawn].
+    #[arg(long, env = "GETH_AGENT_MODE", value_name = "spawn|attach")]
+    pub mode: Option<String>,
+    /// Attach mode: file holding geth's pid (else /proc is searched by datadir).
+    #[arg(long, env = "GETH_AGENT_PID_FILE", value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// Address for /livez, /readyz and /metrics [default: 0.0.0.0:9101].
+    #[arg(long, env = "GETH_AGENT_LISTEN", value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// Admin Unix socket [default: <datadir>/geth-agent/admin.sock].
+    #[arg(long, env = "GETH_AGENT_ADMIN_SOCKET", value_name = "FILE")]
+    pub admin_socket: Option<PathBuf>,
+    /// Also accept admin clients running as root (uid 0) [default: false].
+    #[arg(long, env = "GETH_AGENT_ADMIN_ALLOW_ROOT", value_name = "BOOL")]
+    pub admin_allow_root: Option<bool>,
+    /// Ready only with at least this many peers [default: 1].
+    #[arg(long, env = "GETH_AGENT_MIN_PEERS", value_name = "N")]
+    pub min_peers: Option<u64>,
+    /// Ready only within this many blocks of the reference head [default: 2].
+    #[arg(long, env = "GETH_AGENT_MAX_LAG", value_name = "BLOCKS")]
+    pub max_lag: Option<u64>,
+    /// Ready only if the head is at most this many block periods old [default: 6].
+    #[arg(long, env = "GETH_AGENT_MAX_HEAD_AGE_PERIODS", value_name = "N")]
+    pub max_head_age_periods: Option<u64>,
+    /// Longest wait between restarts of a crashing geth, seconds [default: 60].
+    #[arg(long, env = "GETH_AGENT_RESTART_BACKOFF_MAX_SECS", value_name = "SECS")]
+    pub restart_backoff_max_secs: Option<u64>,
     /// Extra arguments passed to geth as they are (after `--`).
     #[arg(last = true, value_name = "GETH_ARGS")]
     pub geth_args: Vec<String>,
@@ -99,6 +131,15 @@ struct FileConfig {
     mine_wait_secs: Option<u64>,
     min_gas_price_wei: Option<u64>,
     shutdown_grace_secs: Option<u64>,
+    mode: Option<String>,
+    pid_file: Option<PathBuf>,
+    listen: Option<String>,
+    admin_socket: Option<PathBuf>,
+    admin_allow_root: Option<bool>,
+    min_peers: Option<u64>,
+    max_lag: Option<u64>,
+    max_head_age_periods: Option<u64>,
+    restart_backoff_max_secs: Option<u64>,
     #[serde(default)]
     geth_args: Vec<String>,
 }
@@ -113,6 +154,15 @@ pub struct RunConfig {
     pub mine_wait: Duration,
     pub min_gas_price_wei: u64,
     pub shutdown_grace: Duration,
+    pub mode: Mode,
+    pub pid_file: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub admin_socket: PathBuf,
+    pub admin_allow_root: bool,
+    pub readiness: ReadinessConfig,
+    pub restart_backoff_max: Duration,
+    /// Clique block period from the genesis, seconds.
+    pub period: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -237,6 +287,60 @@ impl RunArgs {
         if shutdown_grace_secs == 0 {
             errors.push("shutdown_grace_secs: must be at least 1".into());
         }
+        let mode = match self.mode.or(file.mode).as_deref() {
+            None | Some("spawn") => Mode::Spawn,
+            Some("attach") => Mode::Attach,
+            Some(other) => {
+                errors.push(format!("mode: {other:?} is not spawn or attach"));
+                Mode::Spawn
+            }
+        };
+        if mode == Mode::Attach && geth_log_file.is_none() {
+            errors.push(
+                "geth_log_file: attach mode follows geth's --log.file; set it to the same path"
+                    .into(),
+            );
+        }
+        let pid_file = self.pid_file.or(rel(file.pid_file));
+        let listen_text = self
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|_| {
+            errors.push(format!("listen: {listen_text:?} is not an IP:port address"));
+            SocketAddr::from(([0, 0, 0, 0], 9101))
+        });
+        let admin_socket = self.admin_socket.or(rel(file.admin_socket));
+        let defaults = ReadinessConfig::default();
+        let readiness = ReadinessConfig {
+            min_peers: self
+                .min_peers
+                .or(file.min_peers)
+                .unwrap_or(defaults.min_peers),
+            max_lag: self.max_lag.or(file.max_lag).unwrap_or(defaults.max_lag),
+            max_head_age_periods: self
+                .max_head_age_periods
+                .or(file.max_head_age_periods)
+                .unwrap_or(defaults.max_head_age_periods),
+            answer_window_ms: defaults.answer_window_ms,
+        };
+        if readiness.max_head_age_periods == 0 {
+            errors.push("max_head_age_periods: must be at least 1".into());
+        }
+        let period = genesis
+            .as_ref()
+            .and_then(|g| std::fs::read_to_string(g).ok())
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .map(|g| crate::network::genesis::period(&g));
+        if genesis.as_ref().is_some_and(|g| g.is_file()) && period.is_none() {
+            errors.push("genesis: not valid JSON".into());
+        }
+        let restart_backoff_max = Duration::from_secs(
+            self.restart_backoff_max_secs
+                .or(file.restart_backoff_max_secs)
+                .unwrap_or(DEFAULT_RESTART_BACKOFF_MAX_SECS)
+                .max(1),
+        );
         let mut geth_args = file.geth_args;
         geth_args.extend(self.geth_args);
 
@@ -246,6 +350,8 @@ impl RunArgs {
         let (Some(datadir), Some(genesis)) = (datadir, genesis) else {
             unreachable!("missing datadir/genesis are reported above");
         };
+        let admin_socket =
+            admin_socket.unwrap_or_else(|| datadir.join("geth-agent").join("admin.sock"));
         let mut geth = GethCommand::new(geth_bin, datadir);
         geth.config = geth_config;
         geth.nodekey = nodekey;
@@ -265,6 +371,17 @@ impl RunArgs {
                 .or(file.min_gas_price_wei)
                 .unwrap_or(DEFAULT_MIN_GAS_PRICE_WEI),
             shutdown_grace: Duration::from_secs(shutdown_grace_secs),
+            mode,
+            pid_file,
+            listen,
+            admin_socket,
+            admin_allow_root: self
+                .admin_allow_root
+                .or(file.admin_allow_root)
+                .unwrap_or(false),
+            readiness,
+            restart_backoff_max,
+            period: period.flatten().unwrap_or(0),
         })
     }
 }

@@ -1,15 +1,23 @@
 //! geth-agent: supervises one geth v1.13 clique node.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod crash;
+pub mod ctl;
 pub mod geth;
+pub mod http;
 pub mod init;
 pub mod logline;
+pub mod monitor;
 pub mod network;
+pub mod process;
+pub mod readiness;
 pub mod rpc;
 pub mod shutdown;
 pub mod signals;
 pub mod startup;
+pub mod status;
 pub mod supervisor;
 
 /// Logs to stderr, `RUST_LOG` style filter (default `info`); colours only on a terminal.

@@ -77,6 +77,8 @@ pub enum Exit {
     Signal(i32),
     /// Killed by the agent after the grace period.
     KilledAfterGrace,
+    /// Gone, exit status unknown: geth was not the agent's child (attach mode).
+    Vanished,
 }
 
 pub fn judge(
@@ -88,7 +90,7 @@ pub fn judge(
 ) -> Verdict {
     let (exit_code, killed) = match exit {
         Exit::Code(c) => (Some(c), false),
-        Exit::Signal(_) => (None, false),
+        Exit::Signal(_) | Exit::Vanished => (None, false),
         Exit::KilledAfterGrace => (None, true),
     };
     let reason = match exit {
@@ -100,16 +102,16 @@ pub fn judge(
         }
         Exit::Signal(s) => format!("geth was killed by signal {s}"),
         Exit::Code(c) if c != 0 => format!("geth exited with code {c}"),
-        Exit::Code(_) if !log.errors.is_empty() => {
+        Exit::Code(_) | Exit::Vanished if !log.errors.is_empty() => {
             format!("geth logged errors: {}", log.errors.join("; "))
         }
-        Exit::Code(_) if !log.blockchain_stopped => {
+        Exit::Code(_) | Exit::Vanished if !log.blockchain_stopped => {
             "geth exited without logging `Blockchain stopped`".into()
         }
-        Exit::Code(_) if !log.state_saved(head_before, archive) => {
+        Exit::Code(_) | Exit::Vanished if !log.state_saved(head_before, archive) => {
             "geth stopped without logging that it saved the head state".into()
         }
-        Exit::Code(_) => String::new(),
+        Exit::Code(_) | Exit::Vanished => String::new(),
     };
     let clean = reason.is_empty();
     let reason = if clean {
@@ -140,17 +142,27 @@ pub fn marker_path(datadir: &Path) -> PathBuf {
     datadir.join("geth-agent").join("last-shutdown.json")
 }
 
-/// Writes the verdict atomically (temp file, fsync, rename, fsync folder).
+/// Writes the verdict atomically.
 pub fn write_marker(datadir: &Path, verdict: &Verdict) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(verdict).map_err(std::io::Error::other)?;
+    write_atomic(&marker_path(datadir), &json)
+}
+
+/// Writes a file so that readers see the old or the new content, never a mix,
+/// even across a power loss: temp file, fsync, rename, fsync the folder.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let path = marker_path(datadir);
-    let dir = path.parent().expect("marker has a parent");
+    let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(".last-shutdown.json.tmp");
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
     let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(&serde_json::to_vec_pretty(verdict).map_err(std::io::Error::other)?)?;
+    file.write_all(contents)?;
     file.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
+    std::fs::rename(&tmp, path)?;
     std::fs::File::open(dir)?.sync_all()
 }
 

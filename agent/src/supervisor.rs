@@ -1,157 +1,546 @@
-//! Spawn mode: geth runs as the agent's child. The agent forwards geth's log
-//! lines under the node's name, applies the startup policy over IPC, and stops
-//! geth with exactly one SIGTERM, waiting up to the grace period before SIGKILL.
+//! The node's lifecycle: check and initialise, start (spawn) or find (attach)
+//! geth, read its log, prove every shutdown, detect crashes and blocks lost,
+//! restart with backoff, and obey admin commands. Only this task touches the
+//! geth process; it publishes everything it learns into the node status.
 
-use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use tokio::io::AsyncRead;
-use tokio::process::Child;
+use nix::sys::signal::Signal;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_stream::StreamExt;
-use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::RunConfig;
+use crate::crash::{self, StartupLog, STARTED_LINE};
 use crate::init::{self, InitError};
-use crate::logline::{LogLine, MAX_LINE_BYTES};
+use crate::logline::LogLine;
+use crate::process::{self, AttachTarget, ProcEvent};
 use crate::rpc::GethRpc;
 use crate::shutdown::{self, Exit, ShutdownLog, Verdict};
 use crate::startup::{self, SealingStart, StartupPolicy};
+use crate::status::{Mode, NodeStatus, Phase};
 
 /// How long geth may take to open its IPC socket after start.
 const IPC_DEADLINE: Duration = Duration::from_secs(60);
+/// After SIGKILL, how long to wait for the process to be gone.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+/// A session that ran this long resets the crash backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
 
-#[derive(Debug, thiserror::Error)]
-pub enum SupervisorError {
-    #[error(transparent)]
-    Init(#[from] InitError),
-    #[error("cannot start {binary}: {source}")]
-    Spawn {
-        binary: String,
-        source: std::io::Error,
-    },
-    #[error("waiting for geth: {0}")]
-    Wait(std::io::Error),
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Stop,
+    Start,
+    Restart,
 }
 
-/// How a supervised geth ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ending {
-    /// The agent asked geth to stop (as opposed to geth exiting on its own).
-    pub requested: bool,
-    pub verdict: Verdict,
+/// An admin command and where to send its outcome.
+#[derive(Debug)]
+pub struct Request {
+    pub command: Command,
+    pub reply: oneshot::Sender<Result<String, String>>,
 }
 
-impl Ending {
-    pub fn is_clean(&self) -> bool {
-        self.requested && self.verdict.clean
+/// A stop in progress.
+#[derive(Debug, Clone, Copy)]
+struct Stopping {
+    since: Instant,
+    head_before: Option<u64>,
+    /// Begun by the agent (admin command or the agent's own shutdown).
+    by_agent: bool,
+    killed: bool,
+}
+
+pub struct Supervisor {
+    config: RunConfig,
+    status: watch::Sender<NodeStatus>,
+    requests: mpsc::Receiver<Request>,
+    events: mpsc::Receiver<ProcEvent>,
+    events_tx: mpsc::Sender<ProcEvent>,
+    cancel: CancellationToken,
+
+    pid: Option<u32>,
+    session_started: Instant,
+    stopping: Option<Stopping>,
+    shutdown_log: ShutdownLog,
+    startup_log: StartupLog,
+    startup_task: Option<JoinHandle<()>>,
+    /// Spawn mode: geth should be running (false after `stop` or when blocked).
+    want_running: bool,
+    restart_at: Option<Instant>,
+    failures: u32,
+    had_session: bool,
+}
+
+impl Supervisor {
+    pub fn new(
+        config: RunConfig,
+        status: watch::Sender<NodeStatus>,
+        requests: mpsc::Receiver<Request>,
+        cancel: CancellationToken,
+    ) -> Self {
+        let (events_tx, events) = mpsc::channel(1024);
+        let last_shutdown = shutdown::read_marker(&config.geth.datadir);
+        status.send_modify(|s| s.last_shutdown = last_shutdown);
+        Self {
+            config,
+            status,
+            requests,
+            events,
+            events_tx,
+            cancel,
+            pid: None,
+            session_started: Instant::now(),
+            stopping: None,
+            shutdown_log: ShutdownLog::default(),
+            startup_log: StartupLog::default(),
+            startup_task: None,
+            want_running: true,
+            restart_at: None,
+            failures: 0,
+            had_session: false,
+        }
     }
-}
 
-/// Supervises one geth until `cancel` fires or geth exits on its own.
-pub async fn run(config: RunConfig, cancel: CancellationToken) -> Result<Ending, SupervisorError> {
-    init::ensure_initialised(&config.geth, &config.genesis).await?;
+    fn mode(&self) -> Mode {
+        self.config.mode
+    }
 
-    let mut child = tokio::process::Command::new(&config.geth.binary)
-        .args(config.geth.args())
-        .env_clear()
-        .envs(geth_env())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Own process group: a terminal's Ctrl-C reaches the agent only, so geth
-        // receives exactly one signal, from us.
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| SupervisorError::Spawn {
-            binary: config.geth.binary.display().to_string(),
-            source,
-        })?;
-    let pid = child.id().map(|id| Pid::from_raw(id as i32));
-    tracing::info!(pid = ?pid, "geth started");
+    /// Runs until cancelled; returns the verdict of the last shutdown seen.
+    pub async fn run(mut self) -> Option<Verdict> {
+        if self.mode() == Mode::Attach {
+            self.begin_attach().await;
+        }
+        loop {
+            if self.mode() == Mode::Spawn
+                && self.want_running
+                && self.pid.is_none()
+                && self.restart_at.is_none()
+            {
+                self.start().await;
+            }
+            let restart_at = self.restart_at;
+            tokio::select! {
+                Some(event) = self.events.recv() => { self.on_event(event).await; }
+                Some(request) = self.requests.recv() => self.on_request(request).await,
+                _ = sleep_until(restart_at), if restart_at.is_some() => self.restart_at = None,
+                _ = self.cancel.cancelled() => break,
+            }
+        }
+        self.shutdown().await;
+        self.status.borrow().last_shutdown.clone()
+    }
 
-    let shutdown_log = Arc::new(Mutex::new(ShutdownLog::default()));
-    let forwarders = [
-        child
-            .stdout
-            .take()
-            .map(|out| tokio::spawn(forward(out, shutdown_log.clone()).in_current_span())),
-        child
-            .stderr
-            .take()
-            .map(|err| tokio::spawn(forward(err, shutdown_log.clone()).in_current_span())),
-    ];
+    fn set(&self, f: impl FnOnce(&mut NodeStatus)) {
+        self.status.send_modify(f);
+    }
 
-    let startup_cancel = cancel.child_token();
-    let policy = StartupPolicy {
-        min_gas_price_wei: config.min_gas_price_wei,
-        sealing: config.geth.signer.as_ref().map(|_| SealingStart {
-            min_peers: config.mine_min_peers,
-            max_wait: config.mine_wait,
-        }),
-    };
-    let ipc = config.geth.ipc_path();
-    let startup_task = {
-        let cancel = startup_cancel.clone();
-        tokio::spawn(
+    fn block(&mut self, error: &InitError) {
+        tracing::error!(reason = %error, "geth will not be started");
+        self.want_running = false;
+        let reason = error.to_string();
+        let mismatch = error.is_genesis_mismatch();
+        self.set(|s| {
+            s.phase = Phase::Blocked;
+            s.blocked = Some(reason);
+            s.genesis_mismatch = mismatch;
+        });
+    }
+
+    /// Spawn mode: check/initialise, then start geth.
+    async fn start(&mut self) {
+        self.set(|s| s.phase = Phase::Initialising);
+        match init::prepare(&self.config.geth, &self.config.genesis).await {
+            Ok(outcome) => {
+                tracing::debug!(?outcome, "datadir ready");
+                self.set(|s| {
+                    s.blocked = None;
+                    s.genesis_mismatch = false;
+                });
+            }
+            Err(e) => return self.block(&e),
+        }
+        self.set(|s| s.phase = Phase::Starting);
+        match process::spawn(&self.config.geth, self.events_tx.clone()) {
+            // The pid is taken from the Started event, which comes first.
+            Ok(pid) => tracing::info!(pid, "geth started"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start geth");
+                self.schedule_restart();
+            }
+        }
+    }
+
+    /// Attach mode: initialise if no geth runs yet, then watch for geth.
+    async fn begin_attach(&mut self) {
+        let target = AttachTarget {
+            datadir: self.config.geth.datadir.clone(),
+            log_file: self.config.geth.log_file.clone().unwrap_or_default(),
+            pid_file: self.config.pid_file.clone(),
+        };
+        if process::find_geth(&target).is_none() {
+            self.set(|s| s.phase = Phase::Initialising);
+            if let Err(e) = init::prepare(&self.config.geth, &self.config.genesis).await {
+                self.block(&e);
+            }
+        }
+        if self.status.borrow().blocked.is_none() {
+            self.set(|s| s.phase = Phase::Starting);
+        }
+        let events = self.events_tx.clone();
+        let cancel = self.cancel.child_token();
+        tokio::spawn(process::attach(target, events, cancel).in_current_span());
+    }
+
+    /// Handles one process event; returns the verdict when geth exited.
+    async fn on_event(&mut self, event: ProcEvent) -> Option<Verdict> {
+        match event {
+            ProcEvent::Started(pid) => self.on_started(pid),
+            ProcEvent::Line(line) => self.on_line(&line),
+            ProcEvent::Text(text) => tracing::info!(target: "geth", "{text}"),
+            ProcEvent::Exited(exit) => return Some(self.on_exited(exit)),
+        }
+        None
+    }
+
+    fn on_started(&mut self, pid: u32) {
+        let restarted = self.had_session;
+        self.had_session = true;
+        self.pid = Some(pid);
+        self.session_started = Instant::now();
+        self.stopping = None;
+        self.shutdown_log = ShutdownLog::default();
+        self.startup_log = StartupLog::default();
+        tracing::info!(pid, mode = ?self.mode(), "geth process up");
+        let blocked = self.status.borrow().blocked.is_some();
+        self.set(|s| {
+            s.pid = Some(pid);
+            s.starts += 1;
+            if restarted {
+                s.restarts += 1;
+            }
+            if !blocked {
+                s.phase = Phase::Starting;
+            }
+        });
+        if blocked {
+            return; // attach mode, a geth we must not configure
+        }
+        let policy = StartupPolicy {
+            min_gas_price_wei: self.config.min_gas_price_wei,
+            sealing: self.config.geth.signer.as_ref().map(|_| SealingStart {
+                min_peers: self.config.mine_min_peers,
+                max_wait: self.config.mine_wait,
+            }),
+        };
+        let ipc = self.config.geth.ipc_path();
+        let cancel = self.cancel.child_token();
+        let check_genesis = (self.mode() == Mode::Attach).then(|| {
+            (
+                self.config.geth.binary.clone(),
+                self.config.genesis.clone(),
+                self.status.clone(),
+            )
+        });
+        if let Some(task) = self.startup_task.take() {
+            task.abort();
+        }
+        self.startup_task = Some(tokio::spawn(
             async move {
-                let result = async {
-                    let rpc = crate::rpc::GethRpc::connect_by(&ipc, Instant::now() + IPC_DEADLINE)
-                        .await?;
-                    startup::apply(&rpc, &policy, &cancel).await
-                };
-                tokio::select! {
-                    _ = cancel.cancelled() => {}
-                    r = result => if let Err(e) = r {
-                        tracing::error!(error = %e, "startup policy not applied");
+                let work = async {
+                    let rpc = GethRpc::connect_by(&ipc, Instant::now() + IPC_DEADLINE).await.map_err(|e| e.to_string())?;
+                    if let Some((binary, genesis, status)) = check_genesis {
+                        if let Err(e) = check_running_genesis(&rpc, &binary, &genesis).await {
+                            tracing::error!(reason = %e, "the running geth does not serve the configured chain");
+                            let mismatch = e.is_genesis_mismatch();
+                            status.send_modify(|s| {
+                                s.blocked = Some(e.to_string());
+                                s.genesis_mismatch = mismatch;
+                            });
+                            return Ok(());
+                        }
                     }
+                    startup::apply(&rpc, &policy, &cancel).await.map_err(|e| e.to_string())
+                };
+                if let Err(e) = work.await {
+                    tracing::error!(error = %e, "startup policy not applied");
                 }
             }
             .in_current_span(),
-        )
-    };
+        ));
+    }
 
-    let started = Instant::now();
-    let (requested, exit, head_before, since) = tokio::select! {
-        status = child.wait() => {
-            let status = status.map_err(SupervisorError::Wait)?;
-            tracing::error!(%status, "geth exited without being asked to");
-            (false, exit_of(status), None, started)
+    fn on_line(&mut self, line: &LogLine) {
+        emit(line);
+        self.shutdown_log.observe(line);
+        self.startup_log.observe(line);
+        if line.msg == STARTED_LINE && self.pid.is_some() {
+            self.on_geth_ready();
         }
-        _ = cancel.cancelled() => {
-            let head_before = head(&config.geth.ipc_path()).await;
-            let since = Instant::now();
-            (true, stop(&mut child, pid, config.shutdown_grace).await?, head_before, since)
+        if line.msg == "Got interrupt, shutting down..." && self.stopping.is_none() {
+            // Not begun by us: the platform (attach) or geth itself (low disk).
+            let head_before = self.status.borrow().chain.head;
+            tracing::info!(?head_before, "geth is shutting down");
+            self.stopping = Some(Stopping {
+                since: Instant::now(),
+                head_before,
+                by_agent: false,
+                killed: false,
+            });
+            self.set(|s| s.phase = Phase::Stopping);
         }
-    };
-    startup_cancel.cancel();
-    let _ = startup_task.await;
-    for task in forwarders.into_iter().flatten() {
-        // Output ends when geth's pipes close; a grandchild holding them must not block us.
-        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }
-    let log = shutdown_log.lock().map(|l| l.clone()).unwrap_or_default();
-    let verdict = shutdown::judge(&log, exit, head_before, config.archive(), since.elapsed());
-    if let Err(e) = shutdown::write_marker(&config.geth.datadir, &verdict) {
-        tracing::error!(error = %e, "cannot write the shutdown marker");
+
+    /// geth opened IPC: its start-up lines are complete. Compare with the last stop.
+    fn on_geth_ready(&mut self) {
+        let datadir = &self.config.geth.datadir;
+        let last = shutdown::read_marker(datadir);
+        let mut known = crash::read_known_boots(datadir);
+        let evidence = crash::evaluate(&self.startup_log, last.as_ref(), &known);
+        if evidence.blocks_lost > 0 || evidence.repaired || evidence.new_unclean_boots > 0 {
+            tracing::warn!(
+                blocks_lost = evidence.blocks_lost,
+                previous_head = ?evidence.previous_head,
+                loaded_head = ?evidence.loaded_head,
+                repaired = evidence.repaired,
+                new_unclean_boots = evidence.new_unclean_boots,
+                "geth recovered from an unclean shutdown"
+            );
+        } else {
+            tracing::info!(loaded_head = ?evidence.loaded_head, "geth resumed with nothing lost");
+        }
+        if evidence.new_unclean_boots > 0 {
+            known.extend(self.startup_log.unclean_boots.iter().copied());
+            if let Err(e) = crash::write_known_boots(datadir, &known) {
+                tracing::warn!(error = %e, "cannot record unclean boots");
+            }
+        }
+        let blocked = self.status.borrow().blocked.is_some();
+        self.set(|s| {
+            s.blocks_lost_total += evidence.blocks_lost;
+            s.last_start = Some(evidence);
+            if !blocked && s.phase == Phase::Starting {
+                s.phase = Phase::Running;
+            }
+        });
     }
-    let persisted = verdict.persisted.as_ref().map(|b| b.number);
-    if verdict.clean {
-        tracing::info!(reason = %verdict.reason, ?head_before, ?persisted, ms = verdict.duration_ms, "clean shutdown verified");
-    } else {
-        tracing::error!(reason = %verdict.reason, ?head_before, ?persisted, "UNCLEAN shutdown");
+
+    fn on_exited(&mut self, exit: Exit) -> Verdict {
+        let stopping = self.stopping.take();
+        let exit = if stopping.is_some_and(|s| s.killed) {
+            Exit::KilledAfterGrace
+        } else {
+            exit
+        };
+        let head_before = stopping.map_or(self.status.borrow().chain.head, |s| s.head_before);
+        let took = stopping.map_or(Duration::ZERO, |s| s.since.elapsed());
+        let verdict = shutdown::judge(
+            &self.shutdown_log,
+            exit,
+            head_before,
+            self.config.archive(),
+            took,
+        );
+        if let Err(e) = shutdown::write_marker(&self.config.geth.datadir, &verdict) {
+            tracing::error!(error = %e, "cannot write the shutdown marker");
+        }
+        let persisted = verdict.persisted.as_ref().map(|b| b.number);
+        if verdict.clean {
+            tracing::info!(reason = %verdict.reason, ?head_before, ?persisted, ms = verdict.duration_ms, "clean shutdown verified");
+        } else if stopping.is_none() {
+            tracing::error!(reason = %verdict.reason, ?head_before, "geth CRASHED (unclean, not asked to stop)");
+        } else {
+            tracing::error!(reason = %verdict.reason, ?head_before, ?persisted, "UNCLEAN shutdown");
+        }
+        if let Some(task) = self.startup_task.take() {
+            task.abort();
+        }
+        self.pid = None;
+        let ran = self.session_started.elapsed();
+        let record = verdict.clone();
+        self.set(|s| {
+            s.pid = None;
+            s.chain = Default::default();
+            if record.clean {
+                s.clean_shutdowns += 1;
+            } else {
+                s.unclean_shutdowns += 1;
+            }
+            s.last_shutdown = Some(record);
+            if s.phase != Phase::Blocked {
+                s.phase = Phase::Restarting;
+            }
+        });
+        let by_agent = stopping.is_some_and(|s| s.by_agent);
+        if self.mode() == Mode::Spawn && !by_agent && !self.cancel.is_cancelled() {
+            if ran >= STABLE_AFTER {
+                self.failures = 0;
+            }
+            self.schedule_restart();
+        }
+        verdict
     }
-    Ok(Ending { requested, verdict })
+
+    fn schedule_restart(&mut self) {
+        self.failures += 1;
+        let delay = backoff(self.failures, self.config.restart_backoff_max);
+        tracing::warn!(
+            in_secs = delay.as_secs_f32(),
+            attempt = self.failures,
+            "restarting geth"
+        );
+        self.restart_at = Some(Instant::now() + delay);
+        self.set(|s| {
+            if s.phase != Phase::Blocked {
+                s.phase = Phase::Restarting;
+            }
+        });
+    }
+
+    /// Stops geth with one SIGTERM and waits for the verdict (SIGKILL after the grace).
+    async fn stop_and_wait(&mut self) -> Result<Verdict, String> {
+        let Some(pid) = self.pid else {
+            return Err("geth is not running".into());
+        };
+        if self.stopping.is_none() {
+            let head_before = current_head(&self.config.geth.ipc_path()).await.or(self
+                .status
+                .borrow()
+                .chain
+                .head);
+            self.stopping = Some(Stopping {
+                since: Instant::now(),
+                head_before,
+                by_agent: true,
+                killed: false,
+            });
+            self.set(|s| s.phase = Phase::Stopping);
+            let grace = self.config.shutdown_grace.as_secs();
+            tracing::info!(
+                pid,
+                ?head_before,
+                grace_secs = grace,
+                "stopping geth with one SIGTERM"
+            );
+            if let Err(e) = process::signal(pid, Signal::SIGTERM) {
+                tracing::warn!(error = %e, "SIGTERM failed");
+            }
+        } else if let Some(s) = &mut self.stopping {
+            s.by_agent = true;
+        }
+        let since = self.stopping.map_or_else(Instant::now, |s| s.since);
+        let mut deadline = since + self.config.shutdown_grace;
+        loop {
+            tokio::select! {
+                event = self.events.recv() => match event {
+                    Some(event) => if let Some(verdict) = self.on_event(event).await { return Ok(verdict) },
+                    None => return Err("lost the geth process events".into()),
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    let Some(stopping) = &mut self.stopping else { return Err("stop state lost".into()) };
+                    if stopping.killed {
+                        return Err(format!("geth (pid {pid}) did not die after SIGKILL"));
+                    }
+                    tracing::error!(pid, grace_secs = self.config.shutdown_grace.as_secs(), "geth did not stop within the grace period; SIGKILL");
+                    stopping.killed = true;
+                    let _ = process::signal(pid, Signal::SIGKILL);
+                    deadline = Instant::now() + KILL_WAIT;
+                }
+            }
+        }
+    }
+
+    async fn on_request(&mut self, request: Request) {
+        let result = match (request.command, self.mode()) {
+            (Command::Stop | Command::Start, Mode::Attach) => {
+                Err("attach mode: geth is run by the platform; use restart".to_owned())
+            }
+            (Command::Stop, Mode::Spawn) => {
+                self.want_running = false;
+                self.restart_at = None;
+                let result = self.stop_and_wait().await.map(|v| summary(&v));
+                self.set(|s| s.phase = Phase::Stopped);
+                result
+            }
+            (Command::Start, Mode::Spawn) => {
+                if self.pid.is_some() {
+                    Err("geth is already running".into())
+                } else {
+                    self.want_running = true;
+                    self.restart_at = None;
+                    self.failures = 0;
+                    Ok("starting geth".into())
+                }
+            }
+            (Command::Restart, Mode::Spawn) => {
+                let result = match self.pid {
+                    Some(_) => self
+                        .stop_and_wait()
+                        .await
+                        .map(|v| format!("{}; starting geth", summary(&v))),
+                    None => Ok("geth was not running; starting it".into()),
+                };
+                self.want_running = true;
+                self.restart_at = None;
+                self.failures = 0;
+                result
+            }
+            (Command::Restart, Mode::Attach) => self
+                .stop_and_wait()
+                .await
+                .map(|v| format!("{}; the platform starts geth again", summary(&v))),
+        };
+        let _ = request.reply.send(result);
+    }
+
+    /// The agent is stopping.
+    async fn shutdown(&mut self) {
+        match self.mode() {
+            Mode::Spawn if self.pid.is_some() => {
+                if let Err(e) = self.stop_and_wait().await {
+                    tracing::error!(error = %e, "stopping geth failed");
+                }
+            }
+            // Attach: geth belongs to the platform. Record a shutdown it already began.
+            Mode::Attach if self.stopping.is_some() => {
+                let deadline = Instant::now() + self.config.shutdown_grace;
+                while let Ok(Some(event)) =
+                    tokio::time::timeout_at(deadline, self.events.recv()).await
+                {
+                    if self.on_event(event).await.is_some() {
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
-/// Head block when the stop begins, straight from geth (bounded wait).
-async fn head(ipc: &std::path::Path) -> Option<u64> {
+fn summary(v: &Verdict) -> String {
+    let state = if v.clean { "clean" } else { "UNCLEAN" };
+    format!("geth stopped: {state} ({})", v.reason)
+}
+
+/// 1 s, 2 s, 4 s, … up to `max`.
+pub fn backoff(attempt: u32, max: Duration) -> Duration {
+    let secs = 1u64
+        .checked_shl(attempt.saturating_sub(1))
+        .unwrap_or(u64::MAX);
+    Duration::from_secs(secs).min(max)
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Head block straight from geth (bounded wait).
+async fn current_head(ipc: &std::path::Path) -> Option<u64> {
     let query = async { GethRpc::connect(ipc).await.ok()?.block_number().await.ok() };
     tokio::time::timeout(Duration::from_secs(2), query)
         .await
@@ -159,84 +548,29 @@ async fn head(ipc: &std::path::Path) -> Option<u64> {
         .flatten()
 }
 
-fn exit_of(status: ExitStatus) -> Exit {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => Exit::Code(code),
-        (None, Some(signal)) => Exit::Signal(signal),
-        (None, None) => Exit::Code(-1),
+/// Attach mode: a running geth must serve the configured genesis.
+async fn check_running_genesis(
+    rpc: &GethRpc,
+    binary: &std::path::Path,
+    genesis: &std::path::Path,
+) -> Result<(), InitError> {
+    use alloy::providers::Provider;
+    let configured = init::configured_hash(binary, genesis).await?;
+    let block = rpc
+        .provider()
+        .get_block_by_number(0.into())
+        .await
+        .map_err(|e| InitError::Geth(format!("reading block 0: {e}")))?
+        .ok_or_else(|| InitError::Geth("geth has no block 0".into()))?;
+    let stored = format!("{:#x}", block.header.hash);
+    if stored == configured {
+        Ok(())
+    } else {
+        Err(InitError::GenesisMismatch { stored, configured })
     }
 }
 
-/// The agent's environment without `GETH_*` variables: geth treats those as its
-/// own flags and warns about unknown ones (`GETH_BIN`, `GETH_AGENT_*`).
-pub fn geth_env() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
-    std::env::vars_os()
-        .filter(|(key, _)| !key.to_string_lossy().starts_with("GETH_"))
-        .collect()
-}
-
-/// One SIGTERM, then wait up to `grace`, then SIGKILL.
-async fn stop(
-    child: &mut Child,
-    pid: Option<Pid>,
-    grace: Duration,
-) -> Result<Exit, SupervisorError> {
-    let Some(pid) = pid else {
-        // Already reaped: nothing to signal.
-        let status = child.wait().await.map_err(SupervisorError::Wait)?;
-        return Ok(exit_of(status));
-    };
-    tracing::info!(
-        grace_secs = grace.as_secs(),
-        "stopping geth with one SIGTERM"
-    );
-    if let Err(e) = kill(pid, Signal::SIGTERM) {
-        tracing::warn!(error = %e, "SIGTERM failed");
-    }
-    match tokio::time::timeout(grace, child.wait()).await {
-        Ok(status) => {
-            let status = status.map_err(SupervisorError::Wait)?;
-            tracing::info!(%status, "geth exited");
-            Ok(exit_of(status))
-        }
-        Err(_) => {
-            tracing::error!(
-                grace_secs = grace.as_secs(),
-                "geth did not stop in time; killing it"
-            );
-            let _ = child.kill().await;
-            Ok(Exit::KilledAfterGrace)
-        }
-    }
-}
-
-/// Forwards geth's output line by line into the agent's log.
-async fn forward(stream: impl AsyncRead + Unpin, shutdown_log: Arc<Mutex<ShutdownLog>>) {
-    let mut lines = FramedRead::new(stream, LinesCodec::new_with_max_length(MAX_LINE_BYTES));
-    while let Some(line) = lines.next().await {
-        match line {
-            Ok(line) => match LogLine::parse(&line) {
-                Some(parsed) => {
-                    if let Ok(mut log) = shutdown_log.lock() {
-                        log.observe(&parsed);
-                    }
-                    emit(&parsed);
-                }
-                None if line.trim().is_empty() => {}
-                None => tracing::info!(target: "geth", "{line}"),
-            },
-            Err(LinesCodecError::MaxLineLengthExceeded) => {
-                tracing::warn!(target: "geth", max = MAX_LINE_BYTES, "skipped an overlong geth output line");
-            }
-            Err(LinesCodecError::Io(e)) => {
-                tracing::warn!(target: "geth", error = %e, "reading geth output failed");
-                break;
-            }
-        }
-    }
-}
-
+/// geth's line, re-logged at its level under the agent's `node` span.
 fn emit(line: &LogLine) {
     let text = line.human();
     match line.level.as_str() {
@@ -245,5 +579,18 @@ fn emit(line: &LogLine) {
         "debug" | "dbug" => tracing::debug!(target: "geth", "{text}"),
         "trace" | "trce" => tracing::trace!(target: "geth", "{text}"),
         _ => tracing::info!(target: "geth", "{text}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let max = Duration::from_secs(60);
+        let secs: Vec<u64> = (1..=8).map(|a| backoff(a, max).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(backoff(200, max), max);
     }
 }

@@ -324,6 +324,7 @@ fn agent_toml(node: &NodeInfo, other_signers: usize) -> String {
     toml.push_str("geth_config = \"config.toml\"\n");
     toml.push_str("nodekey = \"nodekey\"\n");
     let _ = writeln!(toml, "http = \"127.0.0.1:{}\"", node.ports.http);
+    let _ = writeln!(toml, "listen = \"127.0.0.1:{}\"", node.ports.agent);
     if let Some(signer) = node.signer {
         toml.push_str("keystore = \"keystore\"\n");
         toml.push_str("password_file = \"password\"\n");

@@ -1,0 +1,444 @@
+//! The geth process, in either mode, as one stream of [`ProcEvent`]s:
+//! `Started(pid)`, its log lines in order, then `Exited`.
+//!
+//! - **spawn**: geth is our child; its stdout/stderr are read line by line and
+//!   `Exited` carries the real exit status, sent only after the pipes drained.
+//! - **attach**: geth is found in `/proc` by its `--datadir` (or a pid file);
+//!   its `--log.file` is followed across restarts, truncation and rotation; exit
+//!   is seen when the process disappears (status unknown to a non-parent).
+
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::io::AsyncRead;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tokio_util::sync::CancellationToken;
+
+use crate::geth::GethCommand;
+use crate::logline::{LogLine, MAX_LINE_BYTES};
+use crate::shutdown::Exit;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProcEvent {
+    Started(u32),
+    Line(LogLine),
+    /// A line that is not geth JSON (e.g. `Fatal: …`).
+    Text(String),
+    Exited(Exit),
+}
+
+pub type Events = mpsc::Sender<ProcEvent>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("cannot start {binary}: {source}")]
+    Spawn {
+        binary: String,
+        source: std::io::Error,
+    },
+}
+
+pub fn signal(pid: u32, sig: Signal) -> nix::Result<()> {
+    kill(Pid::from_raw(pid as i32), sig)
+}
+
+/// The agent's environment without `GETH_*` variables: geth treats those as its
+/// own flags and warns about unknown ones (`GETH_BIN`, `GETH_AGENT_*`).
+pub fn geth_env() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    std::env::vars_os()
+        .filter(|(key, _)| !key.to_string_lossy().starts_with("GETH_"))
+        .collect()
+}
+
+/// Spawns geth; its events go to `events`. Returns the pid.
+pub fn spawn(cmd: &GethCommand, events: Events) -> Result<u32, ProcessError> {
+    let mut child = tokio::process::Command::new(&cmd.binary)
+        .args(cmd.args())
+        .env_clear()
+        .envs(geth_env())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Own process group: a terminal's Ctrl-C reaches the agent only, so geth
+        // receives exactly one signal, from us.
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| ProcessError::Spawn {
+            binary: cmd.binary.display().to_string(),
+            source,
+        })?;
+    let pid = child.id().unwrap_or_default();
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    tokio::spawn(async move {
+        let _ = events.send(ProcEvent::Started(pid)).await;
+        let forward_out = forward_pipe(stdout, events.clone());
+        let forward_err = forward_pipe(stderr, events.clone());
+        let (_, _, status) = tokio::join!(
+            // A grandchild holding the pipes open must not hold up the exit event.
+            tokio::time::timeout(Duration::from_secs(600), forward_out),
+            tokio::time::timeout(Duration::from_secs(600), forward_err),
+            child.wait()
+        );
+        let exit = match status {
+            Ok(status) => exit_of(status),
+            Err(_) => Exit::Vanished,
+        };
+        let _ = events.send(ProcEvent::Exited(exit)).await;
+    });
+    Ok(pid)
+}
+
+async fn forward_pipe(stream: Option<impl AsyncRead + Unpin>, events: Events) {
+    let Some(stream) = stream else { return };
+    let mut lines = FramedRead::new(stream, LinesCodec::new_with_max_length(MAX_LINE_BYTES));
+    while let Some(line) = lines.next().await {
+        let event = match line {
+            Ok(line) => match LogLine::parse(&line) {
+                Some(parsed) => ProcEvent::Line(parsed),
+                None if line.trim().is_empty() => continue,
+                None => ProcEvent::Text(line),
+            },
+            Err(LinesCodecError::MaxLineLengthExceeded) => ProcEvent::Text(format!(
+                "[geth-agent: skipped a line over {MAX_LINE_BYTES} bytes]"
+            )),
+            Err(LinesCodecError::Io(_)) => break,
+        };
+        if events.send(event).await.is_err() {
+            break;
+        }
+    }
+}
+
+pub fn exit_of(status: ExitStatus) -> Exit {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Exit::Code(code),
+        (None, Some(signal)) => Exit::Signal(signal),
+        (None, None) => Exit::Vanished,
+    }
+}
+
+/// Where to find a geth that the agent did not start.
+#[derive(Debug, Clone)]
+pub struct AttachTarget {
+    pub datadir: PathBuf,
+    pub log_file: PathBuf,
+    pub pid_file: Option<PathBuf>,
+}
+
+const ATTACH_TICK: Duration = Duration::from_millis(200);
+
+/// Watches for geth processes on `target` and follows the log file, until
+/// cancelled. One task, so an `Exited` always comes after the process's lines.
+pub async fn attach(target: AttachTarget, events: Events, cancel: CancellationToken) {
+    let mut follower = LogFollower::new(target.log_file.clone());
+    let mut current: Option<(u32, u64)> = None; // pid, start time
+    let mut ticker = tokio::time::interval(ATTACH_TICK);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let found = match current {
+            None => find_geth(&target).and_then(|pid| start_time(pid).map(|t| (pid, t))),
+            Some(_) => None,
+        };
+        // Lines first, then process changes: a new geth's start-up lines belong to it.
+        if let Some((pid, t)) = found {
+            current = Some((pid, t));
+            if events.send(ProcEvent::Started(pid)).await.is_err() {
+                return;
+            }
+        }
+        for event in follower.read_new() {
+            if events.send(event).await.is_err() {
+                return;
+            }
+        }
+        if let Some((pid, t)) = current {
+            if start_time(pid) != Some(t) {
+                // Gone (or the pid was reused): drain what it wrote last.
+                for event in follower.read_new() {
+                    let _ = events.send(event).await;
+                }
+                current = None;
+                if events
+                    .send(ProcEvent::Exited(Exit::Vanished))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The geth serving `target.datadir`: from the pid file, else by scanning `/proc`.
+pub fn find_geth(target: &AttachTarget) -> Option<u32> {
+    if let Some(file) = &target.pid_file {
+        let pid = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
+        return start_time(pid).map(|_| pid);
+    }
+    let want = std::fs::canonicalize(&target.datadir).ok()?;
+    let mut found = None;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if serves_datadir(&cmdline, &want) && start_time(pid).is_some() {
+            // The oldest matching process is geth itself, not a `geth attach` or similar.
+            found = Some(found.map_or(pid, |f: u32| f.min(pid)));
+        }
+    }
+    found
+}
+
+/// Whether a NUL-separated command line is geth with `--datadir <want>`.
+fn serves_datadir(cmdline: &[u8], want: &Path) -> bool {
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let Some(argv0) = args.first() else {
+        return false;
+    };
+    let name = Path::new(std::ffi::OsStr::from_bytes_lossy(argv0));
+    if !name
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("geth"))
+    {
+        return false;
+    }
+    let is_subcommand = args
+        .iter()
+        .skip(1)
+        .any(|a| matches!(*a, b"init" | b"attach" | b"db" | b"dumpgenesis"));
+    if is_subcommand {
+        return false;
+    }
+    let matches = |dir: &[u8]| {
+        std::fs::canonicalize(std::ffi::OsStr::from_bytes_lossy(dir)).is_ok_and(|p| p == want)
+    };
+    args.windows(2)
+        .any(|w| (w[0] == b"--datadir" || w[0] == b"-datadir") && matches(w[1]))
+        || args
+            .iter()
+            .any(|a| a.strip_prefix(b"--datadir=").is_some_and(matches))
+}
+
+trait FromBytesLossy {
+    fn from_bytes_lossy(bytes: &[u8]) -> &std::ffi::OsStr;
+}
+
+impl FromBytesLossy for std::ffi::OsStr {
+    fn from_bytes_lossy(bytes: &[u8]) -> &std::ffi::OsStr {
+        use std::os::unix::ffi::OsStrExt;
+        std::ffi::OsStr::from_bytes(bytes)
+    }
+}
+
+/// Process start time (clock ticks since boot), `None` if gone or a zombie.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.first() == Some(&"Z") || fields.first() == Some(&"X") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// Follows a log file: new lines only, across truncation and rotation.
+struct LogFollower {
+    path: PathBuf,
+    file: Option<(std::fs::File, u64)>, // file, inode
+    pos: u64,
+    partial: Vec<u8>,
+    /// The first open skips what is already there (an old geth's lines).
+    first_open: bool,
+}
+
+impl LogFollower {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            file: None,
+            pos: 0,
+            partial: Vec::new(),
+            first_open: true,
+        }
+    }
+
+    fn read_new(&mut self) -> Vec<ProcEvent> {
+        let mut events = Vec::new();
+        let on_disk = std::fs::metadata(&self.path).ok();
+        match (&self.file, &on_disk) {
+            (None, Some(meta)) => {
+                if let Ok(file) = std::fs::File::open(&self.path) {
+                    self.pos = if self.first_open { meta.len() } else { 0 };
+                    self.file = Some((file, meta.ino()));
+                    self.partial.clear();
+                }
+                self.first_open = false;
+            }
+            (None, None) => self.first_open = false,
+            (Some((_, inode)), Some(meta)) if *inode != meta.ino() => {
+                // Rotated: finish the old file, then start the new one from its beginning.
+                self.read_available(&mut events);
+                self.file = std::fs::File::open(&self.path)
+                    .ok()
+                    .map(|f| (f, meta.ino()));
+                self.pos = 0;
+                self.partial.clear();
+            }
+            (Some((file, _)), _) => {
+                if file.metadata().is_ok_and(|m| m.len() < self.pos) {
+                    self.pos = 0; // truncated
+                    self.partial.clear();
+                }
+            }
+        }
+        self.read_available(&mut events);
+        events
+    }
+
+    fn read_available(&mut self, events: &mut Vec<ProcEvent>) {
+        let Some((file, _)) = &mut self.file else {
+            return;
+        };
+        if file.seek(SeekFrom::Start(self.pos)).is_err() {
+            return;
+        }
+        let mut buf = Vec::new();
+        // Bounded per tick; the rest is read on the next one.
+        let Ok(n) = file.take(4 * 1024 * 1024).read_to_end(&mut buf) else {
+            return;
+        };
+        self.pos += n as u64;
+        for byte in buf {
+            if byte == b'\n' {
+                let line = String::from_utf8_lossy(&self.partial).into_owned();
+                self.partial.clear();
+                if let Some(parsed) = LogLine::parse(&line) {
+                    events.push(ProcEvent::Line(parsed));
+                } else if !line.trim().is_empty() {
+                    events.push(ProcEvent::Text(line));
+                }
+            } else if self.partial.len() < MAX_LINE_BYTES {
+                self.partial.push(byte);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn msgs(events: &[ProcEvent]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match e {
+                ProcEvent::Line(l) => l.msg.clone(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn follower_skips_old_lines_and_survives_truncation_and_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("geth.json");
+        std::fs::write(&path, "{\"msg\":\"old\"}\n").unwrap();
+        let mut f = LogFollower::new(path.clone());
+        assert!(
+            f.read_new().is_empty(),
+            "lines from before the agent are skipped"
+        );
+
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        write!(file, "{{\"msg\":\"a\"}}\n{{\"msg\":\"b").unwrap();
+        assert_eq!(msgs(&f.read_new()), ["a"]);
+        writeln!(file, "\"}}").unwrap();
+        assert_eq!(
+            msgs(&f.read_new()),
+            ["b"],
+            "a partial line waits for its end"
+        );
+
+        std::fs::write(&path, "{\"msg\":\"after truncation\"}\n").unwrap();
+        assert_eq!(msgs(&f.read_new()), ["after truncation"]);
+
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        writeln!(file, "{{\"msg\":\"last of old\"}}").unwrap();
+        std::fs::rename(&path, dir.path().join("geth.json.1")).unwrap();
+        std::fs::write(&path, "{\"msg\":\"new file\"}\n").unwrap();
+        assert_eq!(msgs(&f.read_new()), ["last of old", "new file"]);
+    }
+
+    #[test]
+    fn a_missing_log_file_is_read_from_its_start_once_it_appears() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("geth.json");
+        let mut f = LogFollower::new(path.clone());
+        assert!(f.read_new().is_empty());
+        std::fs::write(&path, "{\"msg\":\"first\"}\nnot json\n").unwrap();
+        let events = f.read_new();
+        assert_eq!(msgs(&events)[0], "first");
+        assert_eq!(events[1], ProcEvent::Text("not json".into()));
+    }
+
+    #[test]
+    fn command_line_matching() {
+        let dir = tempfile::tempdir().unwrap();
+        let want = std::fs::canonicalize(dir.path()).unwrap();
+        let d = want.to_str().unwrap();
+        let cl = |args: &[&str]| args.join("\0").into_bytes();
+        assert!(serves_datadir(
+            &cl(&["/usr/bin/geth", "--datadir", d, "--mine"]),
+            &want
+        ));
+        assert!(serves_datadir(
+            &cl(&["geth", &format!("--datadir={d}")]),
+            &want
+        ));
+        assert!(!serves_datadir(
+            &cl(&["geth", "--datadir", "/elsewhere"]),
+            &want
+        ));
+        assert!(!serves_datadir(
+            &cl(&["geth", "--datadir", d, "attach"]),
+            &want
+        ));
+        assert!(!serves_datadir(&cl(&["bash", "--datadir", d]), &want));
+        assert!(!serves_datadir(b"", &want));
+    }
+
+    #[test]
+    fn own_process_has_a_start_time() {
+        assert!(start_time(std::process::id()).is_some());
+        assert!(start_time(u32::MAX).is_none());
+    }
+}

@@ -1,0 +1,204 @@
+//! The sync gate: `/readyz` is ready only when geth answers, has enough peers,
+//! is not syncing, is close to the reference head and its head is fresh.
+//! `/livez` stays loose: a syncing or blocked node is alive and must not be
+//! restarted by the platform.
+
+use serde::{Deserialize, Serialize};
+
+use crate::status::{NodeStatus, Phase};
+
+#[derive(Debug, Clone, Copy)]
+pub struct ReadinessConfig {
+    pub min_peers: u64,
+    /// Largest allowed distance to the reference head (K blocks).
+    pub max_lag: u64,
+    /// The head may be at most this many block periods old (period > 0).
+    pub max_head_age_periods: u64,
+    /// geth must have answered within this many milliseconds.
+    pub answer_window_ms: u64,
+}
+
+impl Default for ReadinessConfig {
+    fn default() -> Self {
+        Self {
+            min_peers: 1,
+            max_lag: 2,
+            max_head_age_periods: 6,
+            answer_window_ms: 3_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Condition {
+    pub name: String,
+    pub ok: bool,
+    /// What was observed.
+    pub value: String,
+    /// What is required.
+    pub want: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub conditions: Vec<Condition>,
+}
+
+/// Evaluates every condition; `reference_head` is the best head known from
+/// outside this node (the aggregator), if any.
+pub fn evaluate(
+    status: &NodeStatus,
+    config: &ReadinessConfig,
+    reference_head: Option<u64>,
+    now_ms: u64,
+) -> Readiness {
+    let chain = &status.chain;
+    let mut conditions = Vec::new();
+    let mut add = |name: &str, ok, value: String, want: String| {
+        conditions.push(Condition {
+            name: name.to_owned(),
+            ok,
+            value,
+            want,
+        });
+    };
+
+    add(
+        "geth_running",
+        status.phase == Phase::Running && status.blocked.is_none(),
+        match &status.blocked {
+            Some(reason) => format!("blocked: {reason}"),
+            None => format!("{:?}", status.phase).to_lowercase(),
+        },
+        "running".into(),
+    );
+    let answered_ago = chain.answered_at_ms.map(|t| now_ms.saturating_sub(t));
+    add(
+        "geth_answers",
+        answered_ago.is_some_and(|ago| ago <= config.answer_window_ms),
+        answered_ago.map_or("never".into(), |ago| format!("{ago} ms ago")),
+        format!("within {} ms", config.answer_window_ms),
+    );
+    add(
+        "peers",
+        chain.peers.is_some_and(|p| p >= config.min_peers),
+        chain.peers.map_or("unknown".into(), |p| p.to_string()),
+        format!(">= {}", config.min_peers),
+    );
+    add(
+        "not_syncing",
+        chain.syncing == Some(false),
+        chain.syncing.map_or("unknown".into(), |s| {
+            if s { "syncing" } else { "not syncing" }.into()
+        }),
+        "not syncing".into(),
+    );
+    let reference = reference_head.into_iter().chain(chain.highest_block).max();
+    match (chain.head, reference) {
+        (Some(head), Some(reference)) => {
+            let lag = reference.saturating_sub(head);
+            add(
+                "head_lag",
+                lag <= config.max_lag,
+                format!("{lag} blocks behind {reference}"),
+                format!("<= {}", config.max_lag),
+            );
+        }
+        (None, _) => add(
+            "head_lag",
+            false,
+            "head unknown".into(),
+            format!("<= {}", config.max_lag),
+        ),
+        (Some(_), None) => add(
+            "head_lag",
+            true,
+            "no reference head".into(),
+            format!("<= {}", config.max_lag),
+        ),
+    }
+    if status.period > 0 {
+        let max_age_s = config.max_head_age_periods * status.period;
+        let age_s = chain.head_time.map(|t| (now_ms / 1000).saturating_sub(t));
+        add(
+            "head_fresh",
+            age_s.is_some_and(|age| age <= max_age_s),
+            age_s.map_or("unknown".into(), |a| format!("{a} s old")),
+            format!("<= {max_age_s} s ({} periods)", config.max_head_age_periods),
+        );
+    }
+    Readiness {
+        ready: conditions.iter().all(|c| c.ok),
+        conditions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{ChainView, Mode};
+
+    fn healthy(now_ms: u64) -> NodeStatus {
+        let mut s = NodeStatus::new("n".into(), Mode::Spawn, 1);
+        s.phase = Phase::Running;
+        s.chain = ChainView {
+            head: Some(100),
+            head_hash: Some("0x1".into()),
+            head_time: Some(now_ms / 1000 - 1),
+            peers: Some(2),
+            syncing: Some(false),
+            highest_block: None,
+            answered_at_ms: Some(now_ms - 400),
+        };
+        s
+    }
+
+    fn failing(r: &Readiness) -> Vec<&str> {
+        r.conditions
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn healthy_node_is_ready() {
+        let now = 1_800_000_000_000;
+        let r = evaluate(&healthy(now), &ReadinessConfig::default(), Some(101), now);
+        assert!(r.ready, "{r:?}");
+    }
+
+    #[test]
+    fn each_condition_can_fail_on_its_own() {
+        let now = 1_800_000_000_000;
+        let config = ReadinessConfig::default();
+        type Breaker = fn(&mut NodeStatus);
+        let cases: [(&str, Breaker); 6] = [
+            ("geth_running", |s| {
+                s.blocked = Some("genesis mismatch".into())
+            }),
+            ("geth_answers", |s| s.chain.answered_at_ms = Some(1)),
+            ("peers", |s| s.chain.peers = Some(0)),
+            ("not_syncing", |s| s.chain.syncing = Some(true)),
+            ("head_lag", |s| s.chain.highest_block = Some(200)),
+            ("head_fresh", |s| s.chain.head_time = Some(1)),
+        ];
+        for (name, break_it) in cases {
+            let mut s = healthy(now);
+            break_it(&mut s);
+            let r = evaluate(&s, &config, None, now);
+            assert_eq!(failing(&r), [name]);
+        }
+    }
+
+    #[test]
+    fn period_zero_has_no_freshness_condition() {
+        let now = 1_800_000_000_000;
+        let mut s = healthy(now);
+        s.period = 0;
+        s.chain.head_time = Some(1);
+        let r = evaluate(&s, &ReadinessConfig::default(), None, now);
+        assert!(r.ready && r.conditions.iter().all(|c| c.name != "head_fresh"));
+    }
+}

@@ -1,0 +1,100 @@
+//! The node's status as the agent sees it: one value, published on a `watch`
+//! channel by the supervisor and the chain monitor, read by the HTTP endpoints,
+//! the admin socket and (later) reports and metrics.
+
+use serde::{Deserialize, Serialize};
+
+use crate::crash::StartEvidence;
+use crate::shutdown::Verdict;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// geth is the agent's child.
+    Spawn,
+    /// geth runs beside the agent (a pod's other container).
+    Attach,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Initialising the datadir / checking the genesis.
+    Initialising,
+    /// geth is being started (spawn) or looked for (attach).
+    Starting,
+    Running,
+    Stopping,
+    /// Stopped on request (admin `stop`); `start` starts it again.
+    Stopped,
+    /// Waiting before restarting a crashed geth (spawn) or for the platform
+    /// to start a new one (attach).
+    Restarting,
+    /// geth must not run: see `blocked`.
+    Blocked,
+}
+
+/// Latest view of the chain through geth's IPC.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainView {
+    pub head: Option<u64>,
+    pub head_hash: Option<String>,
+    /// Head block timestamp, seconds since the Unix epoch.
+    pub head_time: Option<u64>,
+    pub peers: Option<u64>,
+    pub syncing: Option<bool>,
+    /// Best block geth knows of from its peers (while syncing).
+    pub highest_block: Option<u64>,
+    /// When geth last answered, seconds since the Unix epoch (milliseconds precision).
+    pub answered_at_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub name: String,
+    pub mode: Mode,
+    pub phase: Phase,
+    /// Why geth is not started (genesis mismatch, unsupported geth, …).
+    pub blocked: Option<String>,
+    pub pid: Option<u32>,
+    /// Clique block period from the genesis (seconds).
+    pub period: u64,
+    pub chain: ChainView,
+    pub last_shutdown: Option<Verdict>,
+    pub last_start: Option<StartEvidence>,
+    pub starts: u64,
+    pub restarts: u64,
+    pub clean_shutdowns: u64,
+    pub unclean_shutdowns: u64,
+    pub blocks_lost_total: u64,
+    pub genesis_mismatch: bool,
+}
+
+impl NodeStatus {
+    pub fn new(name: String, mode: Mode, period: u64) -> Self {
+        Self {
+            name,
+            mode,
+            phase: Phase::Initialising,
+            blocked: None,
+            pid: None,
+            period,
+            chain: ChainView::default(),
+            last_shutdown: None,
+            last_start: None,
+            starts: 0,
+            restarts: 0,
+            clean_shutdowns: 0,
+            unclean_shutdowns: 0,
+            blocks_lost_total: 0,
+            genesis_mismatch: false,
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
