@@ -133,7 +133,21 @@ impl axum::serve::Listener for PeerCheckedListener {
     }
 }
 
+/// Answers 403 with the reason, after reading the request head (an HTTP client
+/// that gets an answer before it has sent its request treats it as cancelled).
 async fn refuse(mut stream: UnixStream, reason: String) {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read_head = async {
+        while head.len() < 8 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), read_head).await;
     let body = serde_json::json!({ "ok": false, "message": reason }).to_string();
     let response = format!(
         "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use alloy::primitives::{Address, B256};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use geth_agent::geth::{GethCommand, SignerArgs};
 use geth_agent::network::{self, genesis, Network, NetworkSpec, NodeInfo, NodePorts, Role};
 use geth_agent::rpc::GethRpc;
@@ -76,6 +76,8 @@ pub struct NetworkOptions {
     pub validators: usize,
     pub period: u64,
     pub launcher: Launcher,
+    /// Extra `geth-agent run` arguments (agent launcher only).
+    pub agent_args: Vec<String>,
 }
 
 impl Default for NetworkOptions {
@@ -85,6 +87,7 @@ impl Default for NetworkOptions {
             validators: 0,
             period: 1,
             launcher: Launcher::Geth,
+            agent_args: Vec::new(),
         }
     }
 }
@@ -95,6 +98,8 @@ pub struct TestNode {
     /// stdout+stderr of geth (or of the agent).
     pub log: PathBuf,
     child: Option<Child>,
+    /// Further processes of this node (e.g. an attach-mode agent beside geth).
+    others: Vec<Child>,
 }
 
 impl TestNode {
@@ -145,6 +150,7 @@ pub struct TestNetwork {
     pub network_dir: PathBuf,
     pub nodes: Vec<TestNode>,
     pub launcher: Launcher,
+    pub agent_args: Vec<String>,
 }
 
 impl TestNetwork {
@@ -193,6 +199,7 @@ impl TestNetwork {
                 datadir: dir.path().join("data").join(&info.name),
                 log: dir.path().join(format!("{}.log", info.name)),
                 child: None,
+                others: Vec::new(),
             })
             .collect();
         Ok(Self {
@@ -201,6 +208,7 @@ impl TestNetwork {
             network_dir,
             nodes,
             launcher: options.launcher.clone(),
+            agent_args: options.agent_args.clone(),
         })
     }
 
@@ -232,13 +240,9 @@ impl TestNetwork {
         cmd
     }
 
-    /// Starts node `i` (again).
+    /// Starts node `i` (again) with the network's launcher.
     pub fn spawn(&mut self, i: usize) -> Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.nodes[i].log)?;
-        let mut command = match &self.launcher {
+        let command = match self.launcher.clone() {
             Launcher::Geth => {
                 let geth = self.geth_command(i);
                 if geth_agent::init::needs_init(&geth.datadir) {
@@ -248,27 +252,48 @@ impl TestNetwork {
                 c.args(geth.args());
                 c
             }
-            Launcher::Agent(bin) => {
-                let mut c = Command::new(bin);
-                c.arg("run")
-                    .arg("--config")
-                    .arg(self.node_dir(i).join("agent.toml"))
-                    .arg("--datadir")
-                    .arg(&self.nodes[i].datadir)
-                    .env("GETH_BIN", geth_bin())
-                    .env("RUST_LOG", "info");
-                c
-            }
+            Launcher::Agent(bin) => self.agent_command(i, &bin, &[]),
         };
+        let child = self.start_process(i, command)?;
+        self.nodes[i].child = Some(child);
+        Ok(())
+    }
+
+    /// `geth-agent run` for node `i` with its generated agent.toml.
+    pub fn agent_command(&self, i: usize, bin: &Path, extra: &[&str]) -> Command {
+        let mut c = Command::new(bin);
+        c.arg("run")
+            .arg("--config")
+            .arg(self.node_dir(i).join("agent.toml"))
+            .arg("--datadir")
+            .arg(&self.nodes[i].datadir)
+            .args(&self.agent_args)
+            .args(extra)
+            .env("GETH_BIN", geth_bin())
+            .env("RUST_LOG", "info");
+        c
+    }
+
+    /// Starts a further process belonging to node `i` (killed with the network).
+    pub fn spawn_other(&mut self, i: usize, command: Command) -> Result<u32> {
+        let child = self.start_process(i, command)?;
+        let pid = child.id();
+        self.nodes[i].others.push(child);
+        Ok(pid)
+    }
+
+    fn start_process(&self, i: usize, mut command: Command) -> Result<Child> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.nodes[i].log)?;
         command
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        let child = command
+        command
             .spawn()
-            .with_context(|| format!("starting {}", self.nodes[i].info.name))?;
-        self.nodes[i].child = Some(child);
-        Ok(())
+            .with_context(|| format!("starting a process of {}", self.nodes[i].info.name))
     }
 
     /// What the agent does after geth starts: gas price floor, then sealing.
@@ -344,7 +369,7 @@ impl TestNetwork {
 impl Drop for TestNetwork {
     fn drop(&mut self) {
         for node in &mut self.nodes {
-            if let Some(mut child) = node.child.take() {
+            for mut child in node.child.take().into_iter().chain(node.others.drain(..)) {
                 let _ = child.kill();
                 let _ = child.wait();
             }
@@ -396,4 +421,28 @@ pub fn free_port_range(count: u16) -> Result<u16> {
         }
     }
     bail!("no range of {count} free loopback ports found")
+}
+
+/// `GET http://addr/path` → (status, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String)> {
+    use http_body_util::{BodyExt, Empty};
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let request = hyper::Request::get(path)
+        .header("host", addr.to_string())
+        .body(Empty::<hyper::body::Bytes>::new())?;
+    let response = sender.send_request(request).await?;
+    let code = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((code, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// The agent's status over its admin socket.
+pub async fn agent_status(socket: &Path) -> Result<serde_json::Value> {
+    let (code, body) =
+        geth_agent::ctl::request(socket, hyper::Method::GET, "/status", None).await?;
+    ensure!(code.is_success(), "status {code}: {body}");
+    Ok(serde_json::from_str(&body)?)
 }
