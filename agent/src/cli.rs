@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -16,7 +17,8 @@ use crate::admin::{self, AdminState};
 use crate::config::RunArgs;
 use crate::ctl::{self, CtlArgs};
 use crate::http::{self, HttpState};
-use crate::monitor;
+use crate::metrics::Metrics;
+use crate::monitor::Monitor;
 use crate::network::{self, genesis, NetworkSpec, NodePorts};
 use crate::status::{Mode, NodeStatus};
 use crate::supervisor::Supervisor;
@@ -128,7 +130,16 @@ async fn run_node(args: RunArgs) -> ExitCode {
             watch::channel(NodeStatus::new(config.name.clone(), config.mode, config.period));
         let (requests_tx, requests_rx) = mpsc::channel(16);
         let tasks = TaskTracker::new();
-        let http_state = HttpState { status: status_rx.clone(), readiness: config.readiness };
+        let metrics = Arc::new(Metrics::new(config.geth.signer.as_ref().map(|s| s.address)));
+        let http_state = HttpState {
+            status: status_rx.clone(),
+            readiness: config.readiness,
+            metrics: metrics.clone(),
+        };
+        tasks.spawn(
+            crate::metrics::follow_status(metrics.clone(), status_rx.clone(), config.readiness, cancel.clone())
+                .in_current_span(),
+        );
         tasks.spawn(http::serve(listener, http_state, cancel.clone()).in_current_span());
         let admin_state = AdminState {
             status: status_rx,
@@ -137,10 +148,8 @@ async fn run_node(args: RunArgs) -> ExitCode {
             ipc: config.geth.ipc_path(),
         };
         tasks.spawn(admin::serve(admin_listener, admin_state, cancel.clone()).in_current_span());
-        tasks.spawn(
-            monitor::run(config.geth.ipc_path(), monitor::DEFAULT_POLL, status_tx.clone(), cancel.clone())
-                .in_current_span(),
-        );
+        let monitor = Monitor::new(config.geth.ipc_path(), config.geth.datadir.clone(), status_tx.clone(), metrics);
+        tasks.spawn(monitor.run(cancel.clone()).in_current_span());
 
         let mode = config.mode;
         let socket = config.admin_socket.clone();

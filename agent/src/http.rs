@@ -1,6 +1,6 @@
 //! The agent's HTTP port (default 9101): `/livez`, `/readyz` (`?verbose` for
-//! every condition as JSON). Answers come from the published node status; a
-//! request never waits on geth.
+//! every condition as JSON), `/metrics` (Prometheus). Answers come from the
+//! published node status and metrics; a request never waits on geth.
 
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
@@ -11,6 +11,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
+use crate::metrics::Metrics;
 use crate::readiness::{self, ReadinessConfig};
 use crate::status::{now_ms, NodeStatus};
 
@@ -18,13 +21,24 @@ use crate::status::{now_ms, NodeStatus};
 pub struct HttpState {
     pub status: watch::Receiver<NodeStatus>,
     pub readiness: ReadinessConfig,
+    pub metrics: Arc<Metrics>,
 }
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+async fn metrics(State(state): State<HttpState>) -> Response {
+    let text = state.metrics.encode();
+    let content_type = (
+        axum::http::header::CONTENT_TYPE,
+        "text/plain; version=0.0.4; charset=utf-8",
+    );
+    ([content_type], text).into_response()
 }
 
 /// Serves until `cancel` fires.
@@ -106,7 +120,11 @@ mod tests {
         let state = HttpState {
             status: rx,
             readiness: ReadinessConfig::default(),
+            metrics: Arc::new(Metrics::new(None)),
         };
+        let (code, body) = get(router(state.clone()), "/metrics").await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(body.contains("# TYPE clique_head_block gauge"), "{body}");
         let (code, body) = get(router(state.clone()), "/readyz").await;
         assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.contains("geth_running"), "{body}");

@@ -9,6 +9,7 @@ pub mod geth;
 pub mod http;
 pub mod init;
 pub mod logline;
+pub mod metrics;
 pub mod monitor;
 pub mod network;
 pub mod process;

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use alloy::primitives::U64;
@@ -10,6 +11,18 @@ use alloy::providers::{Provider, ProviderBuilder, RootProvider};
 use alloy::rpc::json_rpc::{RpcRecv, RpcSend};
 use alloy::transports::ipc::IpcConnect;
 use tokio::time::Instant;
+
+/// Every JSON-RPC request the agent sends to geth, for the
+/// `clique_agent_ipc_requests_total` metric.
+static REQUESTS: AtomicU64 = AtomicU64::new(0);
+
+pub fn requests_made() -> u64 {
+    REQUESTS.load(Ordering::Relaxed)
+}
+
+fn count() {
+    REQUESTS.fetch_add(1, Ordering::Relaxed);
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
@@ -62,11 +75,31 @@ impl GethRpc {
         &self.provider
     }
 
+    /// A block header and its transaction count (`eth_getBlockByNumber`, no bodies).
+    pub async fn block(
+        &self,
+        number: alloy::eips::BlockNumberOrTag,
+    ) -> Result<alloy::rpc::types::Block, RpcError> {
+        count();
+        self.provider
+            .get_block_by_number(number)
+            .await
+            .map_err(|e| RpcError::Call {
+                method: "eth_getBlockByNumber",
+                reason: e.to_string(),
+            })?
+            .ok_or(RpcError::Call {
+                method: "eth_getBlockByNumber",
+                reason: format!("no block {number}"),
+            })
+    }
+
     pub async fn call<P: RpcSend, R: RpcRecv>(
         &self,
         method: &'static str,
         params: P,
     ) -> Result<R, RpcError> {
+        count();
         self.provider
             .raw_request(Cow::Borrowed(method), params)
             .await
@@ -77,6 +110,7 @@ impl GethRpc {
     }
 
     pub async fn block_number(&self) -> Result<u64, RpcError> {
+        count();
         self.provider
             .get_block_number()
             .await

@@ -1,0 +1,209 @@
+//! Who sealed what: the clique bookkeeping behind the sealing metrics.
+//!
+//! Each canonical block is counted once per height. Its real sealer comes from
+//! `clique_getSigner` (the header's `miner` is not the sealer in clique).
+//! Difficulty 2 means the sealer was in turn; difficulty 1 means the in-turn
+//! signer — `signers[number % len]`, signers sorted ascending — missed its slot.
+//! A height seen again with another hash is a reorg: the new sealer is counted
+//! and the replaced block is reported, so counters stay counters.
+
+use std::collections::{BTreeMap, HashMap};
+
+use alloy::primitives::{Address, B256};
+
+/// What the agent needs to know about one block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockFacts {
+    pub number: u64,
+    pub hash: B256,
+    pub parent_hash: B256,
+    pub timestamp: u64,
+    pub difficulty: u64,
+    pub signer: Address,
+    pub transactions: usize,
+    pub gas_used: u64,
+    pub gas_limit: u64,
+    pub base_fee: Option<u64>,
+}
+
+/// What counting one block changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counted {
+    pub signer: Address,
+    pub in_turn: bool,
+    /// The in-turn signer that missed this slot (difficulty 1).
+    pub missed_by: Option<Address>,
+    /// The sealer of the block this one replaced at the same height.
+    pub replaced: Option<Address>,
+    /// Seconds since the parent block, when the parent was counted.
+    pub interval: Option<u64>,
+}
+
+/// How many heights are remembered (reorg detection, parent timestamps).
+const REMEMBERED: usize = 512;
+
+#[derive(Debug, Default)]
+pub struct SealingTracker {
+    /// Sorted ascending, as clique orders them.
+    signers: Vec<Address>,
+    seen: BTreeMap<u64, (B256, Address, u64)>, // number → hash, signer, timestamp
+    last_sealed: HashMap<Address, (u64, u64)>, // signer → block, timestamp
+    consecutive_missed: HashMap<Address, u64>,
+}
+
+impl SealingTracker {
+    pub fn set_signers(&mut self, mut signers: Vec<Address>) {
+        signers.sort();
+        signers.dedup();
+        self.signers = signers;
+    }
+
+    pub fn signers(&self) -> &[Address] {
+        &self.signers
+    }
+
+    /// The signer whose turn block `number` is.
+    pub fn in_turn_signer(&self, number: u64) -> Option<Address> {
+        let len = self.signers.len() as u64;
+        (len > 0).then(|| self.signers[(number % len) as usize])
+    }
+
+    /// Hash counted at `number`, if remembered.
+    pub fn hash_at(&self, number: u64) -> Option<B256> {
+        self.seen.get(&number).map(|(hash, _, _)| *hash)
+    }
+
+    pub fn highest(&self) -> Option<u64> {
+        self.seen.keys().next_back().copied()
+    }
+
+    /// Counts a block; `None` when this exact block was counted already.
+    pub fn observe(&mut self, block: &BlockFacts) -> Option<Counted> {
+        let replaced = match self.seen.get(&block.number) {
+            Some((hash, _, _)) if *hash == block.hash => return None,
+            Some((_, signer, _)) => Some(*signer),
+            None => None,
+        };
+        if replaced.is_some() {
+            // Everything above a replaced height belongs to the old branch.
+            self.seen.split_off(&(block.number + 1));
+        }
+        let in_turn = block.difficulty == 2;
+        let missed_by = if in_turn {
+            None
+        } else {
+            self.in_turn_signer(block.number)
+                .filter(|s| *s != block.signer)
+        };
+        if let Some(missed) = missed_by {
+            *self.consecutive_missed.entry(missed).or_default() += 1;
+        }
+        self.consecutive_missed.insert(block.signer, 0);
+        let newer = self
+            .last_sealed
+            .get(&block.signer)
+            .is_none_or(|(n, _)| *n <= block.number);
+        if newer {
+            self.last_sealed
+                .insert(block.signer, (block.number, block.timestamp));
+        }
+        let interval = block
+            .number
+            .checked_sub(1)
+            .and_then(|parent| self.seen.get(&parent))
+            .filter(|(hash, _, _)| *hash == block.parent_hash)
+            .map(|(_, _, ts)| block.timestamp.saturating_sub(*ts));
+        self.seen
+            .insert(block.number, (block.hash, block.signer, block.timestamp));
+        while self.seen.len() > REMEMBERED {
+            self.seen.pop_first();
+        }
+        Some(Counted {
+            signer: block.signer,
+            in_turn,
+            missed_by,
+            replaced,
+            interval,
+        })
+    }
+
+    /// Last block sealed by `signer`: (number, timestamp).
+    pub fn last_sealed(&self, signer: &Address) -> Option<(u64, u64)> {
+        self.last_sealed.get(signer).copied()
+    }
+
+    pub fn consecutive_missed(&self, signer: &Address) -> u64 {
+        self.consecutive_missed.get(signer).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer(i: u8) -> Address {
+        Address::repeat_byte(i)
+    }
+
+    fn block(number: u64, by: u8, difficulty: u64, fork: u8) -> BlockFacts {
+        BlockFacts {
+            number,
+            hash: B256::repeat_byte(number as u8 ^ fork),
+            parent_hash: B256::repeat_byte((number as u8).wrapping_sub(1)),
+            timestamp: 1000 + number,
+            difficulty,
+            signer: signer(by),
+            transactions: 0,
+            gas_used: 0,
+            gas_limit: 30_000_000,
+            base_fee: None,
+        }
+    }
+
+    fn tracker() -> SealingTracker {
+        let mut t = SealingTracker::default();
+        t.set_signers(vec![signer(3), signer(1), signer(2)]);
+        t
+    }
+
+    #[test]
+    fn in_turn_follows_sorted_signers() {
+        let t = tracker();
+        assert_eq!(t.in_turn_signer(3), Some(signer(1)));
+        assert_eq!(t.in_turn_signer(4), Some(signer(2)));
+        assert_eq!(SealingTracker::default().in_turn_signer(1), None);
+    }
+
+    #[test]
+    fn out_of_turn_blocks_count_a_missed_turn_for_the_in_turn_signer() {
+        let mut t = tracker();
+        let c = t.observe(&block(4, 2, 2, 0)).unwrap();
+        assert!(c.in_turn && c.missed_by.is_none());
+        // Block 5 is signer 3's turn; signer 1 sealed it out of turn.
+        let c = t.observe(&block(5, 1, 1, 0)).unwrap();
+        assert_eq!(c.missed_by, Some(signer(3)));
+        assert_eq!(c.interval, Some(1));
+        let c = t.observe(&block(8, 1, 1, 0)).unwrap(); // 8 % 3 = 2 → signer 3 again
+        assert_eq!(c.missed_by, Some(signer(3)));
+        assert_eq!(c.interval, None, "parent 7 was never counted");
+        assert_eq!(t.consecutive_missed(&signer(3)), 2);
+        t.observe(&block(11, 3, 2, 0)).unwrap();
+        assert_eq!(
+            t.consecutive_missed(&signer(3)),
+            0,
+            "sealing resets the streak"
+        );
+        assert_eq!(t.last_sealed(&signer(1)), Some((8, 1008)));
+    }
+
+    #[test]
+    fn a_block_is_counted_once_and_reorgs_are_reported() {
+        let mut t = tracker();
+        assert!(t.observe(&block(6, 1, 1, 0)).is_some());
+        assert!(t.observe(&block(6, 1, 1, 0)).is_none(), "same block twice");
+        t.observe(&block(7, 2, 1, 0)).unwrap();
+        let c = t.observe(&block(6, 3, 2, 0xff)).unwrap();
+        assert_eq!(c.replaced, Some(signer(1)));
+        assert_eq!(t.highest(), Some(6), "the old branch above 6 is forgotten");
+    }
+}
