@@ -45,10 +45,7 @@ pub async fn prepare(geth: &GethCommand, genesis: &Path) -> Result<InitOutcome, 
         .map_err(|e| InitError::Geth(format!("cannot read genesis {}: {e}", genesis.display())))?;
     let spec: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| InitError::Geth(format!("genesis {} is not JSON: {e}", genesis.display())))?;
-    let version = version(&geth.binary).await?;
-    if spec.pointer("/config/clique").is_some() && !version.starts_with("1.13.") {
-        return Err(InitError::UnsupportedGeth { version });
-    }
+    check_version(&spec, version(&geth.binary).await?)?;
     let configured = configured_hash(&geth.binary, genesis).await?;
     if needs_init(&geth.datadir) {
         std::fs::create_dir_all(&geth.datadir).map_err(|e| {
@@ -70,6 +67,14 @@ pub async fn prepare(geth: &GethCommand, genesis: &Path) -> Result<InitOutcome, 
     Ok(InitOutcome::Existing {
         genesis_hash: stored,
     })
+}
+
+/// Clique sealing and import exist up to geth 1.13.x; 1.14 refuses non-PoS chains.
+pub fn check_version(genesis: &serde_json::Value, version: String) -> Result<(), InitError> {
+    if genesis.pointer("/config/clique").is_some() && !version.starts_with("1.13.") {
+        return Err(InitError::UnsupportedGeth { version });
+    }
+    Ok(())
 }
 
 /// `geth version` → "1.13.15-stable" → "1.13.15".
@@ -181,4 +186,23 @@ fn last_line(text: &str) -> String {
                 .unwrap_or_else(|| l.to_owned())
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clique_needs_geth_1_13() {
+        let clique = serde_json::json!({"config": {"clique": {"period": 5}}});
+        assert!(check_version(&clique, "1.13.15".into()).is_ok());
+        let err = check_version(&clique, "1.14.0".into()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("geth 1.14.0 cannot run a clique chain"),
+            "{err}"
+        );
+        let pos = serde_json::json!({"config": {"terminalTotalDifficulty": 0}});
+        assert!(check_version(&pos, "1.14.0".into()).is_ok());
+    }
 }

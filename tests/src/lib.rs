@@ -327,7 +327,8 @@ impl TestNetwork {
         Ok(self.nodes[i].rpc().await?.block_number().await?)
     }
 
-    /// Waits until node `i` has at least block `number`.
+    /// Waits until node `i` has at least block `number`; on timeout the error
+    /// carries the end of the node's log.
     pub async fn wait_for_block(&self, i: usize, number: u64, timeout: Duration) -> Result<u64> {
         let what = format!("{} to reach block {number}", self.nodes[i].info.name);
         eventually(&what, timeout, || async move {
@@ -335,6 +336,16 @@ impl TestNetwork {
             Ok((head >= number).then_some(head))
         })
         .await
+        .map_err(|e| {
+            let log = self.nodes[i].log_text();
+            let tail: Vec<&str> = log.lines().rev().take(25).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            e.context(format!(
+                "last lines of {}:\n{}",
+                self.nodes[i].log.display(),
+                tail.join("\n")
+            ))
+        })
     }
 
     /// Hash of block `number` on node `i`.
@@ -445,4 +456,41 @@ pub async fn agent_status(socket: &Path) -> Result<serde_json::Value> {
         geth_agent::ctl::request(socket, hyper::Method::GET, "/status", None).await?;
     ensure!(code.is_success(), "status {code}: {body}");
     Ok(serde_json::from_str(&body)?)
+}
+
+/// A tool from the system (Debian packages), overridable by an env var.
+pub fn system_tool(name: &str, env: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
+        return PathBuf::from(path);
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!("{name} not found on the PATH: run scripts/install-deps (or set {env})")
+    })
+}
+
+/// Percent-encodes a query parameter value.
+pub fn url_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The value of one sample in Prometheus text, e.g.
+/// `metric_value(text, "clique_head_block")` or with labels
+/// `metric_value(text, "clique_peers{direction=\"inbound\"}")`.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
