@@ -1,9 +1,31 @@
-//! geth-aggregator: one per network. Collects agent reports and geth's own
-//! ethstats feed, and serves the live dashboard (see docs/ARCHITECTURE.md).
-//! This crate currently holds the command line only; its services are built
-//! module by module on the wire types in `geth-wire`.
+//! geth-aggregator: one per network. Takes signed reports from every
+//! geth-agent and geth's own ethstats feed, keeps history in SQLite, and serves
+//! the live dashboard, fleet metrics and peer discovery.
+
+pub mod app;
+pub mod auth;
+pub mod ethstats;
+pub mod fleet;
+pub mod ingest;
+pub mod live;
+pub mod registry;
+pub mod store;
+pub mod web;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use clap::Parser;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use app::{now_ms, App};
+use live::{Live, NetworkInfo};
+use registry::Registry;
+use store::Store;
 
 /// Default HTTP address for the dashboard, API and ethstats `/api`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -12,10 +34,158 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 #[command(
     name = "geth-aggregator",
     version,
-    about = "Network-wide stats, reports and restarts for a geth clique network"
+    about = "Live dashboard, signed node reports and fleet metrics for a geth clique network"
 )]
 pub struct Cli {
-    /// Address to serve the dashboard and API on.
+    /// Address to serve the dashboard, API and ethstats `/api` on.
     #[arg(long, env = "GETH_AGGREGATOR_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: std::net::SocketAddr,
+    /// The network description written by `geth-agent network new`: which nodes
+    /// (by node key) may report, their names and the signers.
+    #[arg(long, env = "GETH_AGGREGATOR_NETWORK", value_name = "network.json")]
+    pub network: PathBuf,
+    /// SQLite database file (created if missing).
+    #[arg(long, env = "GETH_AGGREGATOR_DB", default_value = "aggregator.db")]
+    pub db: PathBuf,
+    /// Credentials for geth's own `--ethstats NAME:SECRET@host:port` reporter,
+    /// one per node: NAME=SECRET (repeat, or comma-separate in the env var).
+    #[arg(
+        long = "ethstats-secret",
+        env = "GETH_AGGREGATOR_ETHSTATS_SECRETS",
+        value_delimiter = ',',
+        value_name = "NAME=SECRET"
+    )]
+    pub ethstats_secrets: Vec<String>,
+    /// Raise the stall alarm after this many block periods without a block.
+    #[arg(long, env = "GETH_AGGREGATOR_STALL_PERIODS", default_value_t = 10)]
+    pub stall_periods: u64,
+    /// Blocks kept in the database.
+    #[arg(
+        long,
+        env = "GETH_AGGREGATOR_RETENTION_BLOCKS",
+        default_value_t = 100_000
+    )]
+    pub retention_blocks: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+}
+
+#[derive(Deserialize)]
+struct NetworkHeader {
+    name: String,
+    chain_id: Option<u64>,
+    #[serde(default)]
+    period: u64,
+}
+
+/// Builds the application: registry, store (history restored), live view.
+pub fn build(cli: &Cli) -> Result<Arc<App>, SetupError> {
+    let mut secrets = HashMap::new();
+    for pair in &cli.ethstats_secrets {
+        let (name, secret) = pair
+            .split_once('=')
+            .filter(|(n, s)| !n.is_empty() && !s.is_empty())
+            .ok_or_else(|| {
+                SetupError::Config(format!("--ethstats-secret {pair:?}: expected NAME=SECRET"))
+            })?;
+        secrets.insert(name.to_owned(), secret.to_owned());
+    }
+    let registry = Registry::load(&cli.network)?;
+    let text =
+        std::fs::read_to_string(&cli.network).map_err(|e| SetupError::Config(e.to_string()))?;
+    let header: NetworkHeader =
+        serde_json::from_str(&text).map_err(|e| SetupError::Config(e.to_string()))?;
+    let signers = registry
+        .iter()
+        .filter_map(|(_, n)| n.signer.map(|s| format!("{s:#x}")))
+        .collect();
+    let mut live = Live::new(
+        NetworkInfo {
+            name: header.name,
+            chain_id: header.chain_id,
+            period: header.period,
+        },
+        signers,
+        cli.stall_periods,
+    );
+    let store = Store::open(&cli.db, cli.retention_blocks)?;
+    restore(&store, &registry, &mut live)?;
+    Ok(Arc::new(App {
+        registry,
+        live: Mutex::new(live),
+        store,
+        ethstats_secrets: secrets,
+        metrics: fleet::FleetMetrics::default(),
+    }))
+}
+
+/// Replays stored history into the live view, so a restart shows the same page.
+fn restore(store: &Store, registry: &Registry, live: &mut Live) -> Result<(), SetupError> {
+    let name_of = |id: &str| {
+        id.parse()
+            .ok()
+            .and_then(|a| registry.get(&a))
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| id.trim_start_matches("ethstats:").to_owned())
+    };
+    let mut sightings = Vec::new();
+    for stored in store.recent_blocks(256)?.into_iter().rev() {
+        for (node, seen) in &stored.sightings {
+            let mut block = stored.block.clone();
+            block.seen_at_ms = *seen;
+            sightings.push((block, node.clone()));
+        }
+    }
+    sightings.sort_by_key(|(b, _)| (b.number, b.seen_at_ms));
+    for (block, node) in sightings {
+        let source = if node.starts_with("ethstats:") {
+            "ethstats"
+        } else {
+            "agent"
+        };
+        let at = block.seen_at_ms;
+        live.on_block(&node, &name_of(&node), source, &block, at);
+    }
+    for (id, name, stats, updated) in store.nodes()? {
+        if let Ok(stats) = serde_json::from_str(&stats) {
+            live.on_stats(&id, &stats, updated, None);
+            let _ = name;
+        }
+    }
+    live.tick(now_ms());
+    Ok(())
+}
+
+/// Serves until `shutdown` fires.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let ticker = {
+        let app = app.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => app.live().tick(now_ms()),
+                }
+            }
+        })
+    };
+    let result = axum::serve(listener, app::router(app))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
+    ticker.abort();
+    result
 }

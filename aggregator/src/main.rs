@@ -1,12 +1,61 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = geth_aggregator::Cli::parse();
-    eprintln!(
-        "geth-aggregator: no services are available in this build yet (listen {})",
-        cli.listen
-    );
-    ExitCode::from(69) // EX_UNAVAILABLE
+    init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("geth-aggregator: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let app = match geth_aggregator::build(&cli) {
+            Ok(app) => app,
+            Err(e) => {
+                eprintln!("geth-aggregator: {e}");
+                return ExitCode::from(64);
+            }
+        };
+        let listener = match tokio::net::TcpListener::bind(cli.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("geth-aggregator: cannot listen on {}: {e}", cli.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(listen = %cli.listen, nodes = app.registry.len(), db = %cli.db.display(), "dashboard at http://{}/", cli.listen);
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            tracing::info!("stopping");
+            signal.cancel();
+        });
+        match geth_aggregator::serve(listener, app, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("geth-aggregator: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 }

@@ -32,9 +32,142 @@ pub struct ShutdownVerdict {
     pub at: u64,
 }
 
+/// Largest report body the aggregator accepts.
+pub const MAX_REPORT_BYTES: usize = 256 * 1024;
+
+/// HTTP headers that authenticate a report: the node's address (derived from
+/// its devp2p node key), the time in Unix milliseconds, and a recoverable
+/// secp256k1 signature by the node key over [`signing_payload`].
+pub const HEADER_NODE: &str = "x-geth-node";
+pub const HEADER_TIME: &str = "x-geth-time";
+pub const HEADER_SIGNATURE: &str = "x-geth-signature";
+
+/// The bytes a report signature covers (hashed with keccak-256 before signing).
+pub fn signing_payload(time_ms: u64, body: &[u8]) -> Vec<u8> {
+    let mut payload = format!("geth-agent report v1\n{time_ms}\n").into_bytes();
+    payload.extend_from_slice(body);
+    payload
+}
+
+/// One report from an agent (`POST /api/report`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Report {
+    Block(BlockReport),
+    Stats(StatsReport),
+    Events { events: Vec<Event> },
+}
+
+/// A new head, as the node saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockReport {
+    pub number: u64,
+    pub hash: String,
+    pub parent_hash: String,
+    pub timestamp: u64,
+    /// The real clique sealer (`clique_getSigner`).
+    pub signer: Option<String>,
+    pub difficulty: u64,
+    pub transactions: u64,
+    pub gas_used: u64,
+    pub gas_limit: u64,
+    /// When the node's agent saw it (Unix milliseconds).
+    pub seen_at_ms: u64,
+}
+
+/// The node's state, every few seconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StatsReport {
+    pub name: String,
+    pub client: Option<String>,
+    pub agent_version: String,
+    /// `enode://…@host:port` as the node wants peers to dial it.
+    pub enode: Option<String>,
+    pub peers: Option<u64>,
+    pub syncing: Option<bool>,
+    pub mining: Option<bool>,
+    pub signer: Option<String>,
+    pub is_signer: Option<bool>,
+    pub pending: Option<u64>,
+    pub queued: Option<u64>,
+    pub head: Option<u64>,
+    pub head_hash: Option<String>,
+    pub uptime_s: u64,
+    pub ready: bool,
+    /// Failing readiness conditions, for humans.
+    pub not_ready: Vec<String>,
+    pub phase: String,
+    pub last_shutdown: Option<ShutdownVerdict>,
+    pub blocks_lost_total: u64,
+    pub period: u64,
+}
+
+/// A lifecycle event, spooled by the agent until acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Per-node sequence number: the aggregator stores each (node, seq) once.
+    pub seq: u64,
+    pub at_ms: u64,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventKind {
+    /// geth stopped (or crashed) and the agent judged it.
+    Shutdown { verdict: ShutdownVerdict },
+    /// geth started again after losing blocks or recovering from an unclean stop.
+    Recovered {
+        loaded_head: Option<u64>,
+        previous_head: Option<u64>,
+        blocks_lost: u64,
+    },
+    /// geth was not started: genesis mismatch or unsupported geth.
+    Blocked { reason: String },
+}
+
+/// The aggregator's answer to a report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReportReply {
+    /// Events now stored (and earlier duplicates): the agent may forget them.
+    pub acked: Vec<u64>,
+    /// The best head the aggregator knows (reference for the sync gate).
+    pub best_head: Option<u64>,
+}
+
+/// Live peers for discovery (`GET /api/peers`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerList {
+    pub enodes: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reports_round_trip_and_reject_unknown_types() {
+        let report = Report::Events {
+            events: vec![Event {
+                seq: 7,
+                at_ms: 1,
+                kind: EventKind::Blocked {
+                    reason: "genesis mismatch".into(),
+                },
+            }],
+        };
+        let json = serde_json::to_string(&report).unwrap();
+        assert!(
+            json.contains(r#""type":"events""#) && json.contains(r#""kind":"blocked""#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), report);
+        assert!(serde_json::from_str::<Report>(r#"{"type":"nope"}"#).is_err());
+        let stats: Report = serde_json::from_str(r#"{"type":"stats","name":"n"}"#).unwrap();
+        assert!(matches!(stats, Report::Stats(s) if s.name == "n" && s.peers.is_none()));
+    }
 
     #[test]
     fn verdict_json_is_stable_and_tolerates_missing_optionals() {

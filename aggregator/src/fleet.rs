@@ -1,0 +1,129 @@
+//! Fleet metrics at the aggregator's `/metrics`: the whole network at a glance.
+//! Gauges are refreshed from the live view at scrape time (memory only).
+
+use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::live::Live;
+
+pub struct FleetMetrics {
+    registry: Registry,
+    nodes: IntGaugeVec,
+    ready: IntGauge,
+    node_head: IntGaugeVec,
+    best: IntGauge,
+    fork: IntGauge,
+    stall: IntGauge,
+    signer_last_sealed: IntGaugeVec,
+    signer_missed: IntGaugeVec,
+    reports: IntCounterVec,
+    rejected: IntCounterVec,
+}
+
+impl Default for FleetMetrics {
+    fn default() -> Self {
+        let r = Registry::new();
+        let gv = |name: &str, help: &str, labels: &[&str]| {
+            let m = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            r.register(Box::new(m.clone())).expect("unique metric");
+            m
+        };
+        let g = |name: &str, help: &str| {
+            let m = IntGauge::new(name, help).expect("valid metric");
+            r.register(Box::new(m.clone())).expect("unique metric");
+            m
+        };
+        let cv = |name: &str, help: &str, labels: &[&str]| {
+            let m = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            r.register(Box::new(m.clone())).expect("unique metric");
+            m
+        };
+        Self {
+            nodes: gv("clique_fleet_nodes", "Known nodes by state.", &["state"]),
+            ready: g(
+                "clique_fleet_nodes_ready",
+                "Online nodes whose agent reports ready.",
+            ),
+            node_head: gv(
+                "clique_fleet_node_head_block",
+                "Head block of each node.",
+                &["node"],
+            ),
+            best: g("clique_fleet_best_block", "Best block seen in the network."),
+            fork: g(
+                "clique_fleet_fork",
+                "1 while nodes disagree on the hash at one height.",
+            ),
+            stall: g(
+                "clique_fleet_stall",
+                "1 while no new block arrived for the stall threshold.",
+            ),
+            signer_last_sealed: gv(
+                "clique_fleet_signer_last_sealed_block",
+                "Last block sealed by each signer.",
+                &["signer"],
+            ),
+            signer_missed: gv(
+                "clique_fleet_signer_missed_turns",
+                "Missed turns of each signer over the recent blocks.",
+                &["signer"],
+            ),
+            reports: cv(
+                "clique_fleet_reports_total",
+                "Accepted agent reports.",
+                &["kind"],
+            ),
+            rejected: cv(
+                "clique_fleet_rejected_reports_total",
+                "Refused reports by HTTP status.",
+                &["code"],
+            ),
+            registry: r,
+        }
+    }
+}
+
+impl FleetMetrics {
+    pub fn report(&self, kind: &str) {
+        self.reports.with_label_values(&[kind]).inc();
+    }
+
+    pub fn rejected(&self, code: &str) {
+        self.rejected.with_label_values(&[code]).inc();
+    }
+
+    pub fn encode(&self, live: &Live) -> String {
+        let online = live.nodes.values().filter(|n| n.online).count();
+        self.nodes.with_label_values(&["online"]).set(online as i64);
+        self.nodes
+            .with_label_values(&["offline"])
+            .set((live.nodes.len() - online) as i64);
+        self.ready.set(
+            live.nodes
+                .values()
+                .filter(|n| n.online && n.ready == Some(true))
+                .count() as i64,
+        );
+        self.node_head.reset();
+        for n in live.nodes.values() {
+            if let Some(h) = &n.head {
+                self.node_head
+                    .with_label_values(&[&n.name])
+                    .set(h.number as i64);
+            }
+        }
+        self.best.set(live.best().map_or(0, |b| b.number as i64));
+        self.fork.set(i64::from(live.alarms.fork.is_some()));
+        self.stall.set(i64::from(live.alarms.stall.is_some()));
+        for s in live.signers() {
+            self.signer_last_sealed
+                .with_label_values(&[&s.address])
+                .set(s.last_sealed.unwrap_or(0) as i64);
+            self.signer_missed
+                .with_label_values(&[&s.address])
+                .set(s.missed_turns as i64);
+        }
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
