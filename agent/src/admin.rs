@@ -172,7 +172,7 @@ pub async fn serve(
 
 async fn status(State(state): State<AdminState>) -> Json<StatusReply> {
     let status = state.status.borrow().clone();
-    let readiness = readiness::evaluate(&status, &state.readiness, None, now_ms());
+    let readiness = readiness::evaluate(&status, &state.readiness, status.reference_head, now_ms());
     Json(StatusReply { status, readiness })
 }
 

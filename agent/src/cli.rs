@@ -20,6 +20,8 @@ use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
 use crate::monitor::Monitor;
 use crate::network::{self, genesis, NetworkSpec, NodePorts};
+use crate::report::{self, Reporter};
+use crate::spool::Spool;
 use crate::status::{Mode, NodeStatus};
 use crate::supervisor::Supervisor;
 
@@ -148,12 +150,46 @@ async fn run_node(args: RunArgs) -> ExitCode {
             ipc: config.geth.ipc_path(),
         };
         tasks.spawn(admin::serve(admin_listener, admin_state, cancel.clone()).in_current_span());
-        let monitor = Monitor::new(config.geth.ipc_path(), config.geth.datadir.clone(), status_tx.clone(), metrics);
-        tasks.spawn(monitor.run(cancel.clone()).in_current_span());
+        let mut monitor = Monitor::new(config.geth.ipc_path(), config.geth.datadir.clone(), status_tx.clone(), metrics.clone());
 
+        let mut supervisor = Supervisor::new(config.clone(), status_tx.clone(), requests_rx, cancel.clone());
+        if let Some(url) = &config.aggregator {
+            let spool = match Spool::open(&config.geth.datadir.join("geth-agent").join("spool")) {
+                Ok(s) => Arc::new(s),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot open the event spool");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let key = match config.geth.nodekey.as_deref().map(report::load_node_key) {
+                Some(Ok(key)) => key,
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "cannot sign reports");
+                    return ExitCode::FAILURE;
+                }
+                None => unreachable!("config requires a nodekey with an aggregator"),
+            };
+            let (heads_tx, heads_rx) = mpsc::channel(64);
+            monitor.heads = Some(heads_tx);
+            let reporter = Reporter::new(
+                url,
+                key,
+                status_tx.clone(),
+                heads_rx,
+                spool.clone(),
+                metrics.clone(),
+                config.readiness,
+                config.geth.ipc_path(),
+            );
+            tasks.spawn(reporter.run(cancel.clone()).in_current_span());
+            supervisor = supervisor.with_spool(spool);
+            tracing::info!(aggregator = %url, "reporting to the aggregator");
+        }
+        tasks.spawn(monitor.run(cancel.clone()).in_current_span());
         let mode = config.mode;
         let socket = config.admin_socket.clone();
-        let last = Supervisor::new(config, status_tx, requests_rx, cancel.clone()).run().await;
+        drop(status_tx);
+        let last = supervisor.run().await;
         cancel.cancel();
         tasks.close();
         if tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await.is_err() {

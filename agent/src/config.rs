@@ -106,6 +106,10 @@ pub struct RunArgs {
     /// Longest wait between restarts of a crashing geth, seconds [default: 60].
     #[arg(long, env = "GETH_AGENT_RESTART_BACKOFF_MAX_SECS", value_name = "SECS")]
     pub restart_backoff_max_secs: Option<u64>,
+    /// geth-aggregator base URL (http://host:8080): report heads, stats and
+    /// lifecycle events there, signed with the node key (needs --nodekey).
+    #[arg(long, env = "GETH_AGENT_AGGREGATOR", value_name = "URL")]
+    pub aggregator: Option<String>,
     /// Extra arguments passed to geth as they are (after `--`).
     #[arg(last = true, value_name = "GETH_ARGS")]
     pub geth_args: Vec<String>,
@@ -140,6 +144,7 @@ struct FileConfig {
     max_lag: Option<u64>,
     max_head_age_periods: Option<u64>,
     restart_backoff_max_secs: Option<u64>,
+    aggregator: Option<String>,
     #[serde(default)]
     geth_args: Vec<String>,
 }
@@ -163,6 +168,8 @@ pub struct RunConfig {
     pub restart_backoff_max: Duration,
     /// Clique block period from the genesis, seconds.
     pub period: u64,
+    /// geth-aggregator base URL.
+    pub aggregator: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -341,6 +348,18 @@ impl RunArgs {
                 .unwrap_or(DEFAULT_RESTART_BACKOFF_MAX_SECS)
                 .max(1),
         );
+        let aggregator = self
+            .aggregator
+            .or(file.aggregator)
+            .filter(|a| !a.is_empty());
+        if let Some(url) = &aggregator {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                errors.push(format!("aggregator: {url:?} is not an http(s) URL"));
+            }
+            if nodekey.is_none() {
+                errors.push("aggregator: reports are signed with the node key; set nodekey".into());
+            }
+        }
         let mut geth_args = file.geth_args;
         geth_args.extend(self.geth_args);
 
@@ -382,6 +401,7 @@ impl RunArgs {
             readiness,
             restart_backoff_max,
             period: period.flatten().unwrap_or(0),
+            aggregator,
         })
     }
 }

@@ -68,7 +68,7 @@ async fn livez(State(state): State<HttpState>) -> Response {
 
 async fn readyz(State(state): State<HttpState>, RawQuery(query): RawQuery) -> Response {
     let status = state.status.borrow().clone();
-    let result = readiness::evaluate(&status, &state.readiness, None, now_ms());
+    let result = readiness::evaluate(&status, &state.readiness, status.reference_head, now_ms());
     let code = if result.ready {
         StatusCode::OK
     } else {

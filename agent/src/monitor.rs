@@ -41,6 +41,8 @@ pub struct Monitor {
     sampler: ProcessSampler,
     client_version: Option<String>,
     ticks: u64,
+    /// New heads for the aggregator reporter, if one runs.
+    pub heads: Option<tokio::sync::mpsc::Sender<geth_wire::BlockReport>>,
 }
 
 impl Monitor {
@@ -59,6 +61,7 @@ impl Monitor {
             sampler: ProcessSampler::default(),
             client_version: None,
             ticks: 0,
+            heads: None,
         }
     }
 
@@ -159,9 +162,16 @@ impl Monitor {
         let pool: HashMap<String, U64> = rpc.call("txpool_status", ()).await?;
         let get = |k: &str| pool.get(k).map_or(0, |v| v.to::<u64>());
         self.metrics.on_txpool(get("pending"), get("queued"));
-        self.metrics.on_mining(rpc.mining().await?);
+        let mining = rpc.mining().await?;
+        self.metrics.on_mining(mining);
         let signers: Vec<Address> = rpc.call("clique_getSigners", ()).await?;
-        self.tracker.set_signers(signers);
+        self.tracker.set_signers(signers.clone());
+        self.status.send_modify(|s| {
+            s.mining = Some(mining);
+            s.pending = Some(get("pending"));
+            s.queued = Some(get("queued"));
+            s.is_signer = s.signer.map(|me| signers.contains(&me));
+        });
         let votes: HashMap<Address, bool> = rpc.call("clique_proposals", ()).await?;
         self.metrics.on_votes(votes.len());
         // clique_status fails at heads 0 and 1 (NaN, underflow).
@@ -189,6 +199,13 @@ impl Monitor {
         if self.client_version.is_none() {
             let version: String = rpc.call("web3_clientVersion", ()).await?;
             self.metrics.on_client_version(&version);
+            let info: Value = rpc.call("admin_nodeInfo", ()).await?;
+            let enode = info.get("enode").and_then(Value::as_str).map(str::to_owned);
+            let client = version.clone();
+            self.status.send_modify(|s| {
+                s.client = Some(client);
+                s.enode = enode;
+            });
             self.client_version = Some(version);
         }
         self.sample_process();
@@ -245,6 +262,20 @@ impl Monitor {
             last = Some(facts);
         }
         if let Some(head) = last {
+            if let Some(heads) = &self.heads {
+                let _ = heads.try_send(geth_wire::BlockReport {
+                    number: head.number,
+                    hash: format!("{:#x}", head.hash),
+                    parent_hash: format!("{:#x}", head.parent_hash),
+                    timestamp: head.timestamp,
+                    signer: Some(format!("{:#x}", head.signer)),
+                    difficulty: head.difficulty,
+                    transactions: head.transactions as u64,
+                    gas_used: head.gas_used,
+                    gas_limit: head.gas_limit,
+                    seen_at_ms: now_ms(),
+                });
+            }
             self.metrics.on_head(&head);
             self.metrics.on_signers(&self.tracker, now_ms() / 1000);
             let hash = format!("{:#x}", head.hash);

@@ -68,6 +68,19 @@ pub struct NodeStatus {
     pub unclean_shutdowns: u64,
     pub blocks_lost_total: u64,
     pub genesis_mismatch: bool,
+    /// This node's signer account, if configured as one.
+    pub signer: Option<alloy::primitives::Address>,
+    /// Whether that account is in the current signer set.
+    pub is_signer: Option<bool>,
+    pub mining: Option<bool>,
+    pub pending: Option<u64>,
+    pub queued: Option<u64>,
+    /// `web3_clientVersion`.
+    pub client: Option<String>,
+    /// `admin_nodeInfo.enode`.
+    pub enode: Option<String>,
+    /// Best head known to the aggregator (the sync gate's reference).
+    pub reference_head: Option<u64>,
 }
 
 impl NodeStatus {
@@ -88,6 +101,14 @@ impl NodeStatus {
             unclean_shutdowns: 0,
             blocks_lost_total: 0,
             genesis_mismatch: false,
+            signer: None,
+            is_signer: None,
+            mining: None,
+            pending: None,
+            queued: None,
+            client: None,
+            enode: None,
+            reference_head: None,
         }
     }
 }

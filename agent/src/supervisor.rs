@@ -3,7 +3,10 @@
 //! restart with backoff, and obey admin commands. Only this task touches the
 //! geth process; it publishes everything it learns into the node status.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use geth_wire::EventKind;
 
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -19,6 +22,7 @@ use crate::logline::LogLine;
 use crate::process::{self, AttachTarget, ProcEvent};
 use crate::rpc::GethRpc;
 use crate::shutdown::{self, Exit, ShutdownLog, Verdict};
+use crate::spool::Spool;
 use crate::startup::{self, SealingStart, StartupPolicy};
 use crate::status::{Mode, NodeStatus, Phase};
 
@@ -72,6 +76,8 @@ pub struct Supervisor {
     restart_at: Option<Instant>,
     failures: u32,
     had_session: bool,
+    /// Lifecycle events for the aggregator, when one is configured.
+    spool: Option<Arc<Spool>>,
 }
 
 impl Supervisor {
@@ -83,7 +89,11 @@ impl Supervisor {
     ) -> Self {
         let (events_tx, events) = mpsc::channel(1024);
         let last_shutdown = shutdown::read_marker(&config.geth.datadir);
-        status.send_modify(|s| s.last_shutdown = last_shutdown);
+        let signer = config.geth.signer.as_ref().map(|s| s.address);
+        status.send_modify(|s| {
+            s.last_shutdown = last_shutdown;
+            s.signer = signer;
+        });
         Self {
             config,
             status,
@@ -101,6 +111,21 @@ impl Supervisor {
             restart_at: None,
             failures: 0,
             had_session: false,
+            spool: None,
+        }
+    }
+
+    /// Records lifecycle events in `spool` for the aggregator.
+    pub fn with_spool(mut self, spool: Arc<Spool>) -> Self {
+        self.spool = Some(spool);
+        self
+    }
+
+    fn record(&self, kind: EventKind) {
+        if let Some(spool) = &self.spool {
+            if let Err(e) = spool.push(kind) {
+                tracing::error!(error = %e, "cannot spool an event for the aggregator");
+            }
         }
     }
 
@@ -139,6 +164,9 @@ impl Supervisor {
 
     fn block(&mut self, error: &InitError) {
         tracing::error!(reason = %error, "geth will not be started");
+        self.record(EventKind::Blocked {
+            reason: error.to_string(),
+        });
         self.want_running = false;
         let reason = error.to_string();
         let mismatch = error.is_genesis_mismatch();
@@ -317,6 +345,13 @@ impl Supervisor {
                 tracing::warn!(error = %e, "cannot record unclean boots");
             }
         }
+        if evidence.blocks_lost > 0 || evidence.repaired || evidence.after_unclean_stop {
+            self.record(EventKind::Recovered {
+                loaded_head: evidence.loaded_head,
+                previous_head: evidence.previous_head,
+                blocks_lost: evidence.blocks_lost,
+            });
+        }
         let blocked = self.status.borrow().blocked.is_some();
         self.set(|s| {
             s.blocks_lost_total += evidence.blocks_lost;
@@ -346,6 +381,9 @@ impl Supervisor {
         if let Err(e) = shutdown::write_marker(&self.config.geth.datadir, &verdict) {
             tracing::error!(error = %e, "cannot write the shutdown marker");
         }
+        self.record(EventKind::Shutdown {
+            verdict: verdict.clone(),
+        });
         let persisted = verdict.persisted.as_ref().map(|b| b.number);
         if verdict.clean {
             tracing::info!(reason = %verdict.reason, ?head_before, ?persisted, ms = verdict.duration_ms, "clean shutdown verified");

@@ -210,6 +210,13 @@ async fn a_stopped_signer_misses_its_turns_until_it_returns() -> Result<()> {
     let net = TestNetwork::start(agents()).await?;
     net.wait_for_block(0, 5, 2 * MINUTE).await?;
     let signer = format!("{:#x}", net.nodes[2].info.signer.context("signer")?);
+    let last_sealed = format!("clique_signer_last_sealed_block{{signer=\"{signer}\"}}");
+    // It must have sealed before it stops, for its last-sealed age to exist.
+    let (net_ref, series) = (&net, &last_sealed);
+    eventually("signer-3 to seal a block", 2 * MINUTE, || async move {
+        Ok(metric_value(&scrape(net_ref, 0).await?, series).map(|_| ()))
+    })
+    .await?;
     let socket = net.nodes[2].datadir.join("geth-agent/admin.sock");
     let (code, body) =
         geth_agent::ctl::request(&socket, hyper::Method::POST, "/stop", None).await?;
@@ -232,7 +239,6 @@ async fn a_stopped_signer_misses_its_turns_until_it_returns() -> Result<()> {
     let (code, body) =
         geth_agent::ctl::request(&socket, hyper::Method::POST, "/start", None).await?;
     ensure!(code.is_success(), "start: {body}");
-    let last_sealed = format!("clique_signer_last_sealed_block{{signer=\"{signer}\"}}");
     let stopped_at = metric_value(&during, &last_sealed).unwrap_or(0.0);
     let net = &net;
     let last_sealed = &last_sealed;

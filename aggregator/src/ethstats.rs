@@ -167,7 +167,7 @@ fn update(app: &App, name: &str, f: impl FnOnce(&mut crate::live::NodeView)) {
     node.last_seen_ms = now_ms();
     node.online = true;
     let view = node.clone();
-    let _ = live.updates.send(crate::live::Update::Node(view));
+    let _ = live.updates.send(crate::live::Update::Node(Box::new(view)));
 }
 
 fn on_stats(app: &App, name: &str, payload: &Value) {

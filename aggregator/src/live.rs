@@ -136,8 +136,8 @@ pub struct NetworkInfo {
 /// What the dashboard's event stream carries.
 #[derive(Debug, Clone)]
 pub enum Update {
-    Node(NodeView),
-    Block(BlockView),
+    Node(Box<NodeView>),
+    Block(Box<BlockView>),
     Best,
     Signers,
     Alarms,
@@ -261,9 +261,9 @@ impl Live {
         node.last_seen_ms = now_ms;
         node.online = true;
         let node = node.clone();
-        self.send(Update::Node(node));
+        self.send(Update::Node(Box::new(node)));
         if new_block {
-            self.send(Update::Block(snapshot));
+            self.send(Update::Block(Box::new(snapshot)));
             self.send(Update::Best);
             self.send(Update::Signers);
         }
@@ -299,7 +299,7 @@ impl Live {
         node.last_seen_ms = now_ms;
         node.online = true;
         let node = node.clone();
-        self.send(Update::Node(node));
+        self.send(Update::Node(Box::new(node)));
     }
 
     /// Marks silent nodes offline and re-evaluates the alarms (every second).
@@ -313,7 +313,7 @@ impl Live {
             }
         }
         for node in changed {
-            self.send(Update::Node(node));
+            self.send(Update::Node(Box::new(node)));
         }
         self.check_alarms(now_ms);
     }

@@ -75,9 +75,8 @@ pub async fn stream(
         let live = app.live();
         (snapshot(&live), live.updates.subscribe())
     };
-    let app2 = app.clone();
     let changes = BroadcastStream::new(updates).map(move |update| {
-        let live = app2.live();
+        let live = app.live();
         Ok(match update {
             Ok(Update::Node(node)) => event("node", &json!(node)),
             Ok(Update::Block(block)) => event("block", &json!(block)),

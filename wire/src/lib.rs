@@ -54,7 +54,7 @@ pub fn signing_payload(time_ms: u64, body: &[u8]) -> Vec<u8> {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Report {
     Block(BlockReport),
-    Stats(StatsReport),
+    Stats(Box<StatsReport>),
     Events { events: Vec<Event> },
 }
 

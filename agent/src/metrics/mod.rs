@@ -75,6 +75,8 @@ pub struct Metrics {
     last_shutdown_clean: LazyGauge,
     // agent
     ipc_requests: IntCounter,
+    report_failures: IntCounter,
+    spool_depth: IntGauge,
     seen: Mutex<StatusCounters>,
 }
 
@@ -359,6 +361,16 @@ impl Metrics {
                 "clique_agent_ipc_requests_total",
                 "JSON-RPC requests the agent made to geth.",
             ),
+            report_failures: counter(
+                &r,
+                "clique_agent_report_failures_total",
+                "Reports the aggregator did not accept (network errors, refusals).",
+            ),
+            spool_depth: gauge(
+                &r,
+                "clique_agent_event_spool_depth",
+                "Lifecycle events waiting for the aggregator's acknowledgement.",
+            ),
             registry: r,
             me,
             seen: Mutex::new(StatusCounters::default()),
@@ -455,6 +467,14 @@ impl Metrics {
                     .set(now_s.saturating_sub(ts) as f64);
             }
         }
+    }
+
+    pub fn on_report_failure(&self) {
+        self.report_failures.inc();
+    }
+
+    pub fn on_spool_depth(&self, depth: usize) {
+        self.spool_depth.set(depth as i64);
     }
 
     pub fn on_head_age(&self, age_s: f64) {
@@ -556,7 +576,7 @@ pub async fn follow_status(
             _ = tick.tick() => {}
         }
         let current = status.borrow_and_update().clone();
-        let ready = readiness::evaluate(&current, &config, None, now_ms());
+        let ready = readiness::evaluate(&current, &config, current.reference_head, now_ms());
         metrics.on_status(&current, &ready);
     }
 }
