@@ -192,8 +192,11 @@ impl Supervisor {
         }
         self.set(|s| s.phase = Phase::Starting);
         match process::spawn(&self.config.geth, self.events_tx.clone()) {
-            // The pid is taken from the Started event, which comes first.
-            Ok(pid) => tracing::info!(pid, "geth started"),
+            // Known at once, so a command arriving before the Started event sees a running geth.
+            Ok(pid) => {
+                self.pid = Some(pid);
+                tracing::info!(pid, "geth started");
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot start geth");
                 self.schedule_restart();

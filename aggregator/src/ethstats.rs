@@ -193,12 +193,15 @@ fn number(v: &Value) -> Option<u64> {
 
 fn block_report(b: &Value) -> Option<BlockReport> {
     let hash = b.get("hash")?.as_str()?.to_owned();
+    let height = b.get("number").and_then(number)?;
+    // The genesis has no sealer (geth reports 0x0).
     let signer = b
         .get("miner")
         .and_then(Value::as_str)
-        .map(str::to_lowercase);
+        .map(str::to_lowercase)
+        .filter(|_| height > 0);
     Some(BlockReport {
-        number: b.get("number").and_then(number)?,
+        number: height,
         hash,
         parent_hash: b.get("parentHash")?.as_str()?.to_owned(),
         timestamp: b.get("timestamp").and_then(number)?,

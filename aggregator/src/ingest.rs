@@ -162,9 +162,24 @@ mod tests {
         let (a, b) = (PrivateKeySigner::random(), PrivateKeySigner::random());
         let mut registry = Registry::default();
         for (key, name) in [(&a, "node-a"), (&b, "node-b")] {
-            registry.insert(key.address(), KnownNode { name: name.into(), enode: String::new(), signer: None });
+            registry.insert(
+                key.address(),
+                KnownNode {
+                    name: name.into(),
+                    enode: String::new(),
+                    signer: None,
+                },
+            );
         }
-        let live = Live::new(NetworkInfo { name: "t".into(), chain_id: None, period: 1 }, vec![], 10);
+        let live = Live::new(
+            NetworkInfo {
+                name: "t".into(),
+                chain_id: None,
+                period: 1,
+            },
+            vec![],
+            10,
+        );
         let app = Arc::new(App {
             registry,
             live: Mutex::new(live),
@@ -172,22 +187,35 @@ mod tests {
             ethstats_secrets: HashMap::new(),
             metrics: crate::fleet::FleetMetrics::default(),
         });
-        Fixture { app, a, b, _dir: dir }
+        Fixture {
+            app,
+            a,
+            b,
+            _dir: dir,
+        }
     }
 
     fn signed(key: &PrivateKeySigner, claim: &str, body: &[u8]) -> Request<Body> {
         let time = now_ms();
-        let sig = key.sign_hash_sync(&keccak256(signing_payload(time, body))).unwrap();
+        let sig = key
+            .sign_hash_sync(&keccak256(signing_payload(time, body)))
+            .unwrap();
         Request::post("/api/report")
             .header(HEADER_NODE, claim)
             .header(HEADER_TIME, time.to_string())
-            .header(HEADER_SIGNATURE, format!("0x{}", hex::encode(sig.as_bytes())))
+            .header(
+                HEADER_SIGNATURE,
+                format!("0x{}", hex::encode(sig.as_bytes())),
+            )
             .body(Body::from(body.to_vec()))
             .unwrap()
     }
 
     async fn send(app: &Arc<App>, request: Request<Body>) -> (StatusCode, String) {
-        let response = crate::app::router(app.clone()).oneshot(request).await.unwrap();
+        let response = crate::app::router(app.clone())
+            .oneshot(request)
+            .await
+            .unwrap();
         let code = response.status();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         (code, String::from_utf8_lossy(&body).into_owned())
@@ -201,7 +229,11 @@ mod tests {
         let a = format!("{:#x}", f.a.address());
         let (code, body) = send(&f.app, signed(&f.a, &a, STATS)).await;
         assert_eq!(code, StatusCode::OK, "{body}");
-        assert_eq!(f.app.live().nodes[&a].name, "node-a", "the registry names the node");
+        assert_eq!(
+            f.app.live().nodes[&a].name,
+            "node-a",
+            "the registry names the node"
+        );
 
         let b = format!("{:#x}", f.b.address());
         let (code, body) = send(&f.app, signed(&f.a, &b, STATS)).await;
@@ -209,7 +241,11 @@ mod tests {
         assert!(body.contains("not by"), "{body}");
 
         let stranger = PrivateKeySigner::random();
-        let (code, body) = send(&f.app, signed(&stranger, &format!("{:#x}", stranger.address()), STATS)).await;
+        let (code, body) = send(
+            &f.app,
+            signed(&stranger, &format!("{:#x}", stranger.address()), STATS),
+        )
+        .await;
         assert_eq!(code, StatusCode::UNAUTHORIZED);
         assert!(body.contains("not part of this network"), "{body}");
     }
@@ -218,12 +254,20 @@ mod tests {
     async fn malformed_unauthenticated_and_oversized_requests_get_reasons() {
         let f = fixture().await;
         let a = format!("{:#x}", f.a.address());
-        let (code, body) = send(&f.app, Request::post("/api/report").body(Body::from(STATS)).unwrap()).await;
+        let (code, body) = send(
+            &f.app,
+            Request::post("/api/report")
+                .body(Body::from(STATS))
+                .unwrap(),
+        )
+        .await;
         assert_eq!(code, StatusCode::UNAUTHORIZED);
         assert!(body.contains("missing header"), "{body}");
 
         let mut request = signed(&f.a, &a, STATS);
-        request.headers_mut().insert(HEADER_TIME, "yesterday".parse().unwrap());
+        request
+            .headers_mut()
+            .insert(HEADER_TIME, "yesterday".parse().unwrap());
         let (code, body) = send(&f.app, request).await;
         assert_eq!(code, StatusCode::BAD_REQUEST);
         assert!(body.contains("milliseconds"), "{body}");
@@ -242,7 +286,10 @@ mod tests {
         assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE);
 
         // A good report still goes through afterwards.
-        assert_eq!(send(&f.app, signed(&f.a, &a, STATS)).await.0, StatusCode::OK);
+        assert_eq!(
+            send(&f.app, signed(&f.a, &a, STATS)).await.0,
+            StatusCode::OK
+        );
     }
 
     #[tokio::test]
@@ -255,6 +302,10 @@ mod tests {
             assert_eq!(code, StatusCode::OK, "{reply}");
             assert!(reply.contains(r#""acked":[3]"#), "{reply}");
         }
-        assert_eq!(f.app.store.event_count(&a, 3).unwrap(), 1, "stored exactly once");
+        assert_eq!(
+            f.app.store.event_count(&a, 3).unwrap(),
+            1,
+            "stored exactly once"
+        );
     }
 }

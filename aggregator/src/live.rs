@@ -196,9 +196,11 @@ impl Live {
         b: &BlockReport,
         now_ms: u64,
     ) {
+        // The genesis timestamp is arbitrary (often 0): no block time after it.
         let parent_time = self
             .blocks
             .get(&b.number.wrapping_sub(1))
+            .filter(|_| b.number > 1)
             .and_then(|at| at.get(&b.parent_hash))
             .map(|p| p.timestamp);
         let in_turn = b.difficulty == 2;

@@ -78,6 +78,8 @@ pub struct NetworkOptions {
     pub launcher: Launcher,
     /// Extra `geth-agent run` arguments (agent launcher only).
     pub agent_args: Vec<String>,
+    /// Extra geth arguments per node index (geth launcher only).
+    pub geth_args: Vec<(usize, Vec<String>)>,
 }
 
 impl Default for NetworkOptions {
@@ -88,6 +90,7 @@ impl Default for NetworkOptions {
             period: 1,
             launcher: Launcher::Geth,
             agent_args: Vec::new(),
+            geth_args: Vec::new(),
         }
     }
 }
@@ -151,6 +154,7 @@ pub struct TestNetwork {
     pub nodes: Vec<TestNode>,
     pub launcher: Launcher,
     pub agent_args: Vec<String>,
+    pub geth_args: Vec<(usize, Vec<String>)>,
 }
 
 impl TestNetwork {
@@ -209,6 +213,7 @@ impl TestNetwork {
             nodes,
             launcher: options.launcher.clone(),
             agent_args: options.agent_args.clone(),
+            geth_args: options.geth_args.clone(),
         })
     }
 
@@ -237,6 +242,9 @@ impl TestNetwork {
             keystore: dir.join("keystore"),
             password_file: dir.join("password"),
         });
+        for (_, args) in self.geth_args.iter().filter(|(n, _)| *n == i) {
+            cmd.extra_args.extend(args.iter().cloned());
+        }
         cmd
     }
 
@@ -493,4 +501,21 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// A binary built by cargo next to the running test (e.g. `geth-agent` for
+/// another package's tests).
+pub fn sibling_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} not built: run the tests with `cargo test --workspace`",
+        bin.display()
+    );
+    bin
 }
