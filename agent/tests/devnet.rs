@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use anyhow::Result;
-use testnet::{eventually, free_port_range, geth_bin, workspace_root};
+use testnet::{eventually, free_port_range, geth_bin, http_get, sibling_binary, workspace_root};
 
 fn devnet(state: &std::path::Path, args: &[&str]) -> Output {
     Command::new(workspace_root().join("scripts/devnet"))
@@ -13,6 +13,7 @@ fn devnet(state: &std::path::Path, args: &[&str]) -> Output {
         .env("DEVNET_DIR", state)
         .env("GETH_BIN", geth_bin())
         .env("GETH_AGENT_BIN", env!("CARGO_BIN_EXE_geth-agent"))
+        .env("GETH_AGGREGATOR_BIN", sibling_binary("geth-aggregator"))
         .output()
         .expect("scripts/devnet runs")
 }
@@ -37,10 +38,11 @@ async fn up_status_second_up_and_down() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("devnet");
     // Node i uses port base + i.
-    let [http, p2p, agent] = [
+    let [http, p2p, agent, dashboard] = [
         free_port_range(3)?,
         free_port_range(3)?,
         free_port_range(3)?,
+        free_port_range(1)?,
     ]
     .map(|p| p.to_string());
     let port_args = [
@@ -50,6 +52,8 @@ async fn up_status_second_up_and_down() -> Result<()> {
         &p2p,
         "--agent-port",
         &agent,
+        "--dashboard-port",
+        &dashboard,
     ];
 
     let bad = devnet(&state, &["up", "--signers", "0"]);
@@ -82,6 +86,27 @@ async fn up_status_second_up_and_down() -> Result<()> {
                 .filter_map(|l| l.split_whitespace().nth(3)?.parse().ok())
                 .collect();
             Ok((heads.len() == 3 && heads.iter().all(|h| *h >= 10)).then_some(()))
+        },
+    )
+    .await?;
+
+    // The dashboard shows the three nodes, reported by their agents.
+    let dashboard_addr: std::net::SocketAddr = format!("127.0.0.1:{dashboard}").parse()?;
+    assert!(
+        text(&up).contains(&format!("dashboard: http://127.0.0.1:{dashboard}/")),
+        "{}",
+        text(&up)
+    );
+    eventually(
+        "3 nodes on the dashboard",
+        Duration::from_secs(60),
+        || async move {
+            let (_, body) = http_get(dashboard_addr, "/api/state").await?;
+            let state: serde_json::Value = serde_json::from_str(&body)?;
+            let online = state["nodes"]
+                .as_array()
+                .map_or(0, |n| n.iter().filter(|n| n["online"] == true).count());
+            Ok((online == 3).then_some(()))
         },
     )
     .await?;
