@@ -269,7 +269,6 @@ impl Live {
             self.send(Update::Best);
             self.send(Update::Signers);
         }
-        self.check_alarms(now_ms);
     }
 
     /// An agent's periodic stats.
@@ -425,33 +424,35 @@ impl Live {
         }
     }
 
+    /// O(nodes × distinct head heights): for each height some node has as its
+    /// head, the hashes online nodes hold there.
     fn find_fork(&self) -> Option<Fork> {
         let online: Vec<&NodeView> = self
             .nodes
             .values()
             .filter(|n| n.online && n.head.is_some())
             .collect();
-        for a in &online {
-            let head = a.head.as_ref()?;
+        let mut heights: Vec<u64> = online
+            .iter()
+            .filter_map(|n| n.head.as_ref().map(|h| h.number))
+            .collect();
+        heights.sort_unstable();
+        heights.dedup();
+        for height in heights.into_iter().rev() {
             let mut hashes: BTreeMap<String, Vec<String>> = BTreeMap::new();
-            hashes
-                .entry(head.hash.clone())
-                .or_default()
-                .push(a.name.clone());
-            for b in online.iter().filter(|b| b.id != a.id) {
-                let theirs = self.canonical.get(&b.id).and_then(|c| c.get(&head.number));
-                if let Some(hash) = theirs {
-                    hashes.entry(hash.clone()).or_default().push(b.name.clone());
+            for node in &online {
+                if let Some(hash) = self.canonical.get(&node.id).and_then(|c| c.get(&height)) {
+                    hashes
+                        .entry(hash.clone())
+                        .or_default()
+                        .push(node.name.clone());
                 }
             }
             if hashes.len() > 1 {
                 for names in hashes.values_mut() {
                     names.sort();
                 }
-                return Some(Fork {
-                    height: head.number,
-                    hashes,
-                });
+                return Some(Fork { height, hashes });
             }
         }
         None
@@ -529,6 +530,7 @@ mod tests {
             &report(5, "0xbbb", "0x4", "0xb", 1000),
             1000,
         );
+        l.tick(1000);
         assert!(l.alarms.fork.is_none(), "debounced");
         l.tick(2000);
         assert!(l.alarms.fork.is_none());
