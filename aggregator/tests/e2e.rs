@@ -368,3 +368,32 @@ async fn a_partitioned_signer_raises_the_fork_alarm() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn agents_find_lost_peers_through_the_aggregator() -> Result<()> {
+    let (net, aggregator) = network_with_aggregator(3, 1).await?;
+    let addr = aggregator.addr;
+    eventually("3 reporting nodes", 2 * MINUTE, || {
+        nodes_with_heads(addr, 3)
+    })
+    .await?;
+    let net = &net;
+    // Drop node 3's peerings on both sides (this also forgets them as static peers).
+    unpeer(net, 2, 0).await?;
+    unpeer(net, 2, 1).await?;
+    eventually("node 3 alone", Duration::from_secs(10), || async move {
+        Ok((net.nodes[2].rpc().await?.peer_count().await? == 0).then_some(()))
+    })
+    .await?;
+    // The agents re-add the live enodes the aggregator lists.
+    eventually("node 3 peered again by discovery", MINUTE, || async move {
+        Ok((net.nodes[2].rpc().await?.peer_count().await? == 2).then_some(()))
+    })
+    .await?;
+    let log = net.nodes[2].log_text();
+    assert!(
+        log.contains("peer added from the aggregator"),
+        "re-peered by the agent"
+    );
+    Ok(())
+}
