@@ -155,9 +155,9 @@ fn restore(store: &Store, registry: &Registry, live: &mut Live) -> Result<(), Se
         live.on_block(&node, &name_of(&node), source, &block, at);
     }
     for (id, name, stats, updated) in store.nodes()? {
-        if let Ok(stats) = serde_json::from_str(&stats) {
+        if let Ok(mut stats) = serde_json::from_str::<geth_wire::StatsReport>(&stats) {
+            stats.name = name;
             live.on_stats(&id, &stats, updated, None);
-            let _ = name;
         }
     }
     live.tick(now_ms());

@@ -98,7 +98,7 @@ pub async fn stream(
 pub async fn events(State(app): State<Arc<App>>) -> Response {
     match app.store.recent_events(500) {
         Ok(events) => {
-            let names: Vec<Value> = events
+            let entries: Vec<Value> = events
                 .into_iter()
                 .map(|(node, e)| {
                     let name = node
@@ -109,7 +109,7 @@ pub async fn events(State(app): State<Arc<App>>) -> Response {
                     json!({ "node": node, "name": name, "event": e })
                 })
                 .collect();
-            Json(names).into_response()
+            Json(entries).into_response()
         }
         Err(e) => {
             crate::ingest::error(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())

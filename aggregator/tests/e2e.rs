@@ -263,7 +263,7 @@ async fn history_survives_a_killed_aggregator_and_outage_events_arrive_once() ->
     );
 
     // Same database, new process.
-    let restarted = start_aggregator(&mut net, addr, &aggregator.db, &[])?;
+    let _restarted = start_aggregator(&mut net, addr, &aggregator.db, &[])?;
     let after = eventually("the aggregator back", MINUTE, || async move {
         Ok(state(addr).await.ok())
     })
@@ -300,7 +300,6 @@ async fn history_survives_a_killed_aggregator_and_outage_events_arrive_once() ->
         Ok((left == 0).then_some(()))
     })
     .await?;
-    let _ = restarted;
     Ok(())
 }
 
