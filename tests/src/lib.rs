@@ -393,7 +393,7 @@ impl Drop for TestNetwork {
                 let _ = child.wait();
             }
         }
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("KEEP_TEST_NETWORKS").is_some() {
             let kept = self.keep();
             eprintln!("test network kept for inspection: {}", kept.display());
         }
