@@ -4,6 +4,13 @@
 //! Sealing is started over IPC instead of `--mine` because signers that seal
 //! before they are peered each seal their own block 1, and the fork costs
 //! seconds to resolve.
+//!
+//! A fresh chain can still wedge at block 1: geth drops propagated blocks until
+//! it starts mining, so a signer that starts a moment late never hears of the
+//! block-1 branch that won, seals its own, and every signer ends up "signed
+//! recently" on a branch of its own. Re-dialling the peers refreshes their
+//! heads in the handshake, and geth's next sync cycle moves the node to the
+//! heaviest branch; the agent does that when a fresh chain does not pass block 1.
 
 use std::time::Duration;
 
@@ -23,7 +30,12 @@ pub struct StartupPolicy {
 pub struct SealingStart {
     pub min_peers: usize,
     pub max_wait: Duration,
+    /// Clique block period (seconds), to judge a chain stuck at block 1.
+    pub period: u64,
 }
+
+/// Re-dial rounds for a fresh chain stuck at block 1.
+const UNWEDGE_ATTEMPTS: u32 = 3;
 
 const PEER_POLL: Duration = Duration::from_millis(250);
 
@@ -59,5 +71,46 @@ pub async fn apply(
             _ = tokio::time::sleep(PEER_POLL) => {}
         }
     }
-    rpc.start_mining().await
+    let fresh = rpc.block_number().await? <= 1;
+    rpc.start_mining().await?;
+    if fresh {
+        unwedge_block_one(rpc, sealing.period, cancel).await?;
+    }
+    Ok(())
+}
+
+/// Waits for a fresh chain to pass block 1; if it does not, re-dials every peer
+/// (a few times) so geth learns their real heads and syncs to the heaviest branch.
+pub async fn unwedge_block_one(
+    rpc: &GethRpc,
+    period: u64,
+    cancel: &CancellationToken,
+) -> Result<(), RpcError> {
+    let stuck_after = Duration::from_secs((5 * period).max(10));
+    for attempt in 1..=UNWEDGE_ATTEMPTS {
+        let deadline = Instant::now() + stuck_after;
+        while Instant::now() < deadline {
+            if rpc.block_number().await? >= 2 {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(PEER_POLL) => {}
+            }
+        }
+        let peers: Vec<serde_json::Value> = rpc.call("admin_peers", ()).await?;
+        tracing::warn!(
+            attempt,
+            peers = peers.len(),
+            "fresh chain stuck at block 1: re-dialling peers"
+        );
+        for enode in peers
+            .iter()
+            .filter_map(|p| p.get("enode").and_then(|e| e.as_str()))
+        {
+            let _: bool = rpc.call("admin_removePeer", (enode,)).await?;
+            let _: bool = rpc.call("admin_addPeer", (enode,)).await?;
+        }
+    }
+    Ok(())
 }

@@ -264,6 +264,7 @@ impl Supervisor {
             sealing: self.config.geth.signer.as_ref().map(|_| SealingStart {
                 min_peers: self.config.mine_min_peers,
                 max_wait: self.config.mine_wait,
+                period: self.config.period,
             }),
         };
         let ipc = self.config.geth.ipc_path();

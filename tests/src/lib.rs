@@ -315,6 +315,7 @@ impl TestNetwork {
                 sealing: (node.info.role == Role::Signer).then_some(SealingStart {
                     min_peers: signers - 1,
                     max_wait: Duration::from_secs(30),
+                    period: self.network.period,
                 }),
             };
             tasks.push(tokio::spawn(async move {

@@ -125,3 +125,92 @@ async fn non_signer_follows_the_head() -> Result<()> {
     assert!(!mining, "a validator never seals");
     Ok(())
 }
+
+/// The wedge a fresh chain can fall into: the in-turn signer's block 1 reaches
+/// the others before they mine (geth drops it), they each seal their own block
+/// 1 and all three are "signed recently" on separate branches. The agent's
+/// remedy (re-dial peers so their heads are known) gets the chain past block 1.
+#[tokio::test]
+async fn a_fresh_chain_wedged_at_block_one_recovers() -> Result<()> {
+    // Producing the wedge is itself a race; try a few fresh networks.
+    for _ in 0..4 {
+        if let Some(net) = wedged_network().await? {
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let mut rpcs = Vec::new();
+            for node in &net.nodes {
+                rpcs.push(node.rpc().await?);
+            }
+            let remedies = rpcs
+                .iter()
+                .map(|rpc| geth_agent::startup::unwedge_block_one(rpc, 1, &cancel));
+            for result in futures_util::future::join_all(remedies).await {
+                result?;
+            }
+            for i in 0..3 {
+                net.wait_for_block(i, 3, 2 * MINUTE).await?;
+            }
+            return Ok(());
+        }
+    }
+    anyhow::bail!("could not produce a wedged network in 4 tries")
+}
+
+/// A 3-signer network stuck at block 1 on three branches, or `None` if this
+/// attempt raced differently.
+async fn wedged_network() -> Result<Option<TestNetwork>> {
+    use geth_agent::rpc::GethRpc;
+    use tokio::time::Instant;
+
+    let mut net = TestNetwork::generate(&NetworkOptions::default())?;
+    for i in 0..3 {
+        net.spawn(i)?;
+    }
+    let mut rpcs = Vec::new();
+    for node in &net.nodes {
+        rpcs.push(GethRpc::connect_by(&node.ipc(), Instant::now() + MINUTE).await?);
+    }
+    for rpc in &rpcs {
+        eventually("2 peers", MINUTE, || async move {
+            Ok((rpc.peer_count().await? == 2).then_some(()))
+        })
+        .await?;
+    }
+    let mut signers: Vec<Address> = net.nodes.iter().filter_map(|n| n.info.signer).collect();
+    signers.sort();
+    let a = net
+        .nodes
+        .iter()
+        .position(|n| n.info.signer == Some(signers[1]))
+        .expect("block 1's in-turn signer");
+    let (b, c) = match a {
+        0 => (1, 2),
+        1 => (0, 2),
+        _ => (0, 1),
+    };
+    let enode = |i: usize| net.nodes[i].info.enode.clone();
+    // B and C must not hear each other's block 1.
+    let _: bool = rpcs[b].call("admin_removePeer", (enode(c),)).await?;
+    let _: bool = rpcs[c].call("admin_removePeer", (enode(b),)).await?;
+    // A seals block 1 while B and C do not mine yet: geth drops it.
+    let _: serde_json::Value = rpcs[a].call("miner_start", ()).await?;
+    net.wait_for_block(a, 1, MINUTE).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _: serde_json::Value = rpcs[b].call("miner_start", ()).await?;
+    let _: serde_json::Value = rpcs[c].call("miner_start", ()).await?;
+    net.wait_for_block(b, 1, MINUTE).await?;
+    net.wait_for_block(c, 1, MINUTE).await?;
+    let _: bool = rpcs[b].call("admin_addPeer", (enode(c),)).await?;
+    let _: bool = rpcs[c].call("admin_addPeer", (enode(b),)).await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let heads = [net.head(a).await?, net.head(b).await?, net.head(c).await?];
+    let hashes = [
+        net.block_hash(a, 1).await?,
+        net.block_hash(b, 1).await?,
+        net.block_hash(c, 1).await?,
+    ];
+    let wedged = heads.iter().all(|h| *h == 1)
+        && hashes[0] != hashes[1]
+        && hashes[0] != hashes[2]
+        && hashes[1] != hashes[2];
+    Ok(wedged.then_some(net))
+}
