@@ -22,6 +22,8 @@ use crate::rpc::{GethRpc, RpcError};
 #[derive(Debug, Clone)]
 pub struct StartupPolicy {
     pub min_gas_price_wei: u64,
+    /// Peers geth is configured to dial (to dial again after a re-dial).
+    pub static_nodes: Vec<String>,
     /// `None` for a node that does not seal.
     pub sealing: Option<SealingStart>,
 }
@@ -32,6 +34,27 @@ pub struct SealingStart {
     pub max_wait: Duration,
     /// Clique block period (seconds), to judge a chain stuck at block 1.
     pub period: u64,
+}
+
+/// `[Node.P2P] StaticNodes` of a geth config TOML: the dialable peer addresses.
+pub fn static_nodes(config: &std::path::Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(config) else {
+        return Vec::new();
+    };
+    let Ok(value) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    value
+        .get("Node")
+        .and_then(|n| n.get("P2P"))
+        .and_then(|p| p.get("StaticNodes"))
+        .and_then(|s| s.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Re-dial rounds for a fresh chain stuck at block 1.
@@ -74,7 +97,7 @@ pub async fn apply(
     let fresh = rpc.block_number().await? <= 1;
     rpc.start_mining().await?;
     if fresh {
-        unwedge_block_one(rpc, sealing.period, cancel).await?;
+        unwedge_block_one(rpc, sealing.period, &policy.static_nodes, cancel).await?;
     }
     Ok(())
 }
@@ -84,6 +107,7 @@ pub async fn apply(
 pub async fn unwedge_block_one(
     rpc: &GethRpc,
     period: u64,
+    static_nodes: &[String],
     cancel: &CancellationToken,
 ) -> Result<(), RpcError> {
     let stuck_after = Duration::from_secs((5 * period).max(10));
@@ -104,13 +128,43 @@ pub async fn unwedge_block_one(
             peers = peers.len(),
             "fresh chain stuck at block 1: re-dialling peers"
         );
-        for enode in peers
-            .iter()
-            .filter_map(|p| p.get("enode").and_then(|e| e.as_str()))
-        {
-            let _: bool = rpc.call("admin_removePeer", (enode,)).await?;
-            let _: bool = rpc.call("admin_addPeer", (enode,)).await?;
+        let enode =
+            |p: &serde_json::Value| p.get("enode").and_then(|e| e.as_str()).map(str::to_owned);
+        // Inbound peers' enodes carry their ephemeral source port: dial only
+        // outbound addresses and the configured static nodes.
+        let mut redial: Vec<String> = static_nodes.to_vec();
+        for p in &peers {
+            let inbound = p
+                .pointer("/network/inbound")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(true);
+            if let Some(e) = enode(p).filter(|e| !inbound && !redial.contains(e)) {
+                redial.push(e);
+            }
+        }
+        for e in peers.iter().filter_map(enode) {
+            let _: bool = rpc.call("admin_removePeer", (e,)).await?;
+        }
+        // Dial again only once the old connections are gone, or geth skips the dial.
+        let gone_by = Instant::now() + Duration::from_secs(5);
+        while rpc.peer_count().await? > 0 && Instant::now() < gone_by {
+            tokio::time::sleep(PEER_POLL).await;
+        }
+        for e in &redial {
+            let _: bool = rpc.call("admin_addPeer", (e.as_str(),)).await?;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn static_nodes_come_from_the_geth_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "[Node.P2P]\nListenAddr = \"127.0.0.1:1\"\nStaticNodes = [\n  \"enode://a@127.0.0.1:2\",\n]\n").unwrap();
+        assert_eq!(super::static_nodes(&path), ["enode://a@127.0.0.1:2"]);
+        assert!(super::static_nodes(&dir.path().join("missing.toml")).is_empty());
+    }
 }

@@ -261,6 +261,13 @@ impl Supervisor {
         }
         let policy = StartupPolicy {
             min_gas_price_wei: self.config.min_gas_price_wei,
+            static_nodes: self
+                .config
+                .geth
+                .config
+                .as_deref()
+                .map(startup::static_nodes)
+                .unwrap_or_default(),
             sealing: self.config.geth.signer.as_ref().map(|_| SealingStart {
                 min_peers: self.config.mine_min_peers,
                 max_wait: self.config.mine_wait,

@@ -140,9 +140,19 @@ async fn a_fresh_chain_wedged_at_block_one_recovers() -> Result<()> {
             for node in &net.nodes {
                 rpcs.push(node.rpc().await?);
             }
-            let remedies = rpcs
-                .iter()
-                .map(|rpc| geth_agent::startup::unwedge_block_one(rpc, 1, &cancel));
+            // Each node re-dials the others' configured (static) addresses.
+            let statics: Vec<Vec<String>> = (0..3)
+                .map(|i| {
+                    let others = net
+                        .nodes
+                        .iter()
+                        .filter(|n| n.info.name != net.nodes[i].info.name);
+                    others.map(|n| n.info.enode.clone()).collect()
+                })
+                .collect();
+            let remedies = rpcs.iter().zip(&statics).map(|(rpc, statics)| {
+                geth_agent::startup::unwedge_block_one(rpc, 1, statics, &cancel)
+            });
             for result in futures_util::future::join_all(remedies).await {
                 result?;
             }
