@@ -110,7 +110,8 @@ pub async fn unwedge_block_one(
     static_nodes: &[String],
     cancel: &CancellationToken,
 ) -> Result<(), RpcError> {
-    let stuck_after = Duration::from_secs((5 * period).max(10));
+    // geth's own sync cycle (every 10 s) settles most block-1 forks: act only after three.
+    let stuck_after = Duration::from_secs((10 * period).max(30));
     for attempt in 1..=UNWEDGE_ATTEMPTS {
         let deadline = Instant::now() + stuck_after;
         while Instant::now() < deadline {
