@@ -5,8 +5,10 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = geth_agent::cli::Cli::parse();
     geth_agent::init_logging();
-    // One thread is plenty for one geth, and keeps the agent's memory small.
-    match tokio::runtime::Builder::new_current_thread()
+    // Two workers: a task stuck in a blocking call (a slow disk, a library doing
+    // blocking I/O) must not stop the loop that drains geth's output.
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
     {
