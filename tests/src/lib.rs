@@ -399,6 +399,25 @@ impl Drop for TestNetwork {
                 let _ = child.kill();
                 let _ = child.wait();
             }
+            // A geth started by a killed agent lives on in its own process group.
+            let target = geth_agent::process::AttachTarget {
+                datadir: node.datadir.clone(),
+                log_file: PathBuf::new(),
+                pid_file: None,
+            };
+            while let Some(pid) = geth_agent::process::find_geth(&target) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                let gone = (0..100).any(|_| {
+                    std::thread::yield_now();
+                    geth_agent::process::find_geth(&target) != Some(pid)
+                });
+                if !gone {
+                    break;
+                }
+            }
         }
         if std::thread::panicking() || std::env::var_os("KEEP_TEST_NETWORKS").is_some() {
             let kept = self.keep();
