@@ -234,7 +234,7 @@ fn new_network(args: &NewArgs) -> ExitCode {
         http: args.http_port,
         agent: args.agent_port,
     };
-    let result = NodePorts::sequential(base, nodes).and_then(|ports| {
+    let result = network::sequential_ports(base, nodes).and_then(|ports| {
         let spec = NetworkSpec {
             period: args
                 .period

@@ -164,10 +164,11 @@ impl Reporter {
         }
         let reply: ReportReply =
             serde_json::from_str(&text).map_err(|e| ReportError::Http(e.to_string()))?;
-        if reply.best_head.is_some() {
+        if let Some(reference) = &reply.reference {
+            let head = Some(reference.number);
             self.status_tx.send_if_modified(|s| {
-                let changed = s.reference_head != reply.best_head;
-                s.reference_head = reply.best_head;
+                let changed = s.reference_head != head;
+                s.reference_head = head;
                 changed
             });
         }
@@ -203,6 +204,7 @@ impl Reporter {
             last_shutdown: status.last_shutdown.clone(),
             blocks_lost_total: status.blocks_lost_total,
             period: status.period,
+            ..StatsReport::default()
         };
         self.send(&Report::Stats(Box::new(stats))).await.map(|_| ())
     }

@@ -38,6 +38,7 @@ impl Spool {
         let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
         let seq = *next;
         let event = Event {
+            spool: String::new(),
             seq,
             at_ms: now_ms(),
             kind,

@@ -110,7 +110,10 @@ pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes
             reply.acked = seqs;
         }
     }
-    reply.best_head = app.live().best().map(|b| b.number);
+    reply.reference = app.live().best().map(|b| geth_wire::BlockRef {
+        number: b.number,
+        hash: b.hash.clone(),
+    });
     Json(reply).into_response()
 }
 

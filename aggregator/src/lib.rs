@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
-use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -73,17 +72,11 @@ pub enum SetupError {
     #[error("{0}")]
     Config(String),
     #[error(transparent)]
+    Network(#[from] geth_wire::network::NetworkFileError),
+    #[error(transparent)]
     Registry(#[from] registry::RegistryError),
     #[error(transparent)]
     Store(#[from] store::StoreError),
-}
-
-#[derive(Deserialize)]
-struct NetworkHeader {
-    name: String,
-    chain_id: Option<u64>,
-    #[serde(default)]
-    period: u64,
 }
 
 /// Builds the application: registry, store (history restored), live view.
@@ -98,20 +91,17 @@ pub fn build(cli: &Cli) -> Result<Arc<App>, SetupError> {
             })?;
         secrets.insert(name.to_owned(), secret.to_owned());
     }
-    let registry = Registry::load(&cli.network)?;
-    let text =
-        std::fs::read_to_string(&cli.network).map_err(|e| SetupError::Config(e.to_string()))?;
-    let header: NetworkHeader =
-        serde_json::from_str(&text).map_err(|e| SetupError::Config(e.to_string()))?;
+    let network = geth_wire::network::Network::load_file(&cli.network)?;
+    let registry = Registry::from_network(&network, &cli.network)?;
     let signers = registry
         .iter()
         .filter_map(|(_, n)| n.signer.map(|s| format!("{s:#x}")))
         .collect();
     let mut live = Live::new(
         NetworkInfo {
-            name: header.name,
-            chain_id: header.chain_id,
-            period: header.period,
+            name: network.name.clone(),
+            chain_id: Some(network.chain_id),
+            period: network.period,
         },
         signers,
         cli.stall_periods,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use alloy::primitives::{keccak256, Address};
-use serde::Deserialize;
+use geth_wire::network::Network;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownNode {
@@ -27,19 +27,6 @@ pub enum RegistryError {
     Invalid { path: String, reason: String },
 }
 
-#[derive(Deserialize)]
-struct NetworkFile {
-    nodes: Vec<NetworkNode>,
-}
-
-#[derive(Deserialize)]
-struct NetworkNode {
-    name: String,
-    enode: String,
-    #[serde(default)]
-    signer: Option<Address>,
-}
-
 /// The address of the key behind an `enode://<128 hex>@…` URL.
 pub fn enode_address(enode: &str) -> Option<Address> {
     let id = enode.strip_prefix("enode://")?.split('@').next()?;
@@ -48,15 +35,14 @@ pub fn enode_address(enode: &str) -> Option<Address> {
 }
 
 impl Registry {
-    pub fn load(path: &Path) -> Result<Self, RegistryError> {
+    /// The nodes of `network` (read from `path`, named in errors).
+    pub fn from_network(network: &Network, path: &Path) -> Result<Self, RegistryError> {
         let invalid = |reason: String| RegistryError::Invalid {
             path: path.display().to_string(),
             reason,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
-        let file: NetworkFile = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
         let mut registry = Registry::default();
-        for node in file.nodes {
+        for node in network.nodes.iter().cloned() {
             let address = enode_address(&node.enode)
                 .ok_or_else(|| invalid(format!("node {}: bad enode {}", node.name, node.enode)))?;
             registry.nodes.insert(

@@ -350,6 +350,7 @@ mod tests {
         let path = dir.path().join("agg.db");
         let store = Store::open(&path, 1000).unwrap();
         let event = Event {
+            spool: "s".into(),
             seq: 1,
             at_ms: 5,
             kind: EventKind::Blocked { reason: "x".into() },

@@ -1,5 +1,8 @@
 //! Wire types shared by geth-agent and geth-aggregator: what an agent records
-//! and reports about its node. Plain serde structs, stable JSON field names.
+//! and reports about its node, what the aggregator answers, and the shape of
+//! `network.json`. Plain serde structs, stable JSON field names.
+
+pub mod network;
 
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +48,19 @@ pub const HEADER_SIGNATURE: &str = "x-geth-signature";
 /// The bytes a report signature covers (hashed with keccak-256 before signing).
 pub fn signing_payload(time_ms: u64, body: &[u8]) -> Vec<u8> {
     let mut payload = format!("geth-agent report v1\n{time_ms}\n").into_bytes();
+    payload.extend_from_slice(body);
+    payload
+}
+
+/// HTTP header carrying the aggregator's recoverable secp256k1 signature over
+/// [`reply_signing_payload`], by the aggregator key published in `network.json`.
+pub const HEADER_REPLY_SIGNATURE: &str = "x-geth-aggregator-signature";
+
+/// The bytes a reply signature covers: the reply is bound to the request it
+/// answers by that request's own signature (`x-geth-signature`), so a reply
+/// cannot be replayed to another request.
+pub fn reply_signing_payload(request_signature: &str, body: &[u8]) -> Vec<u8> {
+    let mut payload = format!("geth-aggregator reply v1\n{request_signature}\n").into_bytes();
     payload.extend_from_slice(body);
     payload
 }
@@ -101,12 +117,25 @@ pub struct StatsReport {
     pub last_shutdown: Option<ShutdownVerdict>,
     pub blocks_lost_total: u64,
     pub period: u64,
+    /// The current clique signer set as this node sees it (`clique_getSigners`),
+    /// lower-case 0x addresses.
+    pub signers: Option<Vec<String>>,
+    /// The gas price floor geth enforces for its pool and miner (wei), as
+    /// applied with `miner_setGasPrice`; `None` until applied.
+    pub min_gas_price_wei: Option<u64>,
+    /// What geth advises wallets (`eth_gasPrice`, wei).
+    pub suggested_gas_price_wei: Option<u64>,
 }
 
 /// A lifecycle event, spooled by the agent until acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
-    /// Per-node sequence number: the aggregator stores each (node, seq) once.
+    /// Random id of the spool that recorded it (chosen when the spool folder
+    /// is created), so a recreated spool's sequence numbers are new events.
+    #[serde(default)]
+    pub spool: String,
+    /// Sequence number within the spool: the aggregator stores each
+    /// (node, spool, seq) once.
     pub seq: u64,
     pub at_ms: u64,
     pub kind: EventKind,
@@ -127,14 +156,24 @@ pub enum EventKind {
     Blocked { reason: String },
 }
 
-/// The aggregator's answer to a report.
+/// A block by number and hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockRef {
+    pub number: u64,
+    /// 0x-prefixed block hash.
+    pub hash: String,
+}
+
+/// The aggregator's answer to a report (signed, see [`HEADER_REPLY_SIGNATURE`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ReportReply {
-    /// Events now stored (and earlier duplicates): the agent may forget them.
+    /// Sequence numbers of the reported events now stored (and earlier
+    /// duplicates): the agent may forget them.
     pub acked: Vec<u64>,
-    /// The best head the aggregator knows (reference for the sync gate).
-    pub best_head: Option<u64>,
+    /// The fleet's reference head for the sync gate: the highest block that a
+    /// majority of the signer set holds (never one node's claim).
+    pub reference: Option<BlockRef>,
 }
 
 /// Live peers for discovery (`GET /api/peers`).
@@ -151,6 +190,7 @@ mod tests {
     fn reports_round_trip_and_reject_unknown_types() {
         let report = Report::Events {
             events: vec![Event {
+                spool: "a1b2".into(),
                 seq: 7,
                 at_ms: 1,
                 kind: EventKind::Blocked {

@@ -19,9 +19,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use alloy::primitives::{Address, U256};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use geth_wire::network::{AccountInfo, AggregatorInfo, Network, NodeInfo, NodePorts, Role};
 pub use keys::NodeKey;
 
 /// Largest network `network new` writes; clique itself has no hard limit.
@@ -61,48 +61,25 @@ impl NetworkError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Seals blocks: its address is in the genesis signer list.
-    Signer,
-    /// Follows and validates the chain without sealing.
-    Validator,
-}
-
-/// Loopback ports of one node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodePorts {
-    pub p2p: u16,
-    pub http: u16,
-    pub agent: u16,
-}
-
-impl NodePorts {
-    /// Node `i` of a network gets `base + i` for every port.
-    pub fn sequential(base: NodePorts, count: usize) -> Result<Vec<NodePorts>, NetworkError> {
-        (0..count)
-            .map(|i| {
-                let add = |p: u16| {
-                    u16::try_from(i)
-                        .ok()
-                        .and_then(|i| p.checked_add(i))
-                        .ok_or_else(|| {
-                            NetworkError::NodeCount(format!("port {p} + {i} is beyond 65535"))
-                        })
-                };
-                Ok(NodePorts {
-                    p2p: add(base.p2p)?,
-                    http: add(base.http)?,
-                    agent: add(base.agent)?,
-                })
+/// Node `i` of a network gets `base + i` for every port.
+pub fn sequential_ports(base: NodePorts, count: usize) -> Result<Vec<NodePorts>, NetworkError> {
+    (0..count)
+        .map(|i| {
+            let add = |p: u16| {
+                u16::try_from(i)
+                    .ok()
+                    .and_then(|i| p.checked_add(i))
+                    .ok_or_else(|| {
+                        NetworkError::NodeCount(format!("port {p} + {i} is beyond 65535"))
+                    })
+            };
+            Ok(NodePorts {
+                p2p: add(base.p2p)?,
+                http: add(base.http)?,
+                agent: add(base.agent)?,
             })
-            .collect()
-    }
-
-    pub fn all(&self) -> [u16; 3] {
-        [self.p2p, self.http, self.agent]
-    }
+        })
+        .collect()
 }
 
 /// What to generate.
@@ -121,55 +98,6 @@ pub struct NetworkSpec {
     pub host: String,
     /// Ports per node, signers first; `signers + validators` entries.
     pub ports: Vec<NodePorts>,
-}
-
-/// The generated network, saved as `network.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Network {
-    pub name: String,
-    pub chain_id: u64,
-    pub period: u64,
-    pub nodes: Vec<NodeInfo>,
-    pub accounts: Vec<AccountInfo>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeInfo {
-    pub name: String,
-    pub role: Role,
-    /// The signer account (signers only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signer: Option<Address>,
-    pub enode: String,
-    pub ports: NodePorts,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccountInfo {
-    pub address: Address,
-    /// Keystore file, relative to the network folder.
-    pub keystore: PathBuf,
-}
-
-impl Network {
-    pub const FILE: &'static str = "network.json";
-
-    pub fn load(dir: &Path) -> Result<Self, NetworkError> {
-        let path = dir.join(Self::FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| NetworkError::io(&path, e))?;
-        serde_json::from_str(&text).map_err(|e| NetworkError::Invalid {
-            path,
-            reason: e.to_string(),
-        })
-    }
-
-    pub fn node_dir(dir: &Path, name: &str) -> PathBuf {
-        dir.join("nodes").join(name)
-    }
-
-    pub fn signers(&self) -> impl Iterator<Item = &NodeInfo> {
-        self.nodes.iter().filter(|n| n.role == Role::Signer)
-    }
 }
 
 impl NetworkSpec {
@@ -294,6 +222,7 @@ pub fn generate(spec: &NetworkSpec, out: &Path) -> Result<Network, NetworkError>
         period: spec.period,
         nodes,
         accounts,
+        aggregator: None,
     };
     let json = serde_json::to_value(&network).expect("network serialises");
     write(&out.join(Network::FILE), &pretty(&json))?;
@@ -367,7 +296,7 @@ mod tests {
             validators,
             accounts: 1,
             host: "127.0.0.1".into(),
-            ports: NodePorts::sequential(base, signers + validators).unwrap(),
+            ports: sequential_ports(base, signers + validators).unwrap(),
         }
     }
 
@@ -424,6 +353,6 @@ mod tests {
             http: 1,
             agent: 2,
         };
-        assert!(NodePorts::sequential(base, 3).is_err());
+        assert!(sequential_ports(base, 3).is_err());
     }
 }
