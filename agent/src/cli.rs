@@ -264,9 +264,14 @@ fn new_network(args: &NewArgs) -> ExitCode {
                     .signer
                     .map(|s| format!(" signer {s:#x}"))
                     .unwrap_or_default();
+                // Signers serve no HTTP JSON-RPC (their account is unlocked).
+                let http = match node.signer {
+                    Some(_) => "-".to_owned(),
+                    None => node.ports.http.to_string(),
+                };
                 println!(
                     "  {:<14} p2p {:<5} http {:<5} agent {:<5}{signer}",
-                    node.name, node.ports.p2p, node.ports.http, node.ports.agent
+                    node.name, node.ports.p2p, http, node.ports.agent
                 );
             }
             for account in &net.accounts {

@@ -56,7 +56,9 @@ pub struct RunArgs {
     /// File with the signer keystore's password.
     #[arg(long, env = "GETH_AGENT_PASSWORD_FILE", value_name = "FILE")]
     pub password_file: Option<PathBuf>,
-    /// Serve geth's HTTP JSON-RPC on this address (eth, net, web3, txpool, clique).
+    /// Serve geth's HTTP JSON-RPC on this address (eth, net, web3, txpool,
+    /// clique). Refused for signers: their account is unlocked, so users reach
+    /// the chain through non-signer (validator) nodes.
     #[arg(long, env = "GETH_AGENT_HTTP", value_name = "ADDR:PORT")]
     pub http: Option<String>,
     /// Networks geth may talk to (geth --netrestrict) [default: 127.0.0.0/8].
@@ -362,6 +364,30 @@ impl RunArgs {
         }
         let mut geth_args = file.geth_args;
         geth_args.extend(self.geth_args);
+        if signer.is_some() {
+            errors.extend(signer_rpc_problems(
+                http,
+                &geth_args,
+                geth_config.as_deref(),
+            ));
+        }
+        let min_gas_price_wei = self
+            .min_gas_price_wei
+            .or(file.min_gas_price_wei)
+            .unwrap_or(DEFAULT_MIN_GAS_PRICE_WEI);
+        let london = genesis
+            .as_ref()
+            .and_then(|g| std::fs::read_to_string(g).ok())
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .is_some_and(|g| crate::network::genesis::has_london(&g));
+        if london && min_gas_price_wei == 0 {
+            errors.push(
+                "min_gas_price_wei: 0 cannot work on this genesis: it sets londonBlock, and \
+                 London burns a base fee in every block (never below 7 wei); use a pre-London \
+                 genesis for zero gas, or set min_gas_price_wei to at least 1"
+                    .into(),
+            );
+        }
 
         if !errors.is_empty() {
             return Err(ConfigError(errors));
@@ -378,6 +404,7 @@ impl RunArgs {
         geth.http = http;
         geth.netrestrict = netrestrict;
         geth.log_file = geth_log_file;
+        geth.min_gas_price_wei = Some(min_gas_price_wei);
         geth.extra_args = geth_args;
         Ok(RunConfig {
             name,
@@ -385,10 +412,7 @@ impl RunArgs {
             geth,
             mine_min_peers: self.mine_min_peers.or(file.mine_min_peers).unwrap_or(0),
             mine_wait: Duration::from_secs(mine_wait_secs),
-            min_gas_price_wei: self
-                .min_gas_price_wei
-                .or(file.min_gas_price_wei)
-                .unwrap_or(DEFAULT_MIN_GAS_PRICE_WEI),
+            min_gas_price_wei,
             shutdown_grace: Duration::from_secs(shutdown_grace_secs),
             mode,
             pid_file,
@@ -404,6 +428,65 @@ impl RunArgs {
             aggregator,
         })
     }
+}
+
+/// geth flags that open a JSON-RPC listener beyond IPC (also in `-flag` and
+/// `--flag=value` spellings).
+const RPC_LISTENER_FLAGS: [&str; 7] = [
+    "http",
+    "http.addr",
+    "http.port",
+    "ws",
+    "ws.addr",
+    "ws.port",
+    "graphql",
+];
+
+/// A signer's account is unlocked: any process that reaches its HTTP or
+/// WebSocket JSON-RPC could `eth_sendTransaction` from it and `clique_propose`.
+/// Signers therefore serve JSON-RPC on IPC only (the agent's own channel).
+fn signer_rpc_problems(
+    http: Option<SocketAddr>,
+    geth_args: &[String],
+    geth_config: Option<&Path>,
+) -> Vec<String> {
+    let why = "a signer's account is unlocked, so anyone reaching that port could send \
+               transactions from it and vote with clique_propose; serve users through a \
+               validator (non-signer) node";
+    let mut problems = Vec::new();
+    if let Some(addr) = http {
+        problems.push(format!(
+            "http: {addr} refused for a signer (remove `http`): {why}"
+        ));
+    }
+    for arg in geth_args {
+        let name = arg.trim_start_matches('-');
+        let name = name.split('=').next().unwrap_or(name);
+        if arg.starts_with('-') && RPC_LISTENER_FLAGS.contains(&name) {
+            problems.push(format!("geth_args: {arg:?} refused for a signer: {why}"));
+        }
+        if arg.starts_with('-') && name == "allow-insecure-unlock" {
+            problems.push(format!(
+                "geth_args: {arg:?} refused: signers serve no HTTP, so nothing needs it"
+            ));
+        }
+    }
+    if let Some(path) = geth_config {
+        let table = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.parse::<toml::Table>().ok());
+        let node = table.as_ref().and_then(|t| t.get("Node"));
+        for key in ["HTTPHost", "WSHost"] {
+            let host = node.and_then(|n| n.get(key)).and_then(|v| v.as_str());
+            if let Some(host) = host.filter(|h| !h.is_empty()) {
+                problems.push(format!(
+                    "geth_config: {} sets [Node] {key} = {host:?}, refused for a signer: {why}",
+                    path.display()
+                ));
+            }
+        }
+    }
+    problems
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, String> {
@@ -466,6 +549,78 @@ mod tests {
         assert_eq!(config.mine_min_peers, 2);
         assert!(config.geth.signer.is_some());
         assert_eq!(config.min_gas_price_wei, 0);
+    }
+
+    /// A signer config that is valid apart from what each case adds.
+    fn signer_args(dir: &Path) -> RunArgs {
+        std::fs::write(dir.join("genesis.json"), "{}").unwrap();
+        std::fs::write(dir.join("pw"), "x").unwrap();
+        std::fs::create_dir_all(dir.join("ks")).unwrap();
+        RunArgs {
+            datadir: Some(dir.join("data")),
+            genesis: Some(dir.join("genesis.json")),
+            keystore: Some(dir.join("ks")),
+            password_file: Some(dir.join("pw")),
+            signer: Some("0x00000000000000000000000000000000000000aa".into()),
+            ..RunArgs::default()
+        }
+    }
+
+    #[test]
+    fn signers_refuse_every_json_rpc_listener_but_ipc() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = signer_args(dir.path()).resolve().unwrap();
+        assert!(ok.geth.http.is_none());
+        let refused = |args: RunArgs, needle: &str| {
+            let err = args.resolve().unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle} missing in {err}");
+            assert!(err.contains("refused"), "{err}");
+        };
+        for http in ["127.0.0.1:8545", "0.0.0.0:8545", "[::1]:8545"] {
+            let mut args = signer_args(dir.path());
+            args.http = Some(http.into());
+            refused(args, "http:");
+        }
+        for flag in [
+            "--http",
+            "-http",
+            "--ws",
+            "--http.addr=0.0.0.0",
+            "--ws.addr",
+            "--http.port=8545",
+            "--graphql",
+            "--allow-insecure-unlock",
+        ] {
+            let mut args = signer_args(dir.path());
+            args.geth_args = vec![flag.into(), "0.0.0.0".into()];
+            refused(args, flag);
+        }
+        let config = dir.path().join("geth.toml");
+        std::fs::write(&config, "[Node]\nHTTPHost = \"0.0.0.0\"\n").unwrap();
+        let mut args = signer_args(dir.path());
+        args.geth_config = Some(config.clone());
+        refused(args, "HTTPHost");
+        // A validator may serve HTTP.
+        let mut args = signer_args(dir.path());
+        args.signer = None;
+        args.http = Some("127.0.0.1:8545".into());
+        args.geth_config = Some(config);
+        assert!(args.resolve().is_ok());
+    }
+
+    #[test]
+    fn a_london_genesis_needs_a_gas_floor() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = signer_args(dir.path());
+        std::fs::write(
+            dir.path().join("genesis.json"),
+            r#"{"config":{"chainId":1,"londonBlock":0,"clique":{"period":1}}}"#,
+        )
+        .unwrap();
+        let err = args.clone().resolve().unwrap_err().to_string();
+        assert!(err.contains("londonBlock"), "{err}");
+        args.min_gas_price_wei = Some(1);
+        assert!(args.resolve().is_ok());
     }
 
     #[test]

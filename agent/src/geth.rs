@@ -42,6 +42,9 @@ pub struct GethCommand {
     pub netrestrict: String,
     /// JSON log file (`--log.file`), as in a pod where the agent follows it.
     pub log_file: Option<PathBuf>,
+    /// The gas price floor (wei) the agent applies with `miner_setGasPrice`;
+    /// also sets what `eth_gasPrice` advises wallets (see [`gas_price_args`]).
+    pub min_gas_price_wei: Option<u64>,
     /// Appended verbatim.
     pub extra_args: Vec<String>,
 }
@@ -57,6 +60,7 @@ impl GethCommand {
             http: None,
             netrestrict: "127.0.0.0/8".into(),
             log_file: None,
+            min_gas_price_wei: None,
             extra_args: Vec::new(),
         }
     }
@@ -97,6 +101,11 @@ impl GethCommand {
             push("--http.port", &http.port().to_string());
             push("--http.api", &HTTP_APIS);
         }
+        if let Some(floor) = self.min_gas_price_wei {
+            for (flag, value) in gas_price_args(floor) {
+                push(flag, &value);
+            }
+        }
         if let Some(signer) = &self.signer {
             let address = format!("{:#x}", signer.address);
             push("--keystore", &signer.keystore);
@@ -106,12 +115,10 @@ impl GethCommand {
         }
         args.push("--nodiscover".into());
         if self.http.is_some() {
+            // Never with --allow-insecure-unlock: geth then refuses to start a
+            // signer (unlocked account) with HTTP, a second guard behind the
+            // configuration check.
             args.push("--http".into());
-            if self.signer.is_some() {
-                // geth refuses to unlock an account while HTTP is on without this;
-                // HTTP only serves eth/net/web3/txpool/clique on loopback.
-                args.push("--allow-insecure-unlock".into());
-            }
         }
         args.extend(self.extra_args.iter().map(OsString::from));
         args
@@ -128,6 +135,18 @@ impl GethCommand {
             genesis.into(),
         ]
     }
+}
+
+/// geth flags so that `eth_gasPrice` advises wallets the floor: the oracle
+/// starts from `--miner.gasprice` and never answers above `--gpo.maxprice`.
+/// geth raises either of them from 0 (to 1 gwei and 500 gwei), so a zero floor
+/// advises 1 wei, the lowest answer geth gives.
+pub fn gas_price_args(floor_wei: u64) -> [(&'static str, String); 2] {
+    let advised = floor_wei.max(1).to_string();
+    [
+        ("--miner.gasprice", advised.clone()),
+        ("--gpo.maxprice", advised),
+    ]
 }
 
 #[cfg(test)]
@@ -161,18 +180,33 @@ mod tests {
     }
 
     #[test]
-    fn signer_with_http_unlocks_insecurely_only_then() {
+    fn a_signer_is_never_unlocked_insecurely() {
         let mut cmd = GethCommand::new("geth".into(), "/d".into());
         cmd.signer = Some(SignerArgs {
             address: Address::repeat_byte(0xab),
             keystore: "/k".into(),
             password_file: "/p".into(),
         });
-        assert!(!joined(&cmd).contains("--allow-insecure-unlock"));
-        cmd.http = Some("127.0.0.1:8545".parse().unwrap());
         let line = joined(&cmd);
-        assert!(line.contains("--allow-insecure-unlock"));
         assert!(line.contains(&format!("--unlock {:#x}", Address::repeat_byte(0xab))));
-        assert!(line.contains("--http.port 8545"));
+        assert!(!line.contains("--http"), "{line}");
+        // Even if HTTP were set, geth must refuse to unlock: no --allow-insecure-unlock.
+        cmd.http = Some("127.0.0.1:8545".parse().unwrap());
+        assert!(!joined(&cmd).contains("--allow-insecure-unlock"));
+    }
+
+    #[test]
+    fn the_gas_floor_sets_what_geth_advises() {
+        let mut cmd = GethCommand::new("geth".into(), "/d".into());
+        assert!(!joined(&cmd).contains("--gpo.maxprice"));
+        cmd.min_gas_price_wei = Some(0);
+        let line = joined(&cmd);
+        assert!(
+            line.contains("--miner.gasprice 1 --gpo.maxprice 1"),
+            "{line}"
+        );
+        cmd.min_gas_price_wei = Some(5_000_000_000);
+        let line = joined(&cmd);
+        assert!(line.contains("--gpo.maxprice 5000000000"), "{line}");
     }
 }

@@ -38,10 +38,11 @@ async fn up_status_second_up_and_down() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("devnet");
     // Node i uses port base + i.
+    // 3 signers + the default validator.
     let [http, p2p, agent, dashboard] = [
-        free_port_range(3)?,
-        free_port_range(3)?,
-        free_port_range(3)?,
+        free_port_range(4)?,
+        free_port_range(4)?,
+        free_port_range(4)?,
         free_port_range(1)?,
     ]
     .map(|p| p.to_string());
@@ -65,32 +66,63 @@ async fn up_status_second_up_and_down() -> Result<()> {
     let up = devnet(&state, &args);
     let _down = Down(state.clone());
     assert!(up.status.success(), "{}", text(&up));
-    assert!(
-        text(&up).contains(&format!("http://127.0.0.1:{http}")),
-        "{}",
-        text(&up)
-    );
+    // Users' RPC is the validator's; signers print no rpc URL (they serve none).
+    let http_base: u16 = http.parse()?;
+    let validator_rpc = format!("http://127.0.0.1:{}", http_base + 3);
+    let up_text = text(&up);
+    let line = |name: &str| {
+        up_text
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(line("validator-1").contains(&validator_rpc), "{up_text}");
+    for i in 1..=3 {
+        let signer = line(&format!("signer-{i} "));
+        assert!(signer.contains("rpc -"), "{up_text}");
+        assert!(!signer.contains("rpc http"), "{up_text}");
+    }
+    for i in 0..3 {
+        let port = http_base + i;
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "signer-{} listens on its http port {port}",
+            i + 1
+        );
+    }
 
     let again = devnet(&state, &args);
     assert!(!again.status.success());
     assert!(text(&again).contains("already running"), "{}", text(&again));
 
     eventually(
-        "3 signers at head >= 10",
+        "3 signers and the validator at head >= 10",
         Duration::from_secs(90),
         || async {
             let out = devnet(&state, &["status"]);
             let heads: Vec<u64> = text(&out)
                 .lines()
-                .filter(|l| l.starts_with("signer-"))
+                .filter(|l| l.starts_with("signer-") || l.starts_with("validator-"))
                 .filter_map(|l| l.split_whitespace().nth(3)?.parse().ok())
                 .collect();
-            Ok((heads.len() == 3 && heads.iter().all(|h| *h >= 10)).then_some(()))
+            Ok((heads.len() == 4 && heads.iter().all(|h| *h >= 10)).then_some(()))
         },
     )
     .await?;
 
-    // The dashboard shows the three nodes, reported by their agents.
+    // The validator's RPC serves users.
+    let (code, body) = testnet::http_post_json(
+        format!("127.0.0.1:{}", http_base + 3).parse()?,
+        r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#,
+    )
+    .await?;
+    assert!(
+        code == 200 && body.contains("\"result\":\"0x"),
+        "{code} {body}"
+    );
+
+    // The dashboard shows the four nodes, reported by their agents.
     let dashboard_addr: std::net::SocketAddr = format!("127.0.0.1:{dashboard}").parse()?;
     assert!(
         text(&up).contains(&format!("dashboard: http://127.0.0.1:{dashboard}/")),
@@ -98,7 +130,7 @@ async fn up_status_second_up_and_down() -> Result<()> {
         text(&up)
     );
     eventually(
-        "3 nodes on the dashboard",
+        "4 nodes on the dashboard",
         Duration::from_secs(60),
         || async move {
             let (_, body) = http_get(dashboard_addr, "/api/state").await?;
@@ -106,7 +138,7 @@ async fn up_status_second_up_and_down() -> Result<()> {
             let online = state["nodes"]
                 .as_array()
                 .map_or(0, |n| n.iter().filter(|n| n["online"] == true).count());
-            Ok((online == 3).then_some(()))
+            Ok((online == 4).then_some(()))
         },
     )
     .await?;
@@ -115,7 +147,7 @@ async fn up_status_second_up_and_down() -> Result<()> {
     assert!(down.status.success(), "{}", text(&down));
     assert_eq!(
         text(&down).matches("stopped cleanly").count(),
-        3,
+        4,
         "{}",
         text(&down)
     );

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use alloy::network::{EthereumWallet, TransactionBuilder};
 use alloy::primitives::{Address, U256};
-use alloy::providers::{Provider, ProviderBuilder};
+use alloy::providers::Provider;
 use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
 use anyhow::{ensure, Result};
@@ -148,9 +148,9 @@ async fn kill_9_is_detected_and_blocks_lost_are_counted() -> Result<()> {
     let password = std::fs::read_to_string(net.network_dir.join("accounts/password"))?;
     let wallet =
         PrivateKeySigner::decrypt_keystore(net.network_dir.join(&account.keystore), password)?;
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(wallet))
-        .connect_http(net.nodes[0].http_url().parse()?);
+    let provider = net.nodes[0]
+        .wallet_provider(EthereumWallet::from(wallet))
+        .await?;
     for nonce in 0..3u64 {
         let tx = TransactionRequest::default()
             .with_to(Address::repeat_byte(7))

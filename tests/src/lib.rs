@@ -110,12 +110,30 @@ impl TestNode {
         self.datadir.join("geth.ipc")
     }
 
+    /// The node's users' JSON-RPC over HTTP (validators only: signers serve none).
     pub fn http_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.info.ports.http)
     }
 
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// A provider that signs with `wallet` and talks to this node: over HTTP
+    /// on a validator, over IPC on a signer (which serves no HTTP).
+    pub async fn wallet_provider(
+        &self,
+        wallet: alloy::network::EthereumWallet,
+    ) -> Result<impl alloy::providers::Provider + Clone> {
+        let builder = alloy::providers::ProviderBuilder::new().wallet(wallet);
+        Ok(match self.info.signer {
+            None => builder.connect_http(self.http_url().parse()?),
+            Some(_) => {
+                builder
+                    .connect_ipc(alloy::transports::ipc::IpcConnect::new(self.ipc()))
+                    .await?
+            }
+        })
     }
 
     pub async fn rpc(&self) -> Result<GethRpc> {
@@ -236,7 +254,10 @@ impl TestNetwork {
         let mut cmd = GethCommand::new(geth_bin(), node.datadir.clone());
         cmd.config = Some(dir.join("config.toml"));
         cmd.nodekey = Some(dir.join("nodekey"));
-        cmd.http = Some(([127, 0, 0, 1], node.info.ports.http).into());
+        // As the agent: signers (unlocked accounts) serve JSON-RPC on IPC only.
+        if node.info.signer.is_none() {
+            cmd.http = Some(([127, 0, 0, 1], node.info.ports.http).into());
+        }
         cmd.signer = node.info.signer.map(|address| SignerArgs {
             address,
             keystore: dir.join("keystore"),
@@ -478,6 +499,23 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, St
     let request = hyper::Request::get(path)
         .header("host", addr.to_string())
         .body(Empty::<hyper::body::Bytes>::new())?;
+    let response = sender.send_request(request).await?;
+    let code = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((code, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// `POST http://addr/` with a JSON body → (status, body), e.g. a JSON-RPC call.
+pub async fn http_post_json(addr: std::net::SocketAddr, json: &str) -> Result<(u16, String)> {
+    use http_body_util::{BodyExt, Full};
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let request = hyper::Request::post("/")
+        .header("host", addr.to_string())
+        .header("content-type", "application/json")
+        .body(Full::new(hyper::body::Bytes::from(json.to_owned())))?;
     let response = sender.send_request(request).await?;
     let code = response.status().as_u16();
     let body = response.into_body().collect().await?.to_bytes();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use alloy::network::{EthereumWallet, TransactionBuilder};
 use alloy::primitives::{Address, U256};
-use alloy::providers::{Provider, ProviderBuilder};
+use alloy::providers::Provider;
 use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
 use anyhow::{ensure, Result};
@@ -72,9 +72,9 @@ async fn zero_gas_price_transfers_are_mined_from_any_node() -> Result<()> {
 
     // Once through the validator (the transaction must travel to a signer), once through a signer.
     for (nonce, node) in [(0u64, validator), (1, 0)] {
-        let provider = ProviderBuilder::new()
-            .wallet(EthereumWallet::from(wallet.clone()))
-            .connect_http(net.nodes[node].http_url().parse()?);
+        let provider = net.nodes[node]
+            .wallet_provider(EthereumWallet::from(wallet.clone()))
+            .await?;
         let before = provider.get_balance(account.address).await?;
         let tx = TransactionRequest::default()
             .with_to(recipient)

@@ -63,7 +63,23 @@ pub fn validate(genesis: &Value) -> Result<(), NetworkError> {
             "config.{key} is set: geth v1.13 clique supports forks up to London only"
         )));
     }
+    if has_london(genesis) {
+        // The generated agents apply a zero gas price floor (docs/GAS.md).
+        return Err(NetworkError::Genesis(
+            "config.londonBlock is set: London burns a base fee in every block (never below \
+             7 wei), so the zero gas price the generated nodes apply cannot work; remove \
+             londonBlock (Berlin at most)"
+                .into(),
+        ));
+    }
     Ok(())
+}
+
+/// Whether the genesis activates London (a burned base fee: no zero-gas chain).
+pub fn has_london(genesis: &Value) -> bool {
+    genesis
+        .pointer("/config/londonBlock")
+        .is_some_and(|v| !v.is_null())
 }
 
 /// Clique `extraData`: 32 bytes of vanity, the signer addresses, 65 bytes of
@@ -165,6 +181,12 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("shanghaiTime"));
+        let mut g: Value = serde_json::from_str(TEMPLATES[0].text).unwrap();
+        g["config"]["londonBlock"] = json!(0);
+        assert!(validate(&g)
+            .unwrap_err()
+            .to_string()
+            .contains("londonBlock"));
         let mut g: Value = serde_json::from_str(TEMPLATES[0].text).unwrap();
         g["config"].as_object_mut().unwrap().remove("clique");
         assert!(validate(&g).is_err());

@@ -252,7 +252,10 @@ fn agent_toml(node: &NodeInfo, other_signers: usize) -> String {
     toml.push_str("genesis = \"../../genesis.json\"\n");
     toml.push_str("geth_config = \"config.toml\"\n");
     toml.push_str("nodekey = \"nodekey\"\n");
-    let _ = writeln!(toml, "http = \"127.0.0.1:{}\"", node.ports.http);
+    if node.signer.is_none() {
+        // Users' JSON-RPC. Signers serve none: their account is unlocked.
+        let _ = writeln!(toml, "http = \"127.0.0.1:{}\"", node.ports.http);
+    }
     let _ = writeln!(toml, "listen = \"127.0.0.1:{}\"", node.ports.agent);
     if let Some(signer) = node.signer {
         toml.push_str("keystore = \"keystore\"\n");
@@ -320,6 +323,8 @@ mod tests {
             assert!(genesis["alloc"].get(format!("{addr:#x}")).is_some());
             let node = Network::node_dir(&out, &signer.name);
             assert!(node.join("password").exists());
+            let agent = std::fs::read_to_string(node.join("agent.toml")).unwrap();
+            assert!(!agent.contains("http"), "a signer serves no HTTP: {agent}");
             assert_eq!(std::fs::read_dir(node.join("keystore")).unwrap().count(), 1);
         }
         let v = Network::node_dir(&out, "validator-1");
@@ -329,6 +334,7 @@ mod tests {
         assert!(!v.join("keystore").exists());
         let agent = std::fs::read_to_string(v.join("agent.toml")).unwrap();
         assert!(!agent.contains("signer"), "{agent}");
+        assert!(agent.contains("http = \"127.0.0.1:8548\""), "{agent}");
         let mode = std::fs::metadata(v.join("nodekey")).unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(mode.permissions().mode() & 0o777, 0o600);
