@@ -137,6 +137,10 @@ mod tests {
             s.chain.syncing = Some(false);
             s.chain.answered_at_ms = Some(now_ms());
         });
+        let (code, body) = get(router(state.clone()), "/readyz").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("gas_price_floor: not applied"), "{body}");
+        tx.send_modify(|s| s.gas_price_floor_wei = Some(0));
         assert_eq!(
             get(router(state.clone()), "/readyz").await,
             (StatusCode::OK, "ready\n".into())

@@ -164,6 +164,11 @@ impl Monitor {
         self.metrics.on_txpool(get("pending"), get("queued"));
         let mining = rpc.mining().await?;
         self.metrics.on_mining(mining);
+        // What wallets are told to pay: read back, not assumed (docs/GAS.md).
+        let advised = crate::startup::suggested_gas_price(rpc).await?;
+        self.metrics.on_gas_price_suggested(advised);
+        self.status
+            .send_if_modified(|s| s.suggested_gas_price_wei.replace(advised) != Some(advised));
         let signers: Vec<Address> = rpc.call("clique_getSigners", ()).await?;
         self.tracker.set_signers(signers.clone());
         self.status.send_modify(|s| {

@@ -1,5 +1,6 @@
 //! The sync gate: `/readyz` is ready only when geth answers, has enough peers,
-//! is not syncing, is close to the reference head and its head is fresh.
+//! is not syncing, is close to the reference head, its head is fresh and the
+//! gas price floor is applied.
 //! `/livez` stays loose: a syncing or blocked node is alive and must not be
 //! restarted by the platform.
 
@@ -128,6 +129,16 @@ pub fn evaluate(
             format!("<= {max_age_s} s ({} periods)", config.max_head_age_periods),
         );
     }
+    // A node that would drop zero-price transactions does not serve the chain
+    // as promised (docs/GAS.md).
+    add(
+        "gas_price_floor",
+        status.gas_price_floor_wei.is_some(),
+        status
+            .gas_price_floor_wei
+            .map_or("not applied".into(), |wei| format!("{wei} wei applied")),
+        "applied".into(),
+    );
     Readiness {
         ready: conditions.iter().all(|c| c.ok),
         conditions,
@@ -151,6 +162,7 @@ mod tests {
             highest_block: None,
             answered_at_ms: Some(now_ms - 400),
         };
+        s.gas_price_floor_wei = Some(0);
         s
     }
 
@@ -174,7 +186,7 @@ mod tests {
         let now = 1_800_000_000_000;
         let config = ReadinessConfig::default();
         type Breaker = fn(&mut NodeStatus);
-        let cases: [(&str, Breaker); 6] = [
+        let cases: [(&str, Breaker); 7] = [
             ("geth_running", |s| {
                 s.blocked = Some("genesis mismatch".into())
             }),
@@ -183,6 +195,7 @@ mod tests {
             ("not_syncing", |s| s.chain.syncing = Some(true)),
             ("head_lag", |s| s.chain.highest_block = Some(200)),
             ("head_fresh", |s| s.chain.head_time = Some(1)),
+            ("gas_price_floor", |s| s.gas_price_floor_wei = None),
         ];
         for (name, break_it) in cases {
             let mut s = healthy(now);

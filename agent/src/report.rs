@@ -204,6 +204,8 @@ impl Reporter {
             last_shutdown: status.last_shutdown.clone(),
             blocks_lost_total: status.blocks_lost_total,
             period: status.period,
+            min_gas_price_wei: status.gas_price_floor_wei,
+            suggested_gas_price_wei: status.suggested_gas_price_wei,
             ..StatsReport::default()
         };
         self.send(&Report::Stats(Box::new(stats))).await.map(|_| ())

@@ -1,5 +1,6 @@
 //! What the agent does to a geth that has just started: apply the network's gas
-//! price floor, then (signers) start sealing once the other signers are peered.
+//! price floor (retried until geth takes it; the node is not ready before),
+//! and (signers) start sealing once the other signers are peered.
 //!
 //! Sealing is started over IPC instead of `--mine` because signers that seal
 //! before they are peered each seal their own block 1, and the fork costs
@@ -12,12 +13,16 @@
 //! heads in the handshake, and geth's next sync cycle moves the node to the
 //! heaviest branch; the agent does that when a fresh chain does not pass block 1.
 
+use std::future::Future;
 use std::time::Duration;
 
+use alloy::primitives::U256;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::rpc::{GethRpc, RpcError};
+use crate::status::NodeStatus;
 
 #[derive(Debug, Clone)]
 pub struct StartupPolicy {
@@ -62,14 +67,112 @@ const UNWEDGE_ATTEMPTS: u32 = 3;
 
 const PEER_POLL: Duration = Duration::from_millis(250);
 
+/// First wait after a failed `miner_setGasPrice`; doubled up to [`GAS_RETRY_MAX`].
+const GAS_RETRY_FIRST: Duration = Duration::from_secs(1);
+const GAS_RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// Applies the policy. Returns early (Ok) when cancelled.
 pub async fn apply(
     rpc: &GethRpc,
     policy: &StartupPolicy,
     cancel: &CancellationToken,
 ) -> Result<(), RpcError> {
-    rpc.set_gas_price(policy.min_gas_price_wei).await?;
-    tracing::info!(wei = policy.min_gas_price_wei, "gas price floor applied");
+    apply_reporting(rpc, policy, None, cancel).await
+}
+
+/// [`apply`], publishing the gas floor into the node status (readiness,
+/// metrics, reports). The floor is retried until geth takes it while sealing
+/// starts beside it: a signer that cannot set its floor still seals.
+pub async fn apply_reporting(
+    rpc: &GethRpc,
+    policy: &StartupPolicy,
+    status: Option<&watch::Sender<NodeStatus>>,
+    cancel: &CancellationToken,
+) -> Result<(), RpcError> {
+    if let Some(status) = status {
+        // A new geth: whatever was applied to the last one no longer holds.
+        status.send_modify(|s| s.gas_price_floor_wei = None);
+    }
+    let wei = policy.min_gas_price_wei;
+    let gas = async {
+        let applied = apply_gas_floor(
+            || rpc.set_gas_price(wei),
+            wei,
+            status,
+            GAS_RETRY_FIRST,
+            cancel,
+        )
+        .await;
+        if applied {
+            match suggested_gas_price(rpc).await {
+                Ok(advised) => {
+                    tracing::info!(
+                        wei,
+                        advised,
+                        "gas price floor applied; geth advises wallets {advised} wei"
+                    );
+                    if let Some(status) = status {
+                        status.send_modify(|s| s.suggested_gas_price_wei = Some(advised));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "eth_gasPrice"),
+            }
+        }
+    };
+    let (_, sealing) = tokio::join!(gas, start_sealing(rpc, policy, cancel));
+    sealing
+}
+
+/// Calls `set` until it succeeds, waiting `first`, then twice as long each
+/// time (up to 30 s); every failure is counted in the status. Returns false
+/// if cancelled first.
+pub async fn apply_gas_floor<F, Fut>(
+    mut set: F,
+    wei: u64,
+    status: Option<&watch::Sender<NodeStatus>>,
+    first: Duration,
+    cancel: &CancellationToken,
+) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), RpcError>>,
+{
+    let mut delay = first;
+    loop {
+        match set().await {
+            Ok(()) => {
+                if let Some(status) = status {
+                    status.send_modify(|s| s.gas_price_floor_wei = Some(wei));
+                }
+                return true;
+            }
+            Err(e) => {
+                if let Some(status) = status {
+                    status.send_modify(|s| s.gas_price_set_failures += 1);
+                }
+                tracing::warn!(error = %e, wei, retry_in = ?delay, "gas price floor not applied; the node is not ready until it is");
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return false,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(GAS_RETRY_MAX);
+    }
+}
+
+/// `eth_gasPrice`: what geth advises wallets, in wei.
+pub async fn suggested_gas_price(rpc: &GethRpc) -> Result<u64, RpcError> {
+    let price: U256 = rpc.call("eth_gasPrice", ()).await?;
+    Ok(u64::try_from(price).unwrap_or(u64::MAX))
+}
+
+/// Starts sealing (signers) once the other signers are peered.
+async fn start_sealing(
+    rpc: &GethRpc,
+    policy: &StartupPolicy,
+    cancel: &CancellationToken,
+) -> Result<(), RpcError> {
     let Some(sealing) = policy.sealing else {
         return Ok(());
     };
@@ -160,6 +263,66 @@ pub async fn unwedge_block_one(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::status::Mode;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test]
+    async fn a_failed_gas_floor_is_retried_with_backoff_and_counted() {
+        let (status, rx) = watch::channel(NodeStatus::new("n".into(), Mode::Spawn, 1));
+        let calls = AtomicU32::new(0);
+        let started = Instant::now();
+        let applied = apply_gas_floor(
+            || {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n < 3 {
+                        Err(RpcError::Call {
+                            method: "miner_setGasPrice",
+                            reason: "no".into(),
+                        })
+                    } else {
+                        Ok(())
+                    }
+                }
+            },
+            7,
+            Some(&status),
+            Duration::from_millis(10),
+            &CancellationToken::new(),
+        )
+        .await;
+        assert!(applied);
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        // Waited 10 + 20 + 40 ms between the attempts.
+        assert!(started.elapsed() >= Duration::from_millis(70));
+        let s = rx.borrow();
+        assert_eq!(s.gas_price_floor_wei, Some(7));
+        assert_eq!(s.gas_price_set_failures, 3);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_gas_floor_stays_unapplied() {
+        let (status, rx) = watch::channel(NodeStatus::new("n".into(), Mode::Spawn, 1));
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let applied = apply_gas_floor(
+            || async {
+                Err(RpcError::Call {
+                    method: "miner_setGasPrice",
+                    reason: "no".into(),
+                })
+            },
+            0,
+            Some(&status),
+            Duration::from_secs(1),
+            &cancel,
+        )
+        .await;
+        assert!(!applied);
+        assert_eq!(rx.borrow().gas_price_floor_wei, None);
+    }
+
     #[test]
     fn static_nodes_come_from_the_geth_config() {
         let dir = tempfile::tempdir().unwrap();

@@ -81,6 +81,16 @@ pub struct NodeStatus {
     pub enode: Option<String>,
     /// Best head known to the aggregator (the sync gate's reference).
     pub reference_head: Option<u64>,
+    /// Gas price floor (wei) applied to the running geth with
+    /// `miner_setGasPrice`; `None` until applied after each start.
+    #[serde(default)]
+    pub gas_price_floor_wei: Option<u64>,
+    /// What geth advises wallets (`eth_gasPrice`, wei).
+    #[serde(default)]
+    pub suggested_gas_price_wei: Option<u64>,
+    /// Failed `miner_setGasPrice` calls since the agent started.
+    #[serde(default)]
+    pub gas_price_set_failures: u64,
 }
 
 impl NodeStatus {
@@ -109,6 +119,9 @@ impl NodeStatus {
             client: None,
             enode: None,
             reference_head: None,
+            gas_price_floor_wei: None,
+            suggested_gas_price_wei: None,
+            gas_price_set_failures: 0,
         }
     }
 }

@@ -276,6 +276,7 @@ impl Supervisor {
         };
         let ipc = self.config.geth.ipc_path();
         let cancel = self.cancel.child_token();
+        let node_status = self.status.clone();
         let check_genesis = (self.mode() == Mode::Attach).then(|| {
             (
                 self.config.geth.binary.clone(),
@@ -301,7 +302,7 @@ impl Supervisor {
                             return Ok(());
                         }
                     }
-                    startup::apply(&rpc, &policy, &cancel).await.map_err(|e| e.to_string())
+                    startup::apply_reporting(&rpc, &policy, Some(&node_status), &cancel).await.map_err(|e| e.to_string())
                 };
                 if let Err(e) = work.await {
                     tracing::error!(error = %e, "startup policy not applied");

@@ -77,6 +77,12 @@ pub struct Metrics {
     ipc_requests: IntCounter,
     report_failures: IntCounter,
     spool_depth: IntGauge,
+    events_truncated: IntCounter,
+    events_rejected: IntCounter,
+    // gas price
+    gas_price_floor_wei: LazyGauge,
+    gas_price_set_failures: IntCounter,
+    gas_price_suggested_wei: LazyGauge,
     seen: Mutex<StatusCounters>,
 }
 
@@ -113,6 +119,7 @@ struct StatusCounters {
     clean: u64,
     unclean: u64,
     blocks_lost: u64,
+    gas_price_set_failures: u64,
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
@@ -371,6 +378,31 @@ impl Metrics {
                 "clique_agent_event_spool_depth",
                 "Lifecycle events waiting for the aggregator's acknowledgement.",
             ),
+            events_truncated: counter(
+                &r,
+                "clique_agent_events_truncated_total",
+                "Lifecycle events shortened to the size bound when recorded.",
+            ),
+            events_rejected: counter(
+                &r,
+                "clique_agent_events_rejected_total",
+                "Lifecycle events the aggregator refused, set aside in the spool's rejected/ folder.",
+            ),
+            gas_price_floor_wei: LazyGauge::new(
+                &r,
+                "clique_gas_price_floor_wei",
+                "Gas price floor geth's pool and miner enforce (wei), as applied with miner_setGasPrice; absent until applied.",
+            ),
+            gas_price_set_failures: counter(
+                &r,
+                "clique_agent_gas_price_set_failures_total",
+                "Failed miner_setGasPrice calls (retried until one succeeds).",
+            ),
+            gas_price_suggested_wei: LazyGauge::new(
+                &r,
+                "clique_gas_price_suggested_wei",
+                "Gas price geth advises wallets (eth_gasPrice, wei).",
+            ),
             registry: r,
             me,
             seen: Mutex::new(StatusCounters::default()),
@@ -473,6 +505,24 @@ impl Metrics {
         self.report_failures.inc();
     }
 
+    pub fn on_event_truncated(&self) {
+        self.events_truncated.inc();
+    }
+
+    pub fn on_event_rejected(&self) {
+        self.events_rejected.inc();
+    }
+
+    pub fn on_gas_price_floor(&self, wei: u64) {
+        self.gas_price_floor_wei
+            .set(i64::try_from(wei).unwrap_or(i64::MAX));
+    }
+
+    pub fn on_gas_price_suggested(&self, wei: u64) {
+        self.gas_price_suggested_wei
+            .set(i64::try_from(wei).unwrap_or(i64::MAX));
+    }
+
     pub fn on_spool_depth(&self, depth: usize) {
         self.spool_depth.set(depth as i64);
     }
@@ -540,6 +590,17 @@ impl Metrics {
             &mut seen.blocks_lost,
             status.blocks_lost_total,
         );
+        bump(
+            &self.gas_price_set_failures,
+            &mut seen.gas_price_set_failures,
+            status.gas_price_set_failures,
+        );
+        if let Some(wei) = status.gas_price_floor_wei {
+            self.on_gas_price_floor(wei);
+        }
+        if let Some(wei) = status.suggested_gas_price_wei {
+            self.on_gas_price_suggested(wei);
+        }
         let clean = self.shutdowns.with_label_values(&["clean"]);
         bump(&clean, &mut seen.clean, status.clean_shutdowns);
         let unclean = self.shutdowns.with_label_values(&["unclean"]);
@@ -643,6 +704,8 @@ mod tests {
         // Lazily registered and histogram series.
         known.push("clique_last_shutdown_clean".into());
         known.push("clique_block_base_fee_wei".into());
+        known.push("clique_gas_price_floor_wei".into());
+        known.push("clique_gas_price_suggested_wei".into());
         for text in [
             include_str!("../../../monitoring/grafana-dashboard.json"),
             include_str!("../../../monitoring/alerts.yml"),
