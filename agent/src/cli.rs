@@ -155,7 +155,7 @@ async fn run_node(args: RunArgs) -> ExitCode {
         let mut supervisor = Supervisor::new(config.clone(), status_tx.clone(), requests_rx, cancel.clone());
         if let Some(url) = &config.aggregator {
             let spool = match Spool::open(&config.geth.datadir.join("geth-agent").join("spool")) {
-                Ok(s) => Arc::new(s),
+                Ok(s) => Arc::new(s.with_metrics(metrics.clone())),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot open the event spool");
                     return ExitCode::FAILURE;

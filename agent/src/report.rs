@@ -36,6 +36,17 @@ pub enum ReportError {
     NodeKey { path: String, reason: String },
     #[error("{0}")]
     Http(String),
+    #[error("aggregator answered {status}: {body}")]
+    Refused { status: u16, body: String },
+}
+
+impl ReportError {
+    /// Refused for what was sent (4xx), not for who sent it (401) or when (429):
+    /// sending the same again will not help.
+    fn refused_for_good(&self) -> bool {
+        matches!(self, Self::Refused { status, .. }
+            if (400..500).contains(status) && *status != 401 && *status != 429)
+    }
 }
 
 /// Loads the devp2p node key (64 hex characters) that signs reports.
@@ -158,9 +169,10 @@ impl Reporter {
             .await
             .map_err(|e| ReportError::Http(e.to_string()))?;
         if !code.is_success() {
-            return Err(ReportError::Http(format!(
-                "aggregator answered {code}: {text}"
-            )));
+            return Err(ReportError::Refused {
+                status: code.as_u16(),
+                body: text,
+            });
         }
         let reply: ReportReply =
             serde_json::from_str(&text).map_err(|e| ReportError::Http(e.to_string()))?;
@@ -216,9 +228,35 @@ impl Reporter {
         if events.is_empty() {
             return Ok(());
         }
-        let reply = self.send(&Report::Events { events }).await?;
-        self.spool.ack(&reply.acked);
-        Ok(())
+        let batch = Report::Events {
+            events: events.clone(),
+        };
+        match self.send(&batch).await {
+            Ok(reply) => {
+                self.spool.ack(&reply.acked);
+                Ok(())
+            }
+            // One refused event must not block the queue: send them one by
+            // one and set aside those refused on their own.
+            Err(e) if e.refused_for_good() => {
+                for event in events {
+                    let seq = event.seq;
+                    let one = Report::Events {
+                        events: vec![event],
+                    };
+                    match self.send(&one).await {
+                        Ok(reply) => self.spool.ack(&reply.acked),
+                        Err(e) if e.refused_for_good() => {
+                            self.spool.set_aside(seq, &e.to_string());
+                            self.metrics.on_event_rejected();
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Adds every live peer geth is not connected to; again when its address changes.
