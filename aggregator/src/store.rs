@@ -1,14 +1,23 @@
 //! Persistent store: embedded SQLite (WAL). Writes go through one writer task
 //! that commits in batches, so a thousand reporting nodes cost one transaction
 //! every few milliseconds; events are acknowledged only after their commit.
+//!
+//! The schema is versioned (`PRAGMA user_version`) and brought up to date by
+//! [`MIGRATIONS`] when the database is opened. Node and sighting writes that
+//! find the queue full, or whose batch cannot be committed (a full disk), are
+//! dropped and counted ([`Store::health`]); events are never dropped, their
+//! sender is told instead. Failed commits are logged at most once a minute,
+//! and writing resumes by itself when it works again.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use geth_wire::{BlockReport, Event};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -16,11 +25,23 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("the store writer has stopped")]
     Stopped,
+    #[error("events not stored: {0}")]
+    NotStored(String),
+    #[error("database schema version {found} is newer than this aggregator knows ({known})")]
+    NewerSchema { found: i64, known: i64 },
 }
 
-const SCHEMA: &str = "
+const PRAGMAS: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
+";
+
+/// Schema migrations: entry `i` brings the database from version `i` to
+/// `i + 1`. Never edit one that has shipped; append.
+pub const MIGRATIONS: [&str; 3] = [SCHEMA_V1, MIGRATE_V2_SPOOL, MIGRATE_V3_PRUNE_INDEXES];
+
+/// Version 1: the first, unversioned schema (`user_version` 0 with tables).
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS blocks (
     hash TEXT PRIMARY KEY,
     number INTEGER NOT NULL,
@@ -55,6 +76,155 @@ CREATE TABLE IF NOT EXISTS nodes (
 );
 ";
 
+/// Version 2: events are keyed by (node, spool, seq): a recreated spool's
+/// sequence numbers are new events, not duplicates.
+const MIGRATE_V2_SPOOL: &str = "
+CREATE TABLE events_v2 (
+    node TEXT NOT NULL,
+    spool TEXT NOT NULL DEFAULT '',
+    seq INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (node, spool, seq)
+);
+INSERT INTO events_v2 (node, spool, seq, at_ms, body) SELECT node, '', seq, at_ms, body FROM events;
+DROP TABLE events;
+ALTER TABLE events_v2 RENAME TO events;
+";
+
+/// Version 3: indexes for retention: sightings carry their block number (the
+/// prune deletes a number range instead of scanning for orphans), events are
+/// found by node and time.
+const MIGRATE_V3_PRUNE_INDEXES: &str = "
+ALTER TABLE sightings ADD COLUMN number INTEGER NOT NULL DEFAULT 0;
+UPDATE sightings SET number = COALESCE((SELECT number FROM blocks WHERE blocks.hash = sightings.hash), 0);
+CREATE INDEX sightings_number ON sightings (number);
+CREATE INDEX events_node_at ON events (node, at_ms);
+CREATE INDEX events_at ON events (at_ms);
+";
+
+/// The schema version this code writes.
+pub fn schema_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+/// Brings the database to [`schema_version`], one transaction per step.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let mut version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version == 0 {
+        // Databases from before versioning hold the version 1 tables.
+        let v1: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events')",
+            [],
+            |r| r.get(0),
+        )?;
+        if v1 {
+            version = 1;
+        }
+    }
+    if version > schema_version() {
+        return Err(StoreError::NewerSchema {
+            found: version,
+            known: schema_version(),
+        });
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+        if version > 0 {
+            tracing::info!(from = i, to = i + 1, "store schema migrated");
+        }
+    }
+    Ok(())
+}
+
+/// How long stored history is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// Blocks (and their sightings) kept below the highest.
+    pub retention_blocks: u64,
+    /// Newest events kept per node.
+    pub events_per_node: u64,
+    /// Events older than this are deleted (None: kept by count only).
+    pub events_max_age: Option<Duration>,
+    /// Writes that may wait for the writer; beyond, node and sighting writes are dropped.
+    pub queue: usize,
+    /// Prune after about this many writes.
+    pub prune_every: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            retention_blocks: 100_000,
+            events_per_node: 10_000,
+            events_max_age: Some(Duration::from_secs(365 * 24 * 3600)),
+            queue: 16 * 1024,
+            prune_every: 1000,
+        }
+    }
+}
+
+/// What went wrong with writing, for the aggregator's `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// Node and sighting writes dropped: queue full or their batch not committed.
+    pub dropped_writes: u64,
+    /// Batches that could not be committed (a full disk, I/O errors).
+    pub failed_commits: u64,
+    /// Error lines logged about those (at most one a minute).
+    pub error_logs: u64,
+    /// The last commit failed; writing resumes when it works again.
+    pub failing: bool,
+}
+
+#[derive(Default)]
+struct Counters {
+    dropped: AtomicU64,
+    failed_commits: AtomicU64,
+    error_logs: AtomicU64,
+    failing: AtomicBool,
+    /// Dropped writes already reported in a warning.
+    warned_drops: AtomicU64,
+    last_drop_warning: Mutex<Option<Instant>>,
+}
+
+/// A message that may be logged at most once per `every`; counts the rest.
+#[derive(Debug)]
+pub struct RateLimit {
+    every: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(n)`: log now, `n` occurrences were held back since the last line.
+    pub fn check(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < self.every)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
+const DROP_WARNING_EVERY: Duration = Duration::from_secs(10);
+
 /// A block with where and when it was seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredBlock {
@@ -80,6 +250,11 @@ enum Write {
         events: Vec<Event>,
         done: oneshot::Sender<Result<(), String>>,
     },
+    /// Events inside a batch, once their acknowledgement is split off.
+    EventsOf {
+        node: String,
+        events: Vec<Event>,
+    },
 }
 
 /// Handle to the store: reads directly, writes through the writer task.
@@ -87,24 +262,59 @@ enum Write {
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
     writes: mpsc::Sender<Write>,
+    counters: Arc<Counters>,
 }
 
 impl Store {
-    /// Opens (creating if needed) and starts the writer; `retention` bounds the blocks kept.
+    /// Opens (creating if needed) and starts the writer; `retention` bounds the
+    /// blocks kept, events are kept as [`StoreOptions::default`] says.
     pub fn open(path: &Path, retention: u64) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
-        conn.execute_batch(SCHEMA)?;
+        Self::open_with(
+            path,
+            StoreOptions {
+                retention_blocks: retention,
+                ..StoreOptions::default()
+            },
+        )
+    }
+
+    /// Opens (creating if needed), migrates the schema and starts the writer.
+    pub fn open_with(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        let mut conn = Connection::open(path)?;
+        conn.execute_batch(PRAGMAS)?;
+        migrate(&mut conn)?;
         let conn = Arc::new(Mutex::new(conn));
-        let (writes, rx) = mpsc::channel(16 * 1024);
-        tokio::spawn(writer(conn.clone(), rx, retention));
-        Ok(Self { conn, writes })
+        let (writes, rx) = mpsc::channel(options.queue.max(1));
+        let counters = Arc::new(Counters::default());
+        tokio::spawn(writer(conn.clone(), rx, options, counters.clone()));
+        Ok(Self {
+            conn,
+            writes,
+            counters,
+        })
+    }
+
+    /// Dropped writes and failed commits so far.
+    pub fn health(&self) -> StoreHealth {
+        let c = &self.counters;
+        StoreHealth {
+            dropped_writes: c.dropped.load(Ordering::Relaxed),
+            failed_commits: c.failed_commits.load(Ordering::Relaxed),
+            error_logs: c.error_logs.load(Ordering::Relaxed),
+            failing: c.failing.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts a dropped write; warns at most every 10 s with the count since.
+    fn dropped(&self, what: &str) {
+        self.counters.dropped(1, what);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a block sighting (dropped, with a warning, if the queue is full).
+    /// Queues a block sighting (dropped and counted if the queue is full).
     pub fn sighting(&self, node: &str, block: BlockReport) {
         if self
             .writes
@@ -114,20 +324,29 @@ impl Store {
             })
             .is_err()
         {
-            tracing::warn!("store queue full: a block sighting was not persisted");
+            self.dropped("block sighting");
         }
     }
 
+    /// Queues a node's latest stats (dropped and counted if the queue is full;
+    /// the next stats replace them anyway).
     pub fn node(&self, id: &str, name: &str, stats: String, at_ms: u64) {
-        let _ = self.writes.try_send(Write::Node {
-            id: id.into(),
-            name: name.into(),
-            stats,
-            at_ms,
-        });
+        if self
+            .writes
+            .try_send(Write::Node {
+                id: id.into(),
+                name: name.into(),
+                stats,
+                at_ms,
+            })
+            .is_err()
+        {
+            self.dropped("node stats");
+        }
     }
 
-    /// Stores events once per (node, seq); returns when they are committed.
+    /// Stores events once per (node, spool, seq); returns when they are
+    /// committed, or an error if they were not (the agent sends them again).
     pub async fn events(&self, node: &str, events: Vec<Event>) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
         self.writes
@@ -140,7 +359,7 @@ impl Store {
             .map_err(|_| StoreError::Stopped)?;
         wait.await
             .map_err(|_| StoreError::Stopped)?
-            .map_err(|e| StoreError::Sqlite(rusqlite::Error::InvalidParameterName(e)))
+            .map_err(StoreError::NotStored)
     }
 
     /// The most recent blocks, newest first, with their sightings.
@@ -198,7 +417,8 @@ impl Store {
         Ok(out)
     }
 
-    /// How many times (node, seq) is stored: 0 or 1.
+    /// How many events of `node` with sequence number `seq` are stored, over
+    /// all its spools.
     pub fn event_count(&self, node: &str, seq: u64) -> Result<u64, StoreError> {
         let conn = self.lock();
         let n: i64 = conn.query_row(
@@ -206,6 +426,27 @@ impl Store {
             params![node, seq as i64],
             |r| r.get(0),
         )?;
+        Ok(n as u64)
+    }
+
+    /// How many times (node, spool, seq) is stored: 0 or 1.
+    pub fn event_count_in(&self, node: &str, spool: &str, seq: u64) -> Result<u64, StoreError> {
+        let conn = self.lock();
+        let n: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM events WHERE node = ?1 AND spool = ?2 AND seq = ?3",
+            params![node, spool, seq as i64],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Stored events of `node`.
+    pub fn events_of(&self, node: &str) -> Result<u64, StoreError> {
+        let conn = self.lock();
+        let n: i64 =
+            conn.query_row("SELECT COUNT(*) FROM events WHERE node = ?1", [node], |r| {
+                r.get(0)
+            })?;
         Ok(n as u64)
     }
 
@@ -230,39 +471,123 @@ impl Store {
     }
 }
 
-async fn writer(conn: Arc<Mutex<Connection>>, mut rx: mpsc::Receiver<Write>, retention: u64) {
+impl Counters {
+    fn dropped(&self, n: u64, what: &str) {
+        let total = self.dropped.fetch_add(n, Ordering::Relaxed) + n;
+        let mut last = self
+            .last_drop_warning
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if last.is_none_or(|t| now.duration_since(t) >= DROP_WARNING_EVERY) {
+            *last = Some(now);
+            let since = total - self.warned_drops.swap(total, Ordering::Relaxed);
+            tracing::warn!(
+                what,
+                dropped = since,
+                dropped_total = total,
+                "store: writes dropped (queue full or not committed)"
+            );
+        }
+    }
+}
+
+async fn writer(
+    conn: Arc<Mutex<Connection>>,
+    mut rx: mpsc::Receiver<Write>,
+    options: StoreOptions,
+    counters: Arc<Counters>,
+) {
     let mut batch = Vec::new();
     let mut since_prune = 0u64;
+    let mut errors = RateLimit::new(ERROR_LOG_EVERY);
+    let mut failed_in_a_row = 0u64;
     while rx.recv_many(&mut batch, 4096).await > 0 {
         let writes = std::mem::take(&mut batch);
+        let droppable = writes
+            .iter()
+            .filter(|w| !matches!(w, Write::Events { .. }))
+            .count() as u64;
         let conn = conn.clone();
-        let prune = since_prune >= 1000;
-        since_prune = if prune {
-            0
-        } else {
-            since_prune + writes.len() as u64
-        };
-        let result =
-            tokio::task::spawn_blocking(move || commit(&conn, writes, prune.then_some(retention)))
-                .await;
-        if let Ok(Err(e)) | Err(e) =
-            result.map_err(|e| rusqlite::Error::InvalidParameterName(e.to_string()))
-        {
-            tracing::error!(error = %e, "store write failed");
+        let shared = counters.clone();
+        let prune = since_prune >= options.prune_every;
+        since_prune = if prune { 0 } else { since_prune } + writes.len() as u64;
+        let result = tokio::task::spawn_blocking(move || {
+            commit(&conn, writes, prune.then_some(&options), &shared)
+        })
+        .await
+        .unwrap_or_else(|e| Err(rusqlite::Error::InvalidParameterName(e.to_string())));
+        match result {
+            Ok(()) => {
+                if failed_in_a_row > 0 {
+                    tracing::info!(failed_batches = failed_in_a_row, "store writes resumed");
+                }
+                failed_in_a_row = 0;
+            }
+            Err(e) => {
+                failed_in_a_row += 1;
+                if droppable > 0 {
+                    counters.dropped.fetch_add(droppable, Ordering::Relaxed);
+                }
+                if let Some(held_back) = errors.check(Instant::now()) {
+                    counters.error_logs.fetch_add(1, Ordering::Relaxed);
+                    let disk_full =
+                        matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull));
+                    tracing::error!(
+                        error = %e,
+                        disk_full,
+                        failed_batches = failed_in_a_row,
+                        held_back,
+                        "store write failed; reads go on, node stats and sightings are dropped, \
+                         events are refused until writing works again (logged at most once a minute)"
+                    );
+                }
+                // Give the disk a moment before the next batch.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
         // Let more writes gather into the next transaction.
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
+/// Commits one batch in one transaction; every events write learns the outcome.
 fn commit(
     conn: &Mutex<Connection>,
     writes: Vec<Write>,
-    prune: Option<u64>,
+    prune: Option<&StoreOptions>,
+    counters: &Counters,
 ) -> Result<(), rusqlite::Error> {
     let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
-    let tx = conn.transaction()?;
     let mut acks = Vec::new();
+    let mut rest = Vec::new();
+    for write in writes {
+        match write {
+            Write::Events { node, events, done } => {
+                acks.push(done);
+                rest.push(Write::EventsOf { node, events });
+            }
+            other => rest.push(other),
+        }
+    }
+    let result = write_batch(&mut conn, rest, prune);
+    // Before anyone learns the outcome, so health() agrees with it.
+    counters.failing.store(result.is_err(), Ordering::Relaxed);
+    if result.is_err() {
+        counters.failed_commits.fetch_add(1, Ordering::Relaxed);
+    }
+    for done in acks {
+        let _ = done.send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+    }
+    result
+}
+
+fn write_batch(
+    conn: &mut Connection,
+    writes: Vec<Write>,
+    prune: Option<&StoreOptions>,
+) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction()?;
     for write in writes {
         match write {
             Write::Sighting { node, block: b } => {
@@ -273,8 +598,8 @@ fn commit(
                             b.transactions as i64, b.gas_used as i64, b.gas_limit as i64, b.seen_at_ms as i64],
                 )?;
                 tx.execute(
-                    "INSERT OR IGNORE INTO sightings (hash, node, seen_ms) VALUES (?1, ?2, ?3)",
-                    params![b.hash, node, b.seen_at_ms as i64],
+                    "INSERT OR IGNORE INTO sightings (hash, node, seen_ms, number) VALUES (?1, ?2, ?3, ?4)",
+                    params![b.hash, node, b.seen_at_ms as i64, b.number as i64],
                 )?;
             }
             Write::Node {
@@ -289,39 +614,57 @@ fn commit(
                     params![id, name, stats, at_ms as i64],
                 )?;
             }
-            Write::Events { node, events, done } => {
-                let mut result = Ok(());
+            Write::EventsOf { node, events } => {
                 for e in &events {
                     let body = serde_json::to_string(e).unwrap_or_default();
-                    if let Err(err) = tx.execute(
-                        "INSERT OR IGNORE INTO events (node, seq, at_ms, body) VALUES (?1, ?2, ?3, ?4)",
-                        params![node, e.seq as i64, e.at_ms as i64, body],
-                    ) {
-                        result = Err(err.to_string());
-                    }
+                    tx.execute(
+                        "INSERT OR IGNORE INTO events (node, spool, seq, at_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![node, e.spool, e.seq as i64, e.at_ms as i64, body],
+                    )?;
                 }
-                acks.push((done, result));
             }
+            Write::Events { .. } => unreachable!("split off by commit"),
         }
     }
-    if let Some(keep) = prune {
+    if let Some(options) = prune {
+        prune_history(&tx, options)?;
+    }
+    tx.commit()
+}
+
+/// Deletes blocks and sightings below the retained range (both by an indexed
+/// number range) and events beyond the per-node count or age.
+fn prune_history(
+    tx: &rusqlite::Transaction<'_>,
+    options: &StoreOptions,
+) -> Result<(), rusqlite::Error> {
+    let highest: Option<i64> = tx.query_row("SELECT MAX(number) FROM blocks", [], |r| r.get(0))?;
+    if let Some(highest) = highest {
+        let keep = i64::try_from(options.retention_blocks).unwrap_or(i64::MAX);
+        let below = highest.saturating_sub(keep);
+        tx.execute("DELETE FROM blocks WHERE number < ?1", [below])?;
+        tx.execute("DELETE FROM sightings WHERE number < ?1", [below])?;
+    }
+    if let Some(age) = options.events_max_age {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let before = now.saturating_sub(age).as_millis() as i64;
+        tx.execute("DELETE FROM events WHERE at_ms < ?1", [before])?;
+    }
+    let per_node = i64::try_from(options.events_per_node).unwrap_or(i64::MAX);
+    let crowded: Vec<String> = tx
+        .prepare("SELECT node FROM events GROUP BY node HAVING COUNT(*) > ?1")?
+        .query_map([per_node], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for node in crowded {
         tx.execute(
-            "DELETE FROM blocks WHERE number < (SELECT MAX(number) FROM blocks) - ?1",
-            [keep as i64],
-        )?;
-        tx.execute(
-            "DELETE FROM sightings WHERE hash NOT IN (SELECT hash FROM blocks)",
-            [],
+            "DELETE FROM events WHERE rowid IN (
+                 SELECT rowid FROM events WHERE node = ?1 ORDER BY at_ms DESC, seq DESC LIMIT -1 OFFSET ?2)",
+            params![node, per_node],
         )?;
     }
-    let committed = tx.commit();
-    for (done, result) in acks {
-        let _ = done.send(match &committed {
-            Ok(()) => result,
-            Err(e) => Err(e.to_string()),
-        });
-    }
-    committed
+    Ok(())
 }
 
 #[cfg(test)]
@@ -371,5 +714,265 @@ mod tests {
             store.recent_events(10).unwrap(),
             vec![("n1".to_owned(), event)]
         );
+    }
+
+    fn event(spool: &str, seq: u64, at_ms: u64) -> Event {
+        Event {
+            spool: spool.into(),
+            seq,
+            at_ms,
+            kind: EventKind::Blocked {
+                reason: format!("{spool}/{seq}"),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_recreated_spool_is_new_events_not_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("agg.db"), 1000).unwrap();
+        store.events("n1", vec![event("aaaa", 1, 1)]).await.unwrap();
+        // The spool folder was deleted: a new id, sequence numbers from 1 again.
+        store.events("n1", vec![event("bbbb", 1, 2)]).await.unwrap();
+        store.events("n1", vec![event("bbbb", 1, 2)]).await.unwrap();
+        assert_eq!(store.event_count_in("n1", "aaaa", 1).unwrap(), 1);
+        assert_eq!(store.event_count_in("n1", "bbbb", 1).unwrap(), 1);
+        assert_eq!(store.event_count("n1", 1).unwrap(), 2);
+        assert_eq!(store.recent_events(10).unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_version_1_database_is_migrated_and_keeps_its_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            // The schema as the first release wrote it: no user_version.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(PRAGMAS).unwrap();
+            conn.execute_batch(SCHEMA_V1).unwrap();
+            let old = event("", 1, 5);
+            conn.execute(
+                "INSERT INTO events (node, seq, at_ms, body) VALUES ('n1', 1, 5, ?1)",
+                [serde_json::to_string(&old).unwrap()],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO blocks (hash, number, parent_hash, signer, timestamp, difficulty, txs, gas_used, gas_limit, first_seen_ms)
+                 VALUES ('0x7', 7, '0x6', NULL, 7, 2, 0, 0, 1, 1007)",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO sightings (hash, node, seen_ms) VALUES ('0x7', 'n1', 1007)",
+                [],
+            )
+            .unwrap();
+            let version: i64 = conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(version, 0);
+        }
+        let store = Store::open(&path, 1000).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, schema_version());
+        assert_eq!(store.event_count_in("n1", "", 1).unwrap(), 1);
+        let number: i64 = conn
+            .query_row("SELECT number FROM sightings WHERE hash = '0x7'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(number, 7);
+        assert_eq!(store.recent_blocks(10).unwrap()[0].sightings.len(), 1);
+        // An agent's spool with an id: seq 1 again is a new event.
+        store.events("n1", vec![event("cafe", 1, 6)]).await.unwrap();
+        assert_eq!(store.event_count("n1", 1).unwrap(), 2);
+        drop(store);
+        // Opening again changes nothing; a newer schema is refused.
+        Store::open(&path, 1000).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        assert!(matches!(
+            Store::open(&path, 1000),
+            Err(StoreError::NewerSchema { found: 99, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn retention_prunes_events_per_node_and_blocks_by_an_indexed_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(
+            &dir.path().join("agg.db"),
+            StoreOptions {
+                retention_blocks: 10,
+                events_per_node: 3,
+                prune_every: 1,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        for seq in 1..=10 {
+            store
+                .events("n1", vec![event("s", seq, now + seq)])
+                .await
+                .unwrap();
+        }
+        store.events("n2", vec![event("s", 1, now)]).await.unwrap();
+        // An event older than a year goes by age.
+        store.events("n3", vec![event("s", 1, 1)]).await.unwrap();
+        for n in 1..=40 {
+            store.sighting("n1", block(n, &format!("0x{n:x}")));
+        }
+        store.events("n1", vec![]).await.unwrap();
+        store.events("n1", vec![]).await.unwrap(); // a prune ran after the sightings
+        assert_eq!(store.events_of("n1").unwrap(), 3);
+        assert_eq!(
+            store.event_count_in("n1", "s", 10).unwrap(),
+            1,
+            "the newest stay"
+        );
+        assert_eq!(store.event_count_in("n1", "s", 7).unwrap(), 0);
+        assert_eq!(store.events_of("n2").unwrap(), 1);
+        assert_eq!(store.events_of("n3").unwrap(), 0);
+        let blocks = store.recent_blocks(100).unwrap();
+        assert_eq!(blocks.last().unwrap().block.number, 30);
+        let conn = store.lock();
+        let orphans: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sightings WHERE number < 30",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(orphans, 0);
+        // The prunes use indexes, not full scans.
+        for (sql, index) in [
+            ("DELETE FROM sightings WHERE number < 5", "sightings_number"),
+            ("DELETE FROM blocks WHERE number < 5", "blocks_number"),
+            ("DELETE FROM events WHERE at_ms < 5", "events_at"),
+        ] {
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map([], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(plan.iter().any(|p| p.contains(index)), "{sql}: {plan:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_beyond_a_full_queue_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(
+            &dir.path().join("agg.db"),
+            StoreOptions {
+                queue: 2,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        // The writer has not run yet (nothing awaited): the queue holds two.
+        for i in 0..5 {
+            store.node(&format!("n{i}"), "n", "{}".into(), 1);
+        }
+        store.sighting("n1", block(1, "0x1"));
+        assert_eq!(store.health().dropped_writes, 4);
+        store.events("n1", vec![]).await.unwrap();
+        assert_eq!(store.nodes().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn rate_limited_lines_count_what_they_hold_back() {
+        let mut limit = RateLimit::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert_eq!(limit.check(t0), Some(0));
+        assert_eq!(limit.check(t0 + Duration::from_secs(1)), None);
+        assert_eq!(limit.check(t0 + Duration::from_secs(59)), None);
+        assert_eq!(limit.check(t0 + Duration::from_secs(60)), Some(2));
+    }
+
+    /// A tmpfs of 1 MiB mounted on a temporary folder (needs root).
+    struct SmallDisk(tempfile::TempDir);
+
+    impl SmallDisk {
+        fn mount() -> Option<Self> {
+            let dir = tempfile::tempdir().ok()?;
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .is_ok_and(|s| s.success());
+            ok.then_some(Self(dir))
+        }
+    }
+
+    impl Drop for SmallDisk {
+        fn drop(&mut self) {
+            // Lazily: the writer task may still hold the database open.
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
+    /// Fills the file system with `filler`.
+    fn fill(filler: &Path) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(filler).unwrap();
+        let chunk = vec![0u8; 4096];
+        while file
+            .write_all(&chunk)
+            .and_then(|()| file.sync_all())
+            .is_ok()
+        {}
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_disk_keeps_reads_logs_once_a_minute_and_recovers() {
+        let Some(disk) = SmallDisk::mount() else {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return;
+        };
+        let path = disk.0.path().join("agg.db");
+        let store = Store::open(&path, 1000).unwrap();
+        store.sighting("n1", block(1, "0x1"));
+        store.events("n1", vec![event("s", 1, 1)]).await.unwrap();
+        let filler = disk.0.path().join("filler");
+        fill(&filler);
+
+        // Writes fail: big stats, so every batch needs new pages.
+        let big = "x".repeat(64 * 1024);
+        let mut refused = 0;
+        for i in 2..30u64 {
+            store.node(&format!("n{i}"), "n", big.clone(), i);
+            store.sighting("n1", block(i, &format!("0x{i:x}")));
+            if store.events("n1", vec![event("s", i, i)]).await.is_err() {
+                refused += 1;
+            }
+        }
+        let health = store.health();
+        assert!(refused >= 20, "events were refused, not lost: {refused}");
+        assert!(health.failing && health.failed_commits >= 20, "{health:?}");
+        assert!(health.dropped_writes >= 20, "{health:?}");
+        assert_eq!(health.error_logs, 1, "one error line a minute: {health:?}");
+        // Reads go on.
+        assert_eq!(store.recent_blocks(10).unwrap().len(), 1);
+        assert_eq!(store.recent_events(10).unwrap().len(), 1);
+
+        // Space returns: writing resumes by itself.
+        std::fs::remove_file(&filler).unwrap();
+        store.sighting("n1", block(40, "0x28"));
+        store.events("n1", vec![event("s", 40, 40)]).await.unwrap();
+        assert!(!store.health().failing);
+        assert_eq!(store.recent_blocks(10).unwrap().len(), 2);
+        assert_eq!(store.event_count_in("n1", "s", 40).unwrap(), 1);
     }
 }
