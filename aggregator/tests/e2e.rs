@@ -255,7 +255,10 @@ async fn history_survives_a_killed_aggregator_and_outage_events_arrive_once() ->
     }
     let spool = net.nodes[0].datadir.join("geth-agent/spool");
     let spooled = std::fs::read_dir(&spool)?
-        .filter(|e| e.as_ref().is_ok_and(|e| e.file_name() != "next-seq"))
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        })
         .count();
     assert!(
         spooled >= 2,
@@ -295,7 +298,10 @@ async fn history_survives_a_killed_aggregator_and_outage_events_arrive_once() ->
     assert_eq!(seqs.len(), total, "every event exactly once: {events:?}");
     eventually("the spool drained", MINUTE, || async {
         let left = std::fs::read_dir(&spool)?
-            .filter(|e| e.as_ref().is_ok_and(|e| e.file_name() != "next-seq"))
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            })
             .count();
         Ok((left == 0).then_some(()))
     })
