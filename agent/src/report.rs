@@ -204,6 +204,10 @@ impl Reporter {
             last_shutdown: status.last_shutdown.clone(),
             blocks_lost_total: status.blocks_lost_total,
             period: status.period,
+            signers: status
+                .signers
+                .as_ref()
+                .map(|set| set.iter().map(|a| format!("{a:#x}")).collect()),
             ..StatsReport::default()
         };
         self.send(&Report::Stats(Box::new(stats))).await.map(|_| ())
