@@ -82,12 +82,15 @@ fn request_signature(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Who the request claims to be, for refusal logs before it is verified.
-fn claimed(headers: &HeaderMap) -> String {
+/// Who the request claims to be, for refusal logs before it is verified: a
+/// node of the network by name, anything else as `unknown` (so unknown
+/// claims cannot grow the rate limiter's table).
+fn claimed(app: &App, headers: &HeaderMap) -> String {
     headers
         .get(geth_wire::HEADER_NODE)
-        .and_then(|v| v.to_str().ok())
-        .map_or_else(|| "unknown".to_owned(), |v| v.chars().take(42).collect())
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .and_then(|a| app.registry.get(&a))
+        .map_or_else(|| "unknown".to_owned(), |n| n.name.clone())
 }
 
 /// A stats report's enode must be the node's own; its signer set addresses.
@@ -149,13 +152,13 @@ pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
                 Reason::TooLarge,
                 format!("reports are at most {} bytes", geth_wire::MAX_REPORT_BYTES),
             );
-            return refused(&app, sig, &claimed(&headers), &refusal);
+            return refused(&app, sig, &claimed(&app, &headers), &refusal);
         }
     };
     let now = now_ms();
     let verified = match auth::verify(&app.registry, &headers, &body, now) {
         Ok(v) => v,
-        Err(r) => return refused(&app, sig, &claimed(&headers), &r),
+        Err(r) => return refused(&app, sig, &claimed(&app, &headers), &r),
     };
     let address = verified.address;
     let name = verified.node.name.clone();
@@ -236,7 +239,7 @@ pub async fn peers(State(app): State<Arc<App>>, headers: HeaderMap) -> Response 
     let sig = signature.as_deref();
     let verified = match auth::verify(&app.registry, &headers, b"", now_ms()) {
         Ok(v) => v,
-        Err(r) => return refused(&app, sig, &claimed(&headers), &r),
+        Err(r) => return refused(&app, sig, &claimed(&app, &headers), &r),
     };
     if let Err(r) = app.replay.accept(verified.address, verified.time_ms) {
         return refused(&app, sig, &verified.node.name, &r);
