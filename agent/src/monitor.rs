@@ -176,6 +176,7 @@ impl Monitor {
             s.pending = Some(get("pending"));
             s.queued = Some(get("queued"));
             s.is_signer = s.signer.map(|me| signers.contains(&me));
+            s.signers = Some(signers.clone());
         });
         let votes: HashMap<Address, bool> = rpc.call("clique_proposals", ()).await?;
         self.metrics.on_votes(votes.len());

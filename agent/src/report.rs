@@ -218,6 +218,10 @@ impl Reporter {
             period: status.period,
             min_gas_price_wei: status.gas_price_floor_wei,
             suggested_gas_price_wei: status.suggested_gas_price_wei,
+            signers: status
+                .signers
+                .as_ref()
+                .map(|set| set.iter().map(|a| format!("{a:#x}")).collect()),
             ..StatsReport::default()
         };
         self.send(&Report::Stats(Box::new(stats))).await.map(|_| ())

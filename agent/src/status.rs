@@ -72,6 +72,8 @@ pub struct NodeStatus {
     pub signer: Option<alloy::primitives::Address>,
     /// Whether that account is in the current signer set.
     pub is_signer: Option<bool>,
+    /// The current clique signer set (`clique_getSigners`), once read.
+    pub signers: Option<Vec<alloy::primitives::Address>>,
     pub mining: Option<bool>,
     pub pending: Option<u64>,
     pub queued: Option<u64>,
@@ -113,6 +115,7 @@ impl NodeStatus {
             genesis_mismatch: false,
             signer: None,
             is_signer: None,
+            signers: None,
             mining: None,
             pending: None,
             queued: None,

@@ -1,10 +1,14 @@
 //! Load benchmark: 1,000 simulated agents, each sending a signed stats report
 //! every second and a block report for every new block (one per second), to a
-//! real geth-aggregator process. Prints ingest latency percentiles and the
-//! aggregator's RSS and CPU (targets: p99 <= 20 ms, RSS <= 200 MiB on 2 cores).
+//! real geth-aggregator process, with dashboard subscribers on the event
+//! stream. Every block passes validation and the majority reference head;
+//! 10 % of the block reports carry a competing fork block at that height.
+//! Prints reports/s, ingest latency percentiles, the aggregator's RSS and CPU
+//! (targets: p99 <= 20 ms, RSS <= 200 MiB on 2 cores) and the event bytes the
+//! subscribers received.
 //!
 //! `cargo bench -p geth-aggregator --bench load` (BENCH_SECS, default 30;
-//! BENCH_NODES, default 1000).
+//! BENCH_NODES, default 1000; BENCH_SSE, default 20 subscribers).
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -21,6 +25,8 @@ use hyper::body::Bytes;
 
 const AGGREGATOR: &str = env!("CARGO_BIN_EXE_geth-aggregator");
 const WORKERS: usize = 64;
+/// One block report in this many is on a fork.
+const FORK_EVERY: usize = 10;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -86,6 +92,7 @@ fn proc_stat(pid: u32) -> (u64, u64) {
 async fn main() -> anyhow::Result<()> {
     let secs = env_or("BENCH_SECS", 30);
     let nodes = env_or("BENCH_NODES", 1000) as usize;
+    let subscribers = env_or("BENCH_SSE", 20) as usize;
     let dir = tempfile::tempdir()?;
 
     // A network of `nodes` node keys.
@@ -144,13 +151,21 @@ async fn main() -> anyhow::Result<()> {
         let number = second + 1;
         let hash = format!("0x{:064x}", number);
         let parent = format!("0x{:064x}", number - 1);
+        let fork_hash = format!("0x{:064x}", (1u64 << 40) + number);
         for (i, key) in keys.iter().enumerate() {
+            // 10 % of the nodes see a competing block at this height (its
+            // parent is the main chain, so the next main block reorgs them).
+            let on_fork = (i + second as usize) % FORK_EVERY == 0;
             // Spread each node's sends over the second.
             let offset_ms = second * 1000 + (i as u64 * 1000 / nodes as u64);
             let at_ms = start_ms + offset_ms;
             let block = Report::Block(BlockReport {
                 number,
-                hash: hash.clone(),
+                hash: if on_fork {
+                    fork_hash.clone()
+                } else {
+                    hash.clone()
+                },
                 parent_hash: parent.clone(),
                 timestamp: start_ms / 1000 + second,
                 signer: Some(format!("{:#x}", keys[number as usize % nodes].address())),
@@ -185,6 +200,25 @@ async fn main() -> anyhow::Result<()> {
     let wait = start_ms.saturating_sub(now_ms());
     tokio::time::sleep(Duration::from_millis(wait)).await;
 
+    // Dashboard subscribers: count the event bytes they receive.
+    let mut sse = Vec::new();
+    for _ in 0..subscribers {
+        sse.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let request = hyper::Request::get("/api/stream")
+                .header("host", "aggregator")
+                .body(http_body_util::Empty::<Bytes>::new())?;
+            let mut body = sender.send_request(request).await?.into_body();
+            let mut bytes = 0u64;
+            while let Some(frame) = body.frame().await {
+                bytes += frame?.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            anyhow::Ok(bytes)
+        }));
+    }
     let (cpu_start, _) = proc_stat(pid);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -225,6 +259,18 @@ async fn main() -> anyhow::Result<()> {
     }
     let wall = started.elapsed().as_secs_f64();
     let (cpu_end, rss_end) = proc_stat(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut sse_bytes = 0;
+    for task in sse {
+        // The stream ends (or fails) when the aggregator stops.
+        sse_bytes += tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .and_then(|r| r.ok())
+            .unwrap_or(0);
+    }
     rss_max = rss_max.max(rss_end);
     let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64;
     let cpu = (cpu_end - cpu_start) as f64 / ticks;
@@ -256,7 +302,9 @@ async fn main() -> anyhow::Result<()> {
         if rss_max as f64 / 1024.0 <= 200.0 { "OK" } else { "OVER TARGET" },
         100.0 * cpu / wall
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    println!(
+        "{subscribers} SSE subscribers received {:.1} MiB of events; 1 in {FORK_EVERY} block reports on a fork",
+        sse_bytes as f64 / 1024.0 / 1024.0
+    );
     Ok(())
 }

@@ -5,29 +5,62 @@
 //! Frames are `{"emit": [topic, payload]}`. `hello` is answered with exactly
 //! `{"emit":["ready"]}`; `node-ping` with a two-element `node-pong`, a few
 //! milliseconds later (geth's client races on an instant answer);
-//! `primus::ping::X` with `primus::pong::X`. A bad secret or anything that is
-//! not such a frame closes that connection only.
+//! `primus::ping::X` with `primus::pong::X` (after login only). A bad secret or
+//! anything that is not such a frame closes that connection only; a block that
+//! fails the checks of `validate` is counted and skipped.
+//!
+//! Unauthenticated load is bounded: at most `gate::PER_ADDRESS` connections per
+//! source address and `gate::TOTAL` in all may be waiting to log in (429 / 503
+//! beyond), each must log in within 10 s whatever it sends, and messages before
+//! login are limited to 16 KiB.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
-use axum::response::Response;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{Extensions, StatusCode};
+use axum::response::{IntoResponse, Response};
 use geth_wire::BlockReport;
 use serde_json::{json, Value};
 
-use crate::app::{now_ms, App};
+use crate::gate::LoginPermit;
+use crate::state::{now_ms, App};
 
-/// Largest frame accepted (geth's history frames are the biggest, tens of KiB).
-const MAX_FRAME: usize = 1024 * 1024;
-/// A client must log in this fast.
+/// Largest frame (geth's websocket library writes messages in frames of its
+/// 4 KiB write buffer, so one frame is never large).
+const MAX_FRAME: usize = 16 * 1024;
+/// Largest message after login (geth's history messages, tens of KiB, arrive
+/// in several frames). The transport limit cannot change per phase, so the
+/// pre-login bound is enforced by the bounded number of pending logins and by
+/// dropping any message over [`MAX_LOGIN_MESSAGE`] before login.
+const MAX_MESSAGE: usize = 1024 * 1024;
+/// Largest message before login (geth's `hello` is well under 1 KiB).
+const MAX_LOGIN_MESSAGE: usize = 16 * 1024;
+/// A client must log in this fast, whatever it sends meanwhile.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn upgrade(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(MAX_FRAME)
+pub async fn upgrade(
+    State(app): State<Arc<App>>,
+    extensions: Extensions,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let address = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let permit = match app.logins.try_admit(address) {
+        Ok(p) => p,
+        Err(refusal) => {
+            app.note_refusal(&format!("ethstats@{address}"), &refusal);
+            let code = StatusCode::from_u16(refusal.reason.status())
+                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            return crate::ingest::error(code, refusal.message).into_response();
+        }
+    };
+    ws.max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_FRAME)
-        .on_upgrade(move |socket| session(app, socket))
+        .on_upgrade(move |socket| session(app, socket, permit))
 }
 
 async fn send(socket: &mut WebSocket, value: Value) -> bool {
@@ -37,12 +70,13 @@ async fn send(socket: &mut WebSocket, value: Value) -> bool {
         .is_ok()
 }
 
-async fn session(app: Arc<App>, mut socket: WebSocket) {
+async fn session(app: Arc<App>, mut socket: WebSocket, permit: LoginPermit) {
+    let mut permit = Some(permit);
     let mut name: Option<String> = None;
-    let started = tokio::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + LOGIN_TIMEOUT;
     loop {
         let wait = if name.is_none() {
-            LOGIN_TIMEOUT.saturating_sub(started.elapsed())
+            deadline.saturating_duration_since(tokio::time::Instant::now())
         } else {
             Duration::from_secs(60)
         };
@@ -50,26 +84,36 @@ async fn session(app: Arc<App>, mut socket: WebSocket) {
             Ok(Some(Ok(message))) => message,
             Ok(_) => break,
             Err(_) => {
-                tracing::info!(node = ?name, "ethstats client silent; closing");
+                tracing::info!(node = ?name, "ethstats client silent or not logged in in time; closing");
                 break;
             }
         };
         let text = match message {
             Message::Text(t) => t.to_string(),
             Message::Binary(_) => return drop_client(&name, "binary frame"),
+            // Websocket pings are answered by the transport; they do not
+            // extend the login deadline (it is fixed above).
             Message::Ping(_) | Message::Pong(_) => continue,
             Message::Close(_) => break,
         };
-        // primus keep-alive: "primus::ping::<n>", often JSON-quoted.
+        if name.is_none() && text.len() > MAX_LOGIN_MESSAGE {
+            return drop_client(&name, "oversized frame before login");
+        }
+        // primus keep-alive: "primus::ping::<n>", often JSON-quoted; answered
+        // only for logged-in nodes.
         let bare = text.trim().trim_matches('"');
         if let Some(n) = bare.strip_prefix("primus::ping::") {
-            if socket
-                .send(Message::Text(format!("\"primus::pong::{n}\"").into()))
-                .await
-                .is_err()
+            if name.is_some()
+                && socket
+                    .send(Message::Text(format!("\"primus::pong::{n}\"").into()))
+                    .await
+                    .is_err()
             {
                 break;
             }
+            continue;
+        }
+        if bare.starts_with("primus::pong::") {
             continue;
         }
         let Some((topic, payload)) = parse(&text) else {
@@ -80,6 +124,8 @@ async fn session(app: Arc<App>, mut socket: WebSocket) {
                 Ok(n) => {
                     tracing::info!(node = %n, "ethstats node logged in");
                     name = Some(n);
+                    // Logged in: no longer counts against the pending logins.
+                    permit.take();
                     if !send(&mut socket, json!({"emit": ["ready"]})).await {
                         break;
                     }
@@ -95,15 +141,10 @@ async fn session(app: Arc<App>, mut socket: WebSocket) {
                     break;
                 }
             }
-            ("block", Some(n)) => {
-                if let Some(block) = payload.get("block").and_then(block_report) {
-                    let id = format!("ethstats:{n}");
-                    app.live().on_block(&id, n, "ethstats", &block, now_ms());
-                    app.store.sighting(&id, block);
-                } else {
-                    return drop_client(&name, "malformed block");
-                }
-            }
+            ("block", Some(n)) => match payload.get("block").and_then(block_report) {
+                Some(block) => on_block(&app, n, block),
+                None => return drop_client(&name, "malformed block"),
+            },
             ("stats", Some(n)) => on_stats(&app, n, &payload),
             ("pending", Some(n)) => {
                 let pending = payload.pointer("/stats/pending").and_then(Value::as_u64);
@@ -119,6 +160,24 @@ async fn session(app: Arc<App>, mut socket: WebSocket) {
     if let Some(n) = name {
         tracing::info!(node = %n, "ethstats node disconnected");
     }
+}
+
+/// A block from geth's reporter: the same checks as an agent's report; a
+/// refused one is counted and skipped (the connection stays).
+fn on_block(app: &App, name: &str, mut block: BlockReport) {
+    crate::validate::normalise(&mut block);
+    let id = format!("ethstats:{name}");
+    let now = now_ms();
+    {
+        let mut live = app.live();
+        if let Err(refusal) = live.check_block(&id, &block, now) {
+            drop(live);
+            app.note_refusal(&id, &refusal);
+            return;
+        }
+        live.on_block(&id, name, "ethstats", &block, now);
+    }
+    app.store.sighting(&id, block);
 }
 
 fn drop_client(name: &Option<String>, reason: &str) {
@@ -160,14 +219,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn update(app: &App, name: &str, f: impl FnOnce(&mut crate::live::NodeView)) {
-    let mut live = app.live();
     let id = format!("ethstats:{name}");
-    let node = live.node_mut(&id, name, "ethstats");
-    f(node);
-    node.last_seen_ms = now_ms();
-    node.online = true;
-    let view = node.clone();
-    let _ = live.updates.send(crate::live::Update::Node(Box::new(view)));
+    app.live().update_node(&id, name, "ethstats", now_ms(), f);
 }
 
 fn on_stats(app: &App, name: &str, payload: &Value) {
@@ -176,9 +229,13 @@ fn on_stats(app: &App, name: &str, payload: &Value) {
         node.peers = stats.get("peers").and_then(number);
         node.mining = stats.get("mining").and_then(Value::as_bool);
         node.uptime_s = stats.get("uptime").and_then(number);
-        node.gas_price = stats
-            .get("gasPrice")
-            .map(|g| g.to_string().trim_matches('"').to_owned());
+        // geth's reporter sends its suggested price (eth_gasPrice), in wei.
+        node.gas_price = Some(
+            stats
+                .get("gasPrice")
+                .and_then(number)
+                .map_or_else(|| crate::live::UNKNOWN.to_owned(), |wei| wei.to_string()),
+        );
     });
 }
 

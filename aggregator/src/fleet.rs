@@ -48,7 +48,10 @@ impl Default for FleetMetrics {
                 "Head block of each node.",
                 &["node"],
             ),
-            best: g("clique_fleet_best_block", "Best block seen in the network."),
+            best: g(
+                "clique_fleet_best_block",
+                "Reference head: the highest block a majority of the signer nodes hold.",
+            ),
             fork: g(
                 "clique_fleet_fork",
                 "1 while nodes disagree on the hash at one height.",
@@ -74,8 +77,8 @@ impl Default for FleetMetrics {
             ),
             rejected: cv(
                 "clique_fleet_rejected_reports_total",
-                "Refused reports by HTTP status.",
-                &["code"],
+                "Refused reports, websocket frames and connections by reason.",
+                &["reason"],
             ),
             registry: r,
         }
@@ -87,8 +90,8 @@ impl FleetMetrics {
         self.reports.with_label_values(&[kind]).inc();
     }
 
-    pub fn rejected(&self, code: &str) {
-        self.rejected.with_label_values(&[code]).inc();
+    pub fn rejected(&self, reason: &str) {
+        self.rejected.with_label_values(&[reason]).inc();
     }
 
     pub fn encode(&self, live: &Live) -> String {
@@ -114,6 +117,9 @@ impl FleetMetrics {
         self.best.set(live.best().map_or(0, |b| b.number as i64));
         self.fork.set(i64::from(live.alarms.fork.is_some()));
         self.stall.set(i64::from(live.alarms.stall.is_some()));
+        // Only the current set: signers voted out disappear.
+        self.signer_last_sealed.reset();
+        self.signer_missed.reset();
         for s in live.signers() {
             self.signer_last_sealed
                 .with_label_values(&[&s.address])

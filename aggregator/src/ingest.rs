@@ -1,88 +1,205 @@
 //! Agent reports (`POST /api/report`) and peer discovery (`GET /api/peers`),
-//! both signed by the node's key (see `auth`). Errors: 400 malformed, 401 not a
-//! known node, 413 too large — each with a reason in JSON.
+//! both signed by the node's key (see `auth`), with strictly increasing
+//! signed times per node. Every reply is signed by the aggregator's key over
+//! the request's signature and the reply body (`identity`). Refusals: 400
+//! malformed or implausible, 401 not a known node, 409 replayed, 413 too
+//! large — each with `{"error": reason, "reason": label}`, counted in
+//! `clique_fleet_rejected_reports_total{reason}` and logged (rate-limited).
+//!
+//! A stats report's enode must carry the reporting node's own key (host and
+//! port may change); otherwise the whole report is refused, so a node cannot
+//! make others dial a key that is not its own.
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use geth_wire::{BlockReport, PeerList, Report, ReportReply};
+use geth_wire::{
+    PeerList, Report, ReportReply, StatsReport, HEADER_REPLY_SIGNATURE, HEADER_SIGNATURE,
+};
+use serde::Serialize;
 
-use crate::app::{now_ms, App};
-use crate::auth::{self, AuthError};
+use crate::auth;
+use crate::refusals::{Reason, Refusal};
+use crate::registry::enode_address;
+use crate::state::{now_ms, App};
+use crate::validate::{is_address, is_hash};
 
 /// Most events accepted in one report.
 const MAX_EVENTS: usize = 1000;
+/// Most addresses accepted in a reported signer set.
+const MAX_SIGNERS: usize = 256;
 
 pub fn error(code: StatusCode, reason: impl Into<String>) -> Response {
-    (code, Json(serde_json::json!({ "error": reason.into() }))).into_response()
+    (
+        code,
+        axum::Json(serde_json::json!({ "error": reason.into() })),
+    )
+        .into_response()
 }
 
-fn refuse(app: &App, e: AuthError) -> Response {
-    match e {
-        AuthError::Malformed(m) => {
-            app.metrics.rejected("400");
-            error(StatusCode::BAD_REQUEST, m)
-        }
-        AuthError::Unauthorized(m) => {
-            app.metrics.rejected("401");
-            error(StatusCode::UNAUTHORIZED, m)
-        }
+/// A JSON reply, signed when the request carried a signature.
+fn signed_json(
+    app: &App,
+    request_signature: Option<&str>,
+    code: StatusCode,
+    value: &impl Serialize,
+) -> Response {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = (code, body.clone()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(signature) = request_signature
+        .and_then(|s| app.identity.sign_reply(s, &body))
+        .and_then(|s| HeaderValue::from_str(&s).ok())
+    {
+        headers.insert(HEADER_REPLY_SIGNATURE, signature);
     }
+    response
 }
 
-fn check_block(b: &BlockReport) -> Result<(), String> {
-    let is_hash = |h: &str| {
-        h.len() == 66 && h.starts_with("0x") && h[2..].chars().all(|c| c.is_ascii_hexdigit())
-    };
-    if !is_hash(&b.hash) || !is_hash(&b.parent_hash) {
-        return Err("block hashes must be 0x + 64 hex digits".into());
-    }
-    if let Some(s) = &b.signer {
-        if s.len() != 42 || !s.starts_with("0x") || !s[2..].chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err("signer must be a 0x address".into());
+fn refused(app: &App, request_signature: Option<&str>, node: &str, refusal: &Refusal) -> Response {
+    app.note_refusal(node, refusal);
+    let code = StatusCode::from_u16(refusal.reason.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    signed_json(
+        app,
+        request_signature,
+        code,
+        &serde_json::json!({ "error": refusal.message, "reason": refusal.reason.label() }),
+    )
+}
+
+/// The request's `x-geth-signature` exactly as received.
+fn request_signature(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(HEADER_SIGNATURE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Who the request claims to be, for refusal logs before it is verified: a
+/// node of the network by name, anything else as `unknown` (so unknown
+/// claims cannot grow the rate limiter's table).
+fn claimed(app: &App, headers: &HeaderMap) -> String {
+    headers
+        .get(geth_wire::HEADER_NODE)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .and_then(|a| app.registry.get(&a))
+        .map_or_else(|| "unknown".to_owned(), |n| n.name.clone())
+}
+
+/// A stats report's enode must be the node's own; its signer set addresses.
+pub fn check_stats(s: &StatsReport, node: alloy::primitives::Address) -> Result<(), Refusal> {
+    if let Some(enode) = &s.enode {
+        let key = enode_address(enode).ok_or_else(|| {
+            Refusal::new(
+                Reason::BadEnode,
+                "enode must be enode://<128 hex digits>@host:port",
+            )
+        })?;
+        let port_ok = enode
+            .split_once('@')
+            .and_then(|(_, at)| at.rsplit_once(':'))
+            .is_some_and(|(host, port)| {
+                !host.is_empty()
+                    && port
+                        .split('?')
+                        .next()
+                        .is_some_and(|p| p.parse::<u16>().is_ok())
+            });
+        if !port_ok {
+            return Err(Refusal::new(
+                Reason::BadEnode,
+                "enode must end in @host:port",
+            ));
         }
+        if key != node {
+            return Err(Refusal::new(
+                Reason::ForeignEnode,
+                format!("enode key is {key:#x}'s, not this node's ({node:#x})"),
+            ));
+        }
+    }
+    if let Some(set) = &s.signers {
+        if set.len() > MAX_SIGNERS || !set.iter().all(|a| is_address(a)) {
+            return Err(Refusal::new(
+                Reason::BadSignerSet,
+                format!("signers must be at most {MAX_SIGNERS} 0x addresses"),
+            ));
+        }
+    }
+    if s.head_hash.as_deref().is_some_and(|h| !is_hash(h)) {
+        return Err(Refusal::new(
+            Reason::BadHash,
+            "head_hash must be 0x + 64 hex digits",
+        ));
     }
     Ok(())
 }
 
-pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
-    let now = now_ms();
-    let (address, node) = match auth::verify(&app.registry, &headers, &body, now) {
-        Ok(found) => found,
-        Err(e) => return refuse(&app, e),
+pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let signature = request_signature(&headers);
+    let sig = signature.as_deref();
+    let body = match axum::body::to_bytes(body, geth_wire::MAX_REPORT_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            let refusal = Refusal::new(
+                Reason::TooLarge,
+                format!("reports are at most {} bytes", geth_wire::MAX_REPORT_BYTES),
+            );
+            return refused(&app, sig, &claimed(&app, &headers), &refusal);
+        }
     };
+    let now = now_ms();
+    let verified = match auth::verify(&app.registry, &headers, &body, now) {
+        Ok(v) => v,
+        Err(r) => return refused(&app, sig, &claimed(&app, &headers), &r),
+    };
+    let address = verified.address;
+    let name = verified.node.name.clone();
+    if let Err(r) = app.replay.accept(address, verified.time_ms) {
+        return refused(&app, sig, &name, &r);
+    }
     let report: Report = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            app.metrics.rejected("400");
-            return error(StatusCode::BAD_REQUEST, format!("not a report: {e}"));
+            return refused(
+                &app,
+                sig,
+                &name,
+                &Refusal::new(Reason::Malformed, format!("not a report: {e}")),
+            )
         }
     };
     let id = format!("{address:#x}");
-    let name = node.name.clone();
     let mut reply = ReportReply::default();
     match report {
-        Report::Block(block) => {
-            if let Err(reason) = check_block(&block) {
-                app.metrics.rejected("400");
-                return error(StatusCode::BAD_REQUEST, reason);
+        Report::Block(mut block) => {
+            crate::validate::normalise(&mut block);
+            {
+                let mut live = app.live();
+                if let Err(r) = live.check_block(&id, &block, now) {
+                    drop(live);
+                    return refused(&app, sig, &name, &r);
+                }
+                live.on_block(&id, &name, "agent", &block, now);
             }
             app.metrics.report("block");
-            app.live().on_block(&id, &name, "agent", &block, now);
             app.store.sighting(&id, block);
         }
         Report::Stats(mut stats) => {
+            if let Err(r) = check_stats(&stats, address) {
+                return refused(&app, sig, &name, &r);
+            }
             app.metrics.report("stats");
             stats.name = name.clone();
-            let latency = headers
-                .get(geth_wire::HEADER_TIME)
-                .and_then(|t| t.to_str().ok()?.parse::<u64>().ok())
-                .map(|sent| now.saturating_sub(sent));
-            app.live().on_stats(&id, &stats, now, latency);
+            let latency = now.saturating_sub(verified.time_ms);
+            app.live().on_stats(&id, &stats, now, Some(latency));
             app.store.node(
                 &id,
                 &name,
@@ -92,63 +209,68 @@ pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes
         }
         Report::Events { events } => {
             if events.len() > MAX_EVENTS {
-                app.metrics.rejected("413");
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
+                let r = Refusal::new(
+                    Reason::TooLarge,
                     format!("at most {MAX_EVENTS} events per report"),
                 );
+                return refused(&app, sig, &name, &r);
             }
             app.metrics.report("events");
             let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
             if let Err(e) = app.store.events(&id, events).await {
                 tracing::error!(error = %e, node = %name, "events not stored");
-                return error(
+                return signed_json(
+                    &app,
+                    sig,
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "events could not be stored; retry",
+                    &serde_json::json!({ "error": "events could not be stored; retry" }),
                 );
             }
             reply.acked = seqs;
         }
     }
-    reply.reference = app.live().best().map(|b| geth_wire::BlockRef {
-        number: b.number,
-        hash: b.hash.clone(),
-    });
-    Json(reply).into_response()
+    reply.reference = app.live().reference();
+    signed_json(&app, sig, StatusCode::OK, &reply)
 }
 
 /// Live enodes for the calling node to peer with (all online nodes but itself).
 pub async fn peers(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let (address, _) = match auth::verify(&app.registry, &headers, b"", now_ms()) {
-        Ok(found) => found,
-        Err(e) => return refuse(&app, e),
+    let signature = request_signature(&headers);
+    let sig = signature.as_deref();
+    let verified = match auth::verify(&app.registry, &headers, b"", now_ms()) {
+        Ok(v) => v,
+        Err(r) => return refused(&app, sig, &claimed(&app, &headers), &r),
     };
-    let me = format!("{address:#x}");
-    let live = app.live();
-    let enodes = live
-        .nodes
-        .values()
-        .filter(|n| n.online && n.id != me)
-        .filter_map(|n| n.enode.clone())
-        .collect();
-    Json(PeerList { enodes }).into_response()
+    if let Err(r) = app.replay.accept(verified.address, verified.time_ms) {
+        return refused(&app, sig, &verified.node.name, &r);
+    }
+    let me = format!("{:#x}", verified.address);
+    let enodes = {
+        let live = app.live();
+        live.nodes
+            .values()
+            .filter(|n| n.online && n.id != me)
+            .filter_map(|n| n.enode.clone())
+            .collect()
+    };
+    signed_json(&app, sig, StatusCode::OK, &PeerList { enodes })
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
-    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
-    use alloy::primitives::keccak256;
+    use alloy::primitives::{keccak256, Signature};
     use alloy::signers::local::PrivateKeySigner;
     use alloy::signers::SignerSync;
-    use axum::body::Body;
     use axum::http::Request;
-    use geth_wire::{signing_payload, HEADER_NODE, HEADER_SIGNATURE, HEADER_TIME};
+    use geth_wire::{signing_payload, HEADER_NODE, HEADER_TIME};
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
     use super::*;
+    use crate::identity::Identity;
     use crate::live::{Live, NetworkInfo};
     use crate::registry::{KnownNode, Registry};
     use crate::store::Store;
@@ -160,6 +282,11 @@ mod tests {
         _dir: tempfile::TempDir,
     }
 
+    fn enode_of(key: &PrivateKeySigner, at: &str) -> String {
+        let point = key.credential().verifying_key().to_encoded_point(false);
+        format!("enode://{}@{at}", hex::encode(&point.as_bytes()[1..]))
+    }
+
     async fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (PrivateKeySigner::random(), PrivateKeySigner::random());
@@ -169,7 +296,7 @@ mod tests {
                 key.address(),
                 KnownNode {
                     name: name.into(),
-                    enode: String::new(),
+                    enode: enode_of(key, "127.0.0.1:30303"),
                     signer: None,
                 },
             );
@@ -180,16 +307,17 @@ mod tests {
                 chain_id: None,
                 period: 1,
             },
+            &[],
             vec![],
             10,
         );
-        let app = Arc::new(App {
+        let app = Arc::new(App::new(
             registry,
-            live: Mutex::new(live),
-            store: Store::open(&dir.path().join("db"), 100).unwrap(),
-            ethstats_secrets: HashMap::new(),
-            metrics: crate::fleet::FleetMetrics::default(),
-        });
+            live,
+            Store::open(&dir.path().join("db"), 100).unwrap(),
+            HashMap::new(),
+            Identity::random(),
+        ));
         Fixture {
             app,
             a,
@@ -198,12 +326,34 @@ mod tests {
         }
     }
 
-    fn signed(key: &PrivateKeySigner, claim: &str, body: &[u8]) -> Request<Body> {
-        let time = now_ms();
+    /// Strictly increasing request times, as an agent sends them.
+    fn next_time() -> u64 {
+        static LAST: AtomicU64 = AtomicU64::new(0);
+        let now = now_ms();
+        let prev = LAST.fetch_max(now, Ordering::SeqCst);
+        if prev >= now {
+            LAST.fetch_add(1, Ordering::SeqCst) + 1
+        } else {
+            now
+        }
+    }
+
+    fn signed_at(
+        key: &PrivateKeySigner,
+        claim: &str,
+        path: &str,
+        body: &[u8],
+        time: u64,
+    ) -> Request<Body> {
         let sig = key
             .sign_hash_sync(&keccak256(signing_payload(time, body)))
             .unwrap();
-        Request::post("/api/report")
+        let builder = if body.is_empty() && path == "/api/peers" {
+            Request::get(path)
+        } else {
+            Request::post(path)
+        };
+        builder
             .header(HEADER_NODE, claim)
             .header(HEADER_TIME, time.to_string())
             .header(
@@ -214,14 +364,33 @@ mod tests {
             .unwrap()
     }
 
-    async fn send(app: &Arc<App>, request: Request<Body>) -> (StatusCode, String) {
-        let response = crate::app::router(app.clone())
+    fn signed(key: &PrivateKeySigner, claim: &str, body: &[u8]) -> Request<Body> {
+        signed_at(key, claim, "/api/report", body, next_time())
+    }
+
+    async fn send_full(app: &Arc<App>, request: Request<Body>) -> (StatusCode, HeaderMap, String) {
+        let response = crate::routes::router(app.clone())
             .oneshot(request)
             .await
             .unwrap();
         let code = response.status();
+        let headers = response.headers().clone();
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        (code, String::from_utf8_lossy(&body).into_owned())
+        (code, headers, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    async fn send(app: &Arc<App>, request: Request<Body>) -> (StatusCode, String) {
+        let (code, _, body) = send_full(app, request).await;
+        (code, body)
+    }
+
+    fn rejected(app: &App, reason: &str) -> u64 {
+        let text = app.metrics.encode(&app.live());
+        let line = format!("clique_fleet_rejected_reports_total{{reason=\"{reason}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     }
 
     const STATS: &[u8] = br#"{"type":"stats","name":"whatever","peers":2}"#;
@@ -251,6 +420,7 @@ mod tests {
         .await;
         assert_eq!(code, StatusCode::UNAUTHORIZED);
         assert!(body.contains("not part of this network"), "{body}");
+        assert_eq!(rejected(&f.app, "unknown_node"), 1);
     }
 
     #[tokio::test]
@@ -282,17 +452,145 @@ mod tests {
         let bad_block = br#"{"type":"block","number":1,"hash":"0x12","parent_hash":"0x1","timestamp":1,"signer":null,"difficulty":2,"transactions":0,"gas_used":0,"gas_limit":1,"seen_at_ms":1}"#;
         let (code, body) = send(&f.app, signed(&f.a, &a, bad_block)).await;
         assert_eq!(code, StatusCode::BAD_REQUEST);
-        assert!(body.contains("hashes"), "{body}");
+        assert!(
+            body.contains("hashes") && body.contains("bad_hash"),
+            "{body}"
+        );
 
         let huge = vec![b' '; geth_wire::MAX_REPORT_BYTES + 1];
         let (code, _) = send(&f.app, signed(&f.a, &a, &huge)).await;
         assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(rejected(&f.app, "too_large"), 1);
 
         // A good report still goes through afterwards.
         assert_eq!(
             send(&f.app, signed(&f.a, &a, STATS)).await.0,
             StatusCode::OK
         );
+    }
+
+    fn block_json(number: u64, timestamp: u64) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({"type": "block", "number": number,
+            "hash": format!("0x{:064x}", number.wrapping_add(7)), "parent_hash": format!("0x{:064x}", number.wrapping_add(6)),
+            "timestamp": timestamp, "signer": null, "difficulty": 2, "transactions": 0,
+            "gas_used": 0, "gas_limit": 1, "seen_at_ms": 1}))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn forged_blocks_are_refused_and_counted_and_never_shown() {
+        let f = fixture().await;
+        let a = format!("{:#x}", f.a.address());
+        let now_s = now_ms() / 1000;
+        for (body, reason) in [
+            (block_json(i64::MAX as u64, now_s), "implausible_height"),
+            (block_json(u64::MAX, now_s), "number_overflow"),
+            (block_json(5, now_s + 3600), "future_timestamp"),
+        ] {
+            let (code, reply) = send(&f.app, signed(&f.a, &a, &body)).await;
+            assert_eq!(code, StatusCode::BAD_REQUEST, "{reply}");
+            assert!(reply.contains(reason), "{reply}");
+            assert_eq!(rejected(&f.app, reason), 1, "{reason}");
+        }
+        {
+            let live = f.app.live();
+            assert!(live.nodes.get(&a).and_then(|n| n.head.as_ref()).is_none());
+            assert_eq!(live.snapshot()["blocks"], serde_json::json!([]));
+        }
+        // An honest block goes through.
+        let (code, reply) = send(&f.app, signed(&f.a, &a, &block_json(5, now_s))).await;
+        assert_eq!(code, StatusCode::OK, "{reply}");
+    }
+
+    #[tokio::test]
+    async fn a_replayed_request_is_refused() {
+        let f = fixture().await;
+        let a = format!("{:#x}", f.a.address());
+        let time = next_time();
+        let (code, _) = send(&f.app, signed_at(&f.a, &a, "/api/report", STATS, time)).await;
+        assert_eq!(code, StatusCode::OK);
+        let (code, body) = send(&f.app, signed_at(&f.a, &a, "/api/report", STATS, time)).await;
+        assert_eq!(code, StatusCode::CONFLICT, "{body}");
+        assert!(body.contains("replay"), "{body}");
+        // Peer requests share the node's clock: an older one is refused too.
+        let (code, _) = send(&f.app, signed_at(&f.a, &a, "/api/peers", b"", time - 1)).await;
+        assert_eq!(code, StatusCode::CONFLICT);
+        let (code, _) = send(&f.app, signed_at(&f.a, &a, "/api/peers", b"", next_time())).await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(rejected(&f.app, "replay"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_foreign_enode_is_refused_and_never_handed_out() {
+        let f = fixture().await;
+        let (a, b) = (
+            format!("{:#x}", f.a.address()),
+            format!("{:#x}", f.b.address()),
+        );
+        let stats = |enode: String| {
+            serde_json::to_vec(&serde_json::json!({"type": "stats", "name": "x", "enode": enode}))
+                .unwrap()
+        };
+        // a claims b's key (and a stranger's): refused.
+        for enode in [
+            enode_of(&f.b, "10.0.0.9:30303"),
+            enode_of(&PrivateKeySigner::random(), "10.0.0.9:30303"),
+        ] {
+            let (code, body) = send(&f.app, signed(&f.a, &a, &stats(enode))).await;
+            assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+            assert!(body.contains("foreign_enode"), "{body}");
+        }
+        let (code, _) = send(&f.app, signed(&f.a, &a, &stats("enode://zz@h:1".into()))).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST);
+        let (_, body) = send(&f.app, signed_at(&f.b, &b, "/api/peers", b"", next_time())).await;
+        assert_eq!(body, r#"{"enodes":[]}"#);
+        // Its own key at a new address is fine and handed to b.
+        let own = enode_of(&f.a, "10.0.0.7:30304");
+        let (code, _) = send(&f.app, signed(&f.a, &a, &stats(own.clone()))).await;
+        assert_eq!(code, StatusCode::OK);
+        let (_, body) = send(&f.app, signed_at(&f.b, &b, "/api/peers", b"", next_time())).await;
+        assert_eq!(body, format!(r#"{{"enodes":["{own}"]}}"#));
+        assert_eq!(rejected(&f.app, "foreign_enode"), 2);
+    }
+
+    #[tokio::test]
+    async fn replies_are_signed_and_bound_to_the_request() {
+        let f = fixture().await;
+        let a = format!("{:#x}", f.a.address());
+        for request in [
+            signed(&f.a, &a, STATS),
+            signed(&f.a, &a, b"{not json"),
+            signed_at(&f.a, &a, "/api/peers", b"", next_time()),
+        ] {
+            let request_sig = request.headers()[HEADER_SIGNATURE]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let (_, headers, body) = send_full(&f.app, request).await;
+            let reply: Signature = headers[HEADER_REPLY_SIGNATURE]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let digest = keccak256(geth_wire::reply_signing_payload(
+                &request_sig,
+                body.as_bytes(),
+            ));
+            assert_eq!(
+                reply.recover_address_from_prehash(&digest).unwrap(),
+                f.app.identity.address(),
+                "{body}"
+            );
+        }
+        // No request signature, nothing to bind to: no reply signature.
+        let (_, headers, _) = send_full(
+            &f.app,
+            Request::post("/api/report")
+                .body(Body::from(STATS))
+                .unwrap(),
+        )
+        .await;
+        assert!(headers.get(HEADER_REPLY_SIGNATURE).is_none());
     }
 
     #[tokio::test]

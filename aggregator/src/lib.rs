@@ -2,28 +2,31 @@
 //! geth-agent and geth's own ethstats feed, keeps history in SQLite, and serves
 //! the live dashboard, fleet metrics and peer discovery.
 
-pub mod app;
 pub mod auth;
 pub mod ethstats;
 pub mod fleet;
+pub mod gate;
+pub mod identity;
 pub mod ingest;
 pub mod live;
+pub mod refusals;
 pub mod registry;
+pub mod routes;
+pub mod state;
 pub mod store;
+pub mod validate;
 pub mod web;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use clap::Parser;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-use app::{now_ms, App};
-use live::{Live, NetworkInfo};
+use live::{Live, NetworkInfo, SignerNode};
 use registry::Registry;
+pub use routes::serve;
+use state::{now_ms, App};
 use store::Store;
 
 /// Default HTTP address for the dashboard, API and ethstats `/api`.
@@ -65,6 +68,10 @@ pub struct Cli {
         default_value_t = 100_000
     )]
     pub retention_blocks: u64,
+    /// The aggregator's signing key (64 hex digits, like a geth nodekey);
+    /// default: `aggregator.key` of network.json, relative to its folder.
+    #[arg(long = "key", env = "GETH_AGGREGATOR_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +84,8 @@ pub enum SetupError {
     Registry(#[from] registry::RegistryError),
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Key(#[from] identity::KeyError),
 }
 
 /// Builds the application: registry, store (history restored), live view.
@@ -93,28 +102,44 @@ pub fn build(cli: &Cli) -> Result<Arc<App>, SetupError> {
     }
     let network = geth_wire::network::Network::load_file(&cli.network)?;
     let registry = Registry::from_network(&network, &cli.network)?;
-    let signers = registry
-        .iter()
-        .filter_map(|(_, n)| n.signer.map(|s| format!("{s:#x}")))
+    let signers: Vec<String> = network
+        .signers()
+        .filter_map(|n| n.signer.map(|s| format!("{s:#x}")))
         .collect();
+    let signer_nodes = registry
+        .iter()
+        .filter_map(|(address, n)| {
+            Some(SignerNode {
+                id: format!("{address:#x}"),
+                name: n.name.clone(),
+                signer: format!("{:#x}", n.signer?),
+            })
+        })
+        .collect();
+    let loaded = identity::load(&network, &cli.network, cli.key.as_deref())?;
+    if let Some(warning) = &loaded.warning {
+        tracing::warn!("{warning}");
+    }
+    tracing::info!(address = %format!("{:#x}", loaded.identity.address()), "aggregator key");
     let mut live = Live::new(
         NetworkInfo {
             name: network.name.clone(),
             chain_id: Some(network.chain_id),
             period: network.period,
         },
-        signers,
+        &signers,
+        signer_nodes,
         cli.stall_periods,
     );
     let store = Store::open(&cli.db, cli.retention_blocks)?;
     restore(&store, &registry, &mut live)?;
-    Ok(Arc::new(App {
+    Ok(Arc::new(App::new(
         registry,
-        live: Mutex::new(live),
+        live,
         store,
-        ethstats_secrets: secrets,
-        metrics: fleet::FleetMetrics::default(),
-    }))
+        secrets,
+        loaded.identity,
+    )))
 }
 
 /// Replays stored history into the live view, so a restart shows the same page.
@@ -142,7 +167,10 @@ fn restore(store: &Store, registry: &Registry, live: &mut Live) -> Result<(), Se
             "agent"
         };
         let at = block.seen_at_ms;
-        live.on_block(&node, &name_of(&node), source, &block, at);
+        // Stored history passes the same checks as new reports.
+        if live.check_block(&node, &block, now_ms()).is_ok() {
+            live.on_block(&node, &name_of(&node), source, &block, at);
+        }
     }
     for (id, name, stats, updated) in store.nodes()? {
         if let Ok(mut stats) = serde_json::from_str::<geth_wire::StatsReport>(&stats) {
@@ -152,30 +180,4 @@ fn restore(store: &Store, registry: &Registry, live: &mut Live) -> Result<(), Se
     }
     live.tick(now_ms());
     Ok(())
-}
-
-/// Serves until `shutdown` fires.
-pub async fn serve(
-    listener: TcpListener,
-    app: Arc<App>,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let ticker = {
-        let app = app.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => app.live().tick(now_ms()),
-                }
-            }
-        })
-    };
-    let result = axum::serve(listener, app::router(app))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
-    ticker.abort();
-    result
 }

@@ -5,22 +5,25 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::wrappers::{BroadcastStream, IntervalStream};
+use tokio_stream::StreamExt;
 
-use crate::app::App;
-use crate::live::{Live, Update};
+use crate::live::sse_event;
+use crate::state::App;
 
 const INDEX: &str = include_str!("../web/index.html");
 const SCRIPT: &str = include_str!("../web/app.js");
 const STYLE: &str = include_str!("../web/style.css");
+/// SSE comment line that keeps idle connections open.
+const KEEP_ALIVE: &[u8] = b":\n\n";
 
 pub async fn index() -> Html<&'static str> {
     Html(INDEX)
@@ -38,60 +41,35 @@ pub async fn style() -> Response {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response()
 }
 
-fn best_json(live: &Live) -> Value {
-    live.best().map_or(Value::Null, |b| {
-        json!({ "number": b.number, "hash": b.hash, "timestamp": b.timestamp, "signer": b.signer })
-    })
-}
-
-/// The whole dashboard state.
-pub fn snapshot(live: &Live) -> Value {
-    json!({
-        "network": live.network,
-        "best": best_json(live),
-        "avg_block_time": live.avg_block_time(),
-        "gas_price": "0",
-        "gas_limit": live.best().map(|b| b.gas_limit),
-        "nodes": live.nodes.values().collect::<Vec<_>>(),
-        "blocks": live.recent_blocks(100),
-        "signers": live.signers(),
-        "alarms": live.alarms,
-    })
-}
-
 pub async fn state(State(app): State<Arc<App>>) -> Json<Value> {
-    Json(snapshot(&app.live()))
+    Json(app.live().snapshot())
 }
 
-fn event(name: &str, data: &Value) -> SseEvent {
-    SseEvent::default().event(name).data(data.to_string())
-}
-
-/// `state` first, then only what changed.
-pub async fn stream(
-    State(app): State<Arc<App>>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let (first, updates) = {
-        let live = app.live();
-        (snapshot(&live), live.updates.subscribe())
-    };
+/// `state` first, then only what changed. Every change is rendered once by
+/// the live view; subscribers only copy a reference to its bytes.
+pub async fn stream(State(app): State<Arc<App>>) -> Response {
+    let (first, updates) = app.live().subscribe();
     let changes = BroadcastStream::new(updates).map(move |update| {
-        let live = app.live();
-        Ok(match update {
-            Ok(Update::Node(node)) => event("node", &json!(node)),
-            Ok(Update::Block(block)) => event("block", &json!(block)),
-            Ok(Update::Best) => event(
-                "best",
-                &json!({ "best": best_json(&live), "avg_block_time": live.avg_block_time() }),
-            ),
-            Ok(Update::Signers) => event("signers", &json!(live.signers())),
-            Ok(Update::Alarms) => event("alarms", &json!(live.alarms)),
+        Ok::<Bytes, Infallible>(match update {
+            Ok(bytes) => bytes,
             // Fell behind: start over from a full snapshot.
-            Err(BroadcastStreamRecvError::Lagged(_)) => event("state", &snapshot(&live)),
+            Err(BroadcastStreamRecvError::Lagged(_)) => sse_event("state", &app.live().snapshot()),
         })
     });
-    let stream = tokio_stream::once(Ok(event("state", &first))).chain(changes);
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    let keep_alive = IntervalStream::new(tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(15),
+        Duration::from_secs(15),
+    ))
+    .map(|_| Ok(Bytes::from_static(KEEP_ALIVE)));
+    let stream = tokio_stream::once(Ok(first)).chain(changes.merge(keep_alive));
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 /// Recent lifecycle events from all nodes, newest first.

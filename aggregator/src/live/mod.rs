@@ -1,0 +1,851 @@
+//! The live view of the network: nodes, recent blocks with their sightings,
+//! the fleet's reference head, the signer set and per-signer sealing. Every
+//! change is rendered once as a Server-Sent Event and broadcast as bytes, so
+//! the dashboard's subscribers share one serialisation.
+//!
+//! The reference head is the highest block that a majority of the signer
+//! nodes hold (a node holds the ancestors of its head). When no signer node
+//! is known, a majority of the online nodes decides. One node's claim alone
+//! never moves it. The dashboard's best block and block list follow it.
+//!
+//! The signer set starts as the network file's and follows clique itself: a
+//! set reported (`clique_getSigners`) by a majority of the signer nodes is
+//! adopted, so voted-out signers leave it. Block sealers never join it.
+
+mod alarms;
+pub mod view;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use bytes::Bytes;
+use geth_wire::{BlockRef, BlockReport, StatsReport};
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+use crate::refusals::Refusal;
+use crate::validate::{self, ChainContext};
+pub use view::{Alarms, BlockView, Fork, Head, NetworkInfo, NodeView, SignerView, Stall};
+
+/// Heights kept in memory (the store keeps more).
+const KEPT_HEIGHTS: usize = 256;
+/// Distinct blocks kept at one height (a hostile node cannot grow one height).
+const MAX_BRANCHES: usize = 16;
+/// Blocks sent to the dashboard.
+const SHOWN_BLOCKS: usize = 100;
+/// How far below the highest candidate the reference search goes.
+const REFERENCE_DEPTH: u64 = 64;
+/// A node is offline when it has not reported for this long.
+pub const OFFLINE_AFTER_MS: u64 = 30_000;
+/// Shown when no node reports its gas price.
+pub const UNKNOWN: &str = "unknown";
+
+/// A node of the network file that seals blocks: it votes on the reference
+/// head and on the signer set while its account is in the set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignerNode {
+    /// The node's report id (its node-key address, `0x…`).
+    pub id: String,
+    pub name: String,
+    /// Its clique account, lower-case `0x…`.
+    pub signer: String,
+}
+
+pub struct Live {
+    pub network: NetworkInfo,
+    pub nodes: BTreeMap<String, NodeView>,
+    /// height → hash → block
+    blocks: BTreeMap<u64, BTreeMap<String, BlockView>>,
+    /// node → height → hash it reported as canonical
+    canonical: HashMap<String, BTreeMap<u64, String>>,
+    /// Sorted signer addresses (network file, then clique by majority).
+    signer_set: Vec<String>,
+    signer_nodes: Vec<SignerNode>,
+    /// Signer sets as each node last reported them (sorted).
+    reported_signers: HashMap<String, Vec<String>>,
+    reference: Option<(u64, String)>,
+    /// height → hash of the block shown there (the reference chain).
+    shown: BTreeMap<u64, String>,
+    pub alarms: Alarms,
+    /// Since when the fork condition holds (debounce).
+    fork_since_ms: Option<u64>,
+    pub stall_periods: u64,
+    /// Pre-rendered SSE events (`event: …\ndata: …\n\n`).
+    updates: broadcast::Sender<Bytes>,
+}
+
+fn normalise(set: &[String]) -> Vec<String> {
+    let mut set: Vec<String> = set.iter().map(|s| s.to_lowercase()).collect();
+    set.sort();
+    set.dedup();
+    set
+}
+
+/// One SSE event, rendered.
+pub fn sse_event(event: &str, data: &impl Serialize) -> Bytes {
+    let json = serde_json::to_string(data).unwrap_or_else(|_| "null".into());
+    Bytes::from(format!("event: {event}\ndata: {json}\n\n"))
+}
+
+impl Live {
+    pub fn new(
+        network: NetworkInfo,
+        signer_set: &[String],
+        signer_nodes: Vec<SignerNode>,
+        stall_periods: u64,
+    ) -> Self {
+        Self {
+            network,
+            nodes: BTreeMap::new(),
+            blocks: BTreeMap::new(),
+            canonical: HashMap::new(),
+            signer_set: normalise(signer_set),
+            signer_nodes: signer_nodes
+                .into_iter()
+                .map(|n| SignerNode {
+                    signer: n.signer.to_lowercase(),
+                    ..n
+                })
+                .collect(),
+            reported_signers: HashMap::new(),
+            reference: None,
+            shown: BTreeMap::new(),
+            alarms: Alarms::default(),
+            fork_since_ms: None,
+            stall_periods,
+            updates: broadcast::channel(4096).0,
+        }
+    }
+
+    /// The full state as an SSE event, and the stream of later changes.
+    pub fn subscribe(&self) -> (Bytes, broadcast::Receiver<Bytes>) {
+        (
+            sse_event("state", &self.snapshot()),
+            self.updates.subscribe(),
+        )
+    }
+
+    /// Renders and broadcasts one change (only when someone listens).
+    fn publish(&self, event: &str, data: &impl Serialize) {
+        if self.updates.receiver_count() > 0 {
+            let _ = self.updates.send(sse_event(event, data));
+        }
+    }
+
+    fn publish_best(&self) {
+        self.publish(
+            "best",
+            &json!({ "best": self.best_json(), "avg_block_time": self.avg_block_time() }),
+        );
+    }
+
+    pub fn signer_set(&self) -> &[String] {
+        &self.signer_set
+    }
+
+    pub fn node_mut(&mut self, id: &str, name: &str, source: &'static str) -> &mut NodeView {
+        self.nodes
+            .entry(id.to_owned())
+            .or_insert_with(|| NodeView::new(id.to_owned(), name.to_owned(), source))
+    }
+
+    /// Changes one node with `f`, marks it seen and publishes it.
+    pub fn update_node(
+        &mut self,
+        id: &str,
+        name: &str,
+        source: &'static str,
+        now_ms: u64,
+        f: impl FnOnce(&mut NodeView),
+    ) {
+        let node = self.node_mut(id, name, source);
+        f(node);
+        node.last_seen_ms = now_ms;
+        node.online = true;
+        let node = node.clone();
+        self.publish("node", &node);
+    }
+
+    /// Validates a block report from `node_id` against what is known (see
+    /// `validate`). A refused block must not be passed to [`Live::on_block`].
+    pub fn check_block(&self, node_id: &str, b: &BlockReport, now_ms: u64) -> Result<(), Refusal> {
+        let parent_height = b.number.checked_sub(1);
+        let own_parent = parent_height
+            .and_then(|h| self.canonical.get(node_id)?.get(&h))
+            .map(String::as_str);
+        let parent_known = parent_height
+            .and_then(|h| self.blocks.get(&h))
+            .is_some_and(|at| at.contains_key(&b.parent_hash.to_lowercase()));
+        let reference = self.best().map(|r| (r.number, r.timestamp));
+        let chain = ChainContext {
+            period: self.network.period,
+            reference,
+            own_parent,
+            parent_known,
+        };
+        validate::check_block(b, &chain, now_ms)
+    }
+
+    /// A node reported a new head (already validated with `check_block`).
+    pub fn on_block(
+        &mut self,
+        node_id: &str,
+        name: &str,
+        source: &'static str,
+        b: &BlockReport,
+        now_ms: u64,
+    ) {
+        // The genesis timestamp is arbitrary (often 0): no block time after it.
+        let parent_time = self
+            .blocks
+            .get(&b.number.wrapping_sub(1))
+            .filter(|_| b.number > 1)
+            .and_then(|at| at.get(&b.parent_hash))
+            .map(|p| p.timestamp);
+        let in_turn = b.difficulty == 2;
+        let seen_at = b.seen_at_ms.min(now_ms);
+        let entry = self.blocks.entry(b.number).or_default();
+        let mut block_time = parent_time.map(|t| b.timestamp.saturating_sub(t));
+        let mut propagation = 0;
+        let mut updated = None;
+        if entry.contains_key(&b.hash) || entry.len() < MAX_BRANCHES {
+            let view = entry.entry(b.hash.clone()).or_insert_with(|| BlockView {
+                number: b.number,
+                hash: b.hash.clone(),
+                parent_hash: b.parent_hash.clone(),
+                signer: b.signer.as_ref().map(|s| s.to_lowercase()),
+                timestamp: b.timestamp,
+                txs: b.transactions,
+                gas_used: b.gas_used,
+                gas_limit: b.gas_limit,
+                block_time,
+                in_turn,
+                propagation_ms: Vec::new(),
+                first_seen_ms: seen_at,
+                seen: HashMap::new(),
+            });
+            if view.signer.is_none() {
+                view.signer = b.signer.as_ref().map(|s| s.to_lowercase());
+            }
+            view.first_seen_ms = view.first_seen_ms.min(seen_at);
+            view.seen.entry(node_id.to_owned()).or_insert(seen_at);
+            let first = view.first_seen_ms;
+            view.propagation_ms = view
+                .seen
+                .values()
+                .map(|t| t.saturating_sub(first))
+                .collect();
+            view.propagation_ms.sort_unstable();
+            propagation = seen_at.saturating_sub(first);
+            block_time = view.block_time;
+            updated = Some(view.clone());
+        }
+        while self.blocks.len() > KEPT_HEIGHTS {
+            self.blocks.pop_first();
+        }
+        let canonical = self.canonical.entry(node_id.to_owned()).or_default();
+        canonical.split_off(&b.number);
+        canonical.insert(b.number, b.hash.clone());
+        while canonical.len() > KEPT_HEIGHTS {
+            canonical.pop_first();
+        }
+        let head = Head {
+            number: b.number,
+            hash: b.hash.clone(),
+            timestamp: b.timestamp,
+        };
+        self.update_node(node_id, name, source, now_ms, |node| {
+            node.head = Some(head);
+            node.block_time = block_time.map(|t| t as f64);
+            node.propagation_ms = Some(propagation);
+        });
+        if !self.refresh_reference() {
+            // A new sighting of a shown block: its propagation changed.
+            if let Some(view) = updated.filter(|v| self.shown.get(&v.number) == Some(&v.hash)) {
+                self.publish("block", &view);
+            }
+        }
+    }
+
+    /// An agent's periodic stats (its enode already checked by the caller).
+    pub fn on_stats(
+        &mut self,
+        node_id: &str,
+        s: &StatsReport,
+        now_ms: u64,
+        latency_ms: Option<u64>,
+    ) {
+        let gas_price = s
+            .min_gas_price_wei
+            .or(s.suggested_gas_price_wei)
+            .map_or_else(|| UNKNOWN.to_owned(), |wei| wei.to_string());
+        self.update_node(node_id, &s.name, "agent", now_ms, |node| {
+            node.name = s.name.clone();
+            node.client = s.client.clone();
+            node.peers = s.peers;
+            node.mining = s.mining;
+            node.is_signer = s.is_signer;
+            node.signer = s.signer.as_ref().map(|a| a.to_lowercase());
+            node.pending = s.pending;
+            node.uptime_s = Some(s.uptime_s);
+            node.ready = Some(s.ready);
+            node.not_ready = s.not_ready.clone();
+            node.last_shutdown = s.last_shutdown.clone();
+            node.blocks_lost = Some(s.blocks_lost_total);
+            node.enode = s.enode.clone();
+            node.gas_price = Some(gas_price);
+            if latency_ms.is_some() {
+                node.latency_ms = latency_ms;
+            }
+        });
+        if let Some(set) = &s.signers {
+            self.reported_signers
+                .insert(node_id.to_owned(), normalise(set));
+            self.adopt_signers();
+        }
+    }
+
+    /// Marks silent nodes offline and re-evaluates the alarms (every second).
+    pub fn tick(&mut self, now_ms: u64) {
+        let mut changed = Vec::new();
+        for node in self.nodes.values_mut() {
+            let online = now_ms.saturating_sub(node.last_seen_ms) < OFFLINE_AFTER_MS;
+            if node.online != online {
+                node.online = online;
+                changed.push(node.clone());
+            }
+        }
+        if !changed.is_empty() {
+            for node in &changed {
+                self.publish("node", node);
+            }
+            // Without signer nodes the online nodes decide the reference.
+            self.refresh_reference();
+        }
+        self.check_alarms(now_ms);
+    }
+
+    /// Signer nodes whose account is in the current set.
+    fn voting_signers(&self) -> Vec<&SignerNode> {
+        let set: HashSet<&str> = self.signer_set.iter().map(String::as_str).collect();
+        self.signer_nodes
+            .iter()
+            .filter(|n| set.contains(n.signer.as_str()))
+            .collect()
+    }
+
+    /// Adopts the signer set that a majority of the voting signer nodes report.
+    fn adopt_signers(&mut self) {
+        let voters = self.voting_signers();
+        if voters.is_empty() {
+            return;
+        }
+        let quorum = voters.len() / 2 + 1;
+        let mut tally: HashMap<&Vec<String>, usize> = HashMap::new();
+        for v in &voters {
+            if let Some(set) = self.reported_signers.get(&v.id) {
+                *tally.entry(set).or_default() += 1;
+            }
+        }
+        let adopted = tally
+            .into_iter()
+            .find(|(set, votes)| *votes >= quorum && !set.is_empty())
+            .map(|(set, _)| set.clone());
+        if let Some(set) = adopted.filter(|s| *s != self.signer_set) {
+            tracing::info!(from = ?self.signer_set, to = ?set, "signer set changed (reported by a majority of the signer nodes)");
+            self.signer_set = set;
+            self.publish("signers", &self.signers());
+            self.refresh_reference();
+        }
+    }
+
+    /// Recomputes the reference head; on a change, the shown chain follows and
+    /// the dashboard hears of it. Returns whether it changed.
+    fn refresh_reference(&mut self) -> bool {
+        let reference = self.compute_reference();
+        if reference == self.reference {
+            return false;
+        }
+        self.reference = reference;
+        self.recompute_shown();
+        if let Some(best) = self.best() {
+            self.publish("block", best);
+        }
+        self.publish_best();
+        self.publish("signers", &self.signers());
+        true
+    }
+
+    /// The highest block held by a majority of the voters (see module docs).
+    fn compute_reference(&self) -> Option<(u64, String)> {
+        let signers = self.voting_signers();
+        let voters: Vec<Vec<String>> = if signers.is_empty() {
+            self.nodes
+                .values()
+                .filter(|n| n.online)
+                .map(|n| vec![n.id.clone()])
+                .collect()
+        } else {
+            signers
+                .iter()
+                .map(|n| vec![n.id.clone(), format!("ethstats:{}", n.name)])
+                .collect()
+        };
+        let quorum = voters.len() / 2 + 1;
+        struct Cursor<'a> {
+            ids: &'a [String],
+            number: u64,
+            hash: Option<&'a str>,
+        }
+        let mut cursors: Vec<Cursor<'_>> = voters
+            .iter()
+            .filter_map(|ids| {
+                let head = ids
+                    .iter()
+                    .filter_map(|id| self.nodes.get(id)?.head.as_ref())
+                    .max_by_key(|h| h.number)?;
+                Some(Cursor {
+                    ids,
+                    number: head.number,
+                    hash: Some(head.hash.as_str()),
+                })
+            })
+            .collect();
+        if cursors.len() < quorum {
+            return None;
+        }
+        let mut numbers: Vec<u64> = cursors.iter().map(|c| c.number).collect();
+        numbers.sort_unstable_by(|a, b| b.cmp(a));
+        let start = numbers[quorum - 1];
+        for height in (start.saturating_sub(REFERENCE_DEPTH)..=start).rev() {
+            let mut tally: HashMap<&str, usize> = HashMap::new();
+            for c in cursors.iter_mut().filter(|c| c.number >= height) {
+                // Walk down to `height`: parent links first, else what the
+                // node itself reported at that height.
+                while c.number > height {
+                    let parent = c
+                        .hash
+                        .and_then(|h| self.blocks.get(&c.number)?.get(h))
+                        .map(|b| b.parent_hash.as_str());
+                    c.number -= 1;
+                    c.hash = parent.or_else(|| {
+                        c.ids
+                            .iter()
+                            .find_map(|id| self.canonical.get(id)?.get(&c.number))
+                            .map(String::as_str)
+                    });
+                }
+                if let Some(h) = c.hash {
+                    *tally.entry(h).or_default() += 1;
+                }
+            }
+            if let Some((hash, _)) = tally.into_iter().find(|(_, votes)| *votes >= quorum) {
+                return Some((height, hash.to_owned()));
+            }
+        }
+        None
+    }
+
+    /// The reference chain, walked down from the reference by parent links
+    /// (the most-seen block where a link is unknown).
+    fn recompute_shown(&mut self) {
+        self.shown.clear();
+        let Some((top, hash)) = &self.reference else {
+            return;
+        };
+        let mut next = Some(hash.clone());
+        for (height, at) in self.blocks.range(..=*top).rev() {
+            let chosen = next.filter(|h| at.contains_key(h)).or_else(|| {
+                at.values()
+                    .max_by_key(|b| (b.seen.len(), std::cmp::Reverse(b.first_seen_ms)))
+                    .map(|b| b.hash.clone())
+            });
+            next = chosen
+                .as_ref()
+                .and_then(|h| at.get(h))
+                .map(|b| b.parent_hash.clone());
+            if let Some(h) = chosen {
+                self.shown.insert(*height, h);
+            }
+        }
+    }
+
+    /// The fleet's reference head, sent to agents for their sync gate.
+    pub fn reference(&self) -> Option<BlockRef> {
+        self.reference.as_ref().map(|(number, hash)| BlockRef {
+            number: *number,
+            hash: hash.clone(),
+        })
+    }
+
+    /// The reference block, when its details are known.
+    pub fn best(&self) -> Option<&BlockView> {
+        let (number, hash) = self.reference.as_ref()?;
+        self.blocks.get(number)?.get(hash)
+    }
+
+    fn best_json(&self) -> Value {
+        self.best().map_or(Value::Null, |b| {
+            json!({ "number": b.number, "hash": b.hash, "timestamp": b.timestamp, "signer": b.signer })
+        })
+    }
+
+    /// Average seconds between the recent canonical blocks.
+    pub fn avg_block_time(&self) -> Option<f64> {
+        let times: Vec<u64> = self
+            .recent_blocks(SHOWN_BLOCKS)
+            .iter()
+            .filter_map(|b| b.block_time)
+            .collect();
+        (!times.is_empty()).then(|| times.iter().sum::<u64>() as f64 / times.len() as f64)
+    }
+
+    /// Recent blocks of the reference chain, newest first.
+    pub fn recent_blocks(&self, limit: usize) -> Vec<BlockView> {
+        self.shown
+            .iter()
+            .rev()
+            .filter_map(|(n, h)| self.blocks.get(n)?.get(h).cloned())
+            .take(limit)
+            .collect()
+    }
+
+    /// The gas price most online nodes report (wei), or `unknown`.
+    pub fn gas_price(&self) -> String {
+        let mut tally: BTreeMap<&str, usize> = BTreeMap::new();
+        for n in self.nodes.values().filter(|n| n.online) {
+            if let Some(p) = n.gas_price.as_deref().filter(|p| *p != UNKNOWN) {
+                *tally.entry(p).or_default() += 1;
+            }
+        }
+        tally
+            .into_iter()
+            .max_by_key(|(_, count)| *count)
+            .map_or_else(|| UNKNOWN.to_owned(), |(p, _)| p.to_owned())
+    }
+
+    /// Sealed blocks and missed turns per signer of the set over the recent
+    /// reference chain.
+    pub fn signers(&self) -> Vec<SignerView> {
+        let blocks = self.recent_blocks(KEPT_HEIGHTS);
+        let len = self.signer_set.len() as u64;
+        let mut views: BTreeMap<String, SignerView> = self
+            .signer_set
+            .iter()
+            .map(|s| {
+                (
+                    s.clone(),
+                    SignerView {
+                        address: s.clone(),
+                        sealed: 0,
+                        missed_turns: 0,
+                        last_sealed: None,
+                    },
+                )
+            })
+            .collect();
+        for b in &blocks {
+            if let Some(v) = b.signer.as_ref().and_then(|s| views.get_mut(s)) {
+                v.sealed += 1;
+                v.last_sealed = Some(v.last_sealed.unwrap_or(0).max(b.number));
+            }
+            if !b.in_turn && len > 0 {
+                let in_turn = &self.signer_set[(b.number % len) as usize];
+                if b.signer.as_ref() != Some(in_turn) {
+                    if let Some(v) = views.get_mut(in_turn) {
+                        v.missed_turns += 1;
+                    }
+                }
+            }
+        }
+        views.into_values().collect()
+    }
+
+    /// The whole dashboard state.
+    pub fn snapshot(&self) -> Value {
+        json!({
+            "network": self.network,
+            "best": self.best_json(),
+            "reference": self.reference(),
+            "avg_block_time": self.avg_block_time(),
+            "gas_price": self.gas_price(),
+            "gas_limit": self.best().map(|b| b.gas_limit),
+            "nodes": self.nodes.values().collect::<Vec<_>>(),
+            "blocks": self.recent_blocks(SHOWN_BLOCKS),
+            "signers": self.signers(),
+            "alarms": self.alarms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(n: u64, branch: u64) -> String {
+        format!("0x{:032x}{:032x}", branch, n)
+    }
+
+    fn report(
+        number: u64,
+        branch: u64,
+        parent_branch: u64,
+        signer: &str,
+        seen: u64,
+    ) -> BlockReport {
+        BlockReport {
+            number,
+            hash: h(number, branch),
+            parent_hash: h(number.saturating_sub(1), parent_branch),
+            timestamp: number,
+            signer: Some(signer.into()),
+            difficulty: 2,
+            transactions: 0,
+            gas_used: 0,
+            gas_limit: 1,
+            seen_at_ms: seen,
+        }
+    }
+
+    fn signer_nodes() -> Vec<SignerNode> {
+        ["a", "b", "c"]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SignerNode {
+                id: format!("n{}", i + 1),
+                name: format!("signer-{}", i + 1),
+                signer: format!("0x{s}"),
+            })
+            .collect()
+    }
+
+    fn live() -> Live {
+        Live::new(
+            NetworkInfo {
+                name: "t".into(),
+                chain_id: Some(1337),
+                period: 1,
+            },
+            &["0xa".into(), "0xb".into(), "0xc".into()],
+            signer_nodes(),
+            10,
+        )
+    }
+
+    /// `nodes` each report blocks `1..=to` of branch 0.
+    fn chain(l: &mut Live, nodes: &[&str], to: u64) {
+        for n in 1..=to {
+            for node in nodes {
+                l.on_block(
+                    node,
+                    node,
+                    "agent",
+                    &report(n, 0, 0, "0xa", n * 1000),
+                    n * 1000,
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn propagation_and_best_block() {
+        let mut l = live();
+        l.on_block(
+            "n1",
+            "signer-1",
+            "agent",
+            &report(1, 0, 0, "0xa", 1000),
+            1000,
+        );
+        assert_eq!(l.reference(), None, "one node is not a majority");
+        l.on_block(
+            "n2",
+            "signer-2",
+            "agent",
+            &report(1, 0, 0, "0xa", 1040),
+            1040,
+        );
+        let best = l.best().unwrap();
+        assert_eq!(best.hash, h(1, 0));
+        assert_eq!(best.propagation_ms, vec![0, 40]);
+        assert_eq!(l.nodes["n2"].propagation_ms, Some(40));
+    }
+
+    #[test]
+    fn one_node_cannot_move_the_reference_head() {
+        let mut l = live();
+        chain(&mut l, &["n1", "n2", "n3"], 5);
+        assert_eq!(l.reference().map(|r| r.number), Some(5));
+        // n1 claims a higher block (and the one after it) that nobody else has.
+        l.on_block("n1", "n1", "agent", &report(6, 9, 0, "0xa", 6000), 6000);
+        l.on_block("n1", "n1", "agent", &report(7, 9, 9, "0xa", 6000), 6000);
+        assert_eq!(
+            l.reference().map(|r| (r.number, r.hash)),
+            Some((5, h(5, 0)))
+        );
+        assert_eq!(l.best().unwrap().number, 5);
+        assert!(
+            l.recent_blocks(100).iter().all(|b| b.hash != h(6, 9)),
+            "a forged block is not shown"
+        );
+        // The real block 6, held by two of three signers, is.
+        l.on_block("n2", "n2", "agent", &report(6, 0, 0, "0xb", 7000), 7000);
+        assert_eq!(l.reference().unwrap().number, 5);
+        l.on_block("n3", "n3", "agent", &report(6, 0, 0, "0xb", 7000), 7000);
+        assert_eq!(
+            l.reference().map(|r| (r.number, r.hash)),
+            Some((6, h(6, 0)))
+        );
+        assert_eq!(l.recent_blocks(1)[0].hash, h(6, 0));
+    }
+
+    #[test]
+    fn the_reference_is_an_ancestor_held_by_a_majority() {
+        let mut l = live();
+        chain(&mut l, &["n1", "n2", "n3"], 4);
+        // n1 and n2 move on to 6 (they hold 5 and 6); n3 stays at 4.
+        for n in 5..=6 {
+            l.on_block(
+                "n1",
+                "n1",
+                "agent",
+                &report(n, 0, 0, "0xa", n * 1000),
+                n * 1000,
+            );
+        }
+        l.on_block("n2", "n2", "agent", &report(6, 0, 0, "0xa", 6000), 6000);
+        assert_eq!(
+            l.reference().map(|r| (r.number, r.hash)),
+            Some((6, h(6, 0)))
+        );
+        // A side branch at 7 held by one node only: the reference stays.
+        l.on_block("n3", "n3", "agent", &report(7, 5, 5, "0xc", 7000), 7000);
+        assert_eq!(l.reference().unwrap().number, 6);
+    }
+
+    #[test]
+    fn without_signer_nodes_a_majority_of_online_nodes_decides() {
+        let mut l = Live::new(
+            NetworkInfo {
+                name: "t".into(),
+                chain_id: None,
+                period: 1,
+            },
+            &[],
+            vec![],
+            10,
+        );
+        chain(&mut l, &["v1", "v2", "v3"], 3);
+        assert_eq!(l.reference().unwrap().number, 3);
+        l.on_block("v1", "v1", "agent", &report(4, 7, 0, "0xa", 4000), 4000);
+        assert_eq!(l.reference().unwrap().number, 3);
+        // v2 and v3 go silent: v1 alone is the online majority.
+        l.tick(3000 + OFFLINE_AFTER_MS + 10_000);
+        assert!(!l.nodes["v2"].online);
+        l.on_block("v1", "v1", "agent", &report(5, 7, 7, "0xa", 40_000), 40_000);
+        assert_eq!(l.reference().unwrap().number, 5);
+    }
+
+    fn stats(signers: &[&str]) -> StatsReport {
+        StatsReport {
+            name: "x".into(),
+            signers: Some(signers.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_signer_set_follows_a_majority_of_signer_nodes_only() {
+        let mut l = live();
+        // One node claims a foreign set: ignored.
+        l.on_stats("n1", &stats(&["0xf"]), 1, None);
+        assert_eq!(l.signer_set(), ["0xa", "0xb", "0xc"]);
+        // A non-signer node cannot vote at all.
+        l.on_stats("v9", &stats(&["0xf"]), 1, None);
+        assert_eq!(l.signer_set(), ["0xa", "0xb", "0xc"]);
+        // c is voted out: two of three signer nodes say so.
+        l.on_stats("n2", &stats(&["0xB", "0xa"]), 1, None);
+        assert_eq!(l.signer_set(), ["0xa", "0xb", "0xc"]);
+        l.on_stats("n3", &stats(&["0xa", "0xb"]), 1, None);
+        assert_eq!(l.signer_set(), ["0xa", "0xb"]);
+        assert!(l.signers().iter().all(|s| s.address != "0xc"));
+        // Sealers of blocks never join the set.
+        chain(&mut l, &["n1", "n2", "n3"], 2);
+        l.on_block("n1", "n1", "agent", &report(3, 0, 0, "0xf", 3000), 3000);
+        assert_eq!(l.signer_set(), ["0xa", "0xb"]);
+    }
+
+    #[test]
+    fn gas_price_is_what_nodes_report_or_unknown() {
+        let mut l = live();
+        l.on_stats("n1", &StatsReport::default(), 1, None);
+        assert_eq!(l.nodes["n1"].gas_price.as_deref(), Some(UNKNOWN));
+        assert_eq!(l.gas_price(), UNKNOWN);
+        let priced = StatsReport {
+            min_gas_price_wei: Some(1_000_000_000),
+            ..Default::default()
+        };
+        l.on_stats("n2", &priced, 1, None);
+        assert_eq!(l.gas_price(), "1000000000");
+    }
+
+    #[test]
+    fn updates_are_rendered_once_as_sse_bytes() {
+        let mut l = live();
+        let (first, mut rx) = l.subscribe();
+        assert!(first.starts_with(b"event: state\ndata: {"));
+        l.on_stats("n1", &StatsReport::default(), 1, None);
+        let event = rx.try_recv().unwrap();
+        assert!(event.starts_with(b"event: node\ndata: {"), "{event:?}");
+        assert!(event.ends_with(b"\n\n"));
+    }
+
+    #[test]
+    fn a_lasting_disagreement_raises_the_fork_alarm() {
+        let mut l = live();
+        l.on_block(
+            "n1",
+            "signer-1",
+            "agent",
+            &report(5, 1, 0, "0xa", 1000),
+            1000,
+        );
+        l.on_block(
+            "n2",
+            "signer-2",
+            "agent",
+            &report(5, 2, 0, "0xb", 1000),
+            1000,
+        );
+        l.tick(1000);
+        assert!(l.alarms.fork.is_none(), "debounced");
+        l.tick(2000);
+        assert!(l.alarms.fork.is_none());
+        l.tick(4500);
+        let fork = l.alarms.fork.clone().expect("fork alarm");
+        assert_eq!(fork.height, 5);
+        assert_eq!(fork.hashes.len(), 2);
+        // n2 reorgs onto n1's block: the alarm clears.
+        l.on_block(
+            "n2",
+            "signer-2",
+            "agent",
+            &report(5, 1, 0, "0xa", 4600),
+            4600,
+        );
+        l.tick(4700);
+        assert!(l.alarms.fork.is_none());
+    }
+
+    #[test]
+    fn stall_after_k_periods() {
+        let mut l = live();
+        for node in ["n1", "n2"] {
+            l.on_block(node, node, "agent", &report(5, 0, 0, "0xa", 5000), 5000);
+        }
+        l.tick(10_000);
+        assert!(l.alarms.stall.is_none());
+        l.tick(20_000);
+        assert_eq!(l.alarms.stall.as_ref().map(|s| s.seconds), Some(15));
+    }
+}

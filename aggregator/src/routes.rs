@@ -1,0 +1,60 @@
+//! The HTTP routes and the server loop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::{now_ms, App};
+use crate::{ethstats, ingest, web};
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", get(web::index))
+        .route("/app.js", get(web::script))
+        .route("/style.css", get(web::style))
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/api/state", get(web::state))
+        .route("/api/stream", get(web::stream))
+        .route("/api/events", get(web::events))
+        .route("/api/peers", get(ingest::peers))
+        .route("/api/report", post(ingest::report))
+        .route("/api", get(ethstats::upgrade))
+        .route("/metrics", get(web::metrics))
+        .layer(DefaultBodyLimit::max(geth_wire::MAX_REPORT_BYTES))
+        .with_state(app)
+}
+
+/// Serves until `shutdown` fires.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let ticker = {
+        let app = app.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => app.live().tick(now_ms()),
+                }
+            }
+        })
+    };
+    let result = axum::serve(
+        listener,
+        router(app).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await;
+    ticker.abort();
+    result
+}

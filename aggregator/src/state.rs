@@ -1,0 +1,75 @@
+//! The aggregator's shared state, independent of HTTP: who may report, the
+//! live view, the store, the aggregator's own key, replay and refusal
+//! bookkeeping. The routes (`routes`) and handlers only translate to HTTP.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use crate::auth::ReplayGuard;
+use crate::fleet::FleetMetrics;
+use crate::gate::LoginGate;
+use crate::identity::Identity;
+use crate::live::Live;
+use crate::refusals::{Refusal, RefusalLog};
+use crate::registry::Registry;
+use crate::store::Store;
+
+pub struct App {
+    pub registry: Registry,
+    pub live: Mutex<Live>,
+    pub store: Store,
+    /// geth `--ethstats name:secret@…` credentials, one per node name.
+    pub ethstats_secrets: HashMap<String, String>,
+    pub metrics: FleetMetrics,
+    /// Signs every reply to an agent.
+    pub identity: Identity,
+    /// Each node's last accepted request time.
+    pub replay: ReplayGuard,
+    pub refusal_log: RefusalLog,
+    /// Unauthenticated ethstats connections.
+    pub logins: LoginGate,
+}
+
+impl App {
+    pub fn new(
+        registry: Registry,
+        live: Live,
+        store: Store,
+        ethstats_secrets: HashMap<String, String>,
+        identity: Identity,
+    ) -> Self {
+        Self {
+            registry,
+            live: Mutex::new(live),
+            store,
+            ethstats_secrets,
+            metrics: FleetMetrics::default(),
+            identity,
+            replay: ReplayGuard::default(),
+            refusal_log: RefusalLog::default(),
+            logins: LoginGate::default(),
+        }
+    }
+
+    pub fn live(&self) -> MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a refusal by reason and warns about it (rate-limited per node
+    /// and reason).
+    pub fn note_refusal(&self, node: &str, refusal: &Refusal) {
+        let reason = refusal.reason.label();
+        self.metrics.rejected(reason);
+        if self.refusal_log.due(node, refusal.reason, Instant::now()) {
+            tracing::warn!(node, reason, "refused: {}", refusal.message);
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
