@@ -222,7 +222,6 @@ impl Reporter {
                 .signers
                 .as_ref()
                 .map(|set| set.iter().map(|a| format!("{a:#x}")).collect()),
-            ..StatsReport::default()
         };
         self.send(&Report::Stats(Box::new(stats))).await.map(|_| ())
     }
