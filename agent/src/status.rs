@@ -81,6 +81,11 @@ pub struct NodeStatus {
     pub enode: Option<String>,
     /// Best head known to the aggregator (the sync gate's reference).
     pub reference_head: Option<u64>,
+    /// The fleet's reference block from the aggregator's last verified reply.
+    pub reference: Option<geth_wire::BlockRef>,
+    /// This node's canonical block hash at `reference.number`, read from geth
+    /// when that reply arrived (`None` while the node is below that height).
+    pub hash_at_reference: Option<String>,
 }
 
 impl NodeStatus {
@@ -109,6 +114,8 @@ impl NodeStatus {
             client: None,
             enode: None,
             reference_head: None,
+            reference: None,
+            hash_at_reference: None,
         }
     }
 }
