@@ -174,6 +174,7 @@ async fn run_node(args: RunArgs) -> ExitCode {
             let reporter = Reporter::new(
                 url,
                 key,
+                config.aggregator_address.expect("config requires it with an aggregator"),
                 status_tx.clone(),
                 heads_rx,
                 spool.clone(),

@@ -112,6 +112,10 @@ pub struct RunArgs {
     /// lifecycle events there, signed with the node key (needs --nodekey).
     #[arg(long, env = "GETH_AGENT_AGGREGATOR", value_name = "URL")]
     pub aggregator: Option<String>,
+    /// Address of the aggregator's reply key (network.json's `aggregator.address`):
+    /// replies not signed by it are ignored. Required with --aggregator.
+    #[arg(long, env = "GETH_AGENT_AGGREGATOR_ADDRESS", value_name = "ADDRESS")]
+    pub aggregator_address: Option<String>,
     /// Extra arguments passed to geth as they are (after `--`).
     #[arg(last = true, value_name = "GETH_ARGS")]
     pub geth_args: Vec<String>,
@@ -147,6 +151,7 @@ struct FileConfig {
     max_head_age_periods: Option<u64>,
     restart_backoff_max_secs: Option<u64>,
     aggregator: Option<String>,
+    aggregator_address: Option<String>,
     #[serde(default)]
     geth_args: Vec<String>,
 }
@@ -172,6 +177,8 @@ pub struct RunConfig {
     pub period: u64,
     /// geth-aggregator base URL.
     pub aggregator: Option<String>,
+    /// The key that must sign the aggregator's replies (set whenever `aggregator` is).
+    pub aggregator_address: Option<Address>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -362,6 +369,22 @@ impl RunArgs {
                 errors.push("aggregator: reports are signed with the node key; set nodekey".into());
             }
         }
+        let aggregator_address = match self.aggregator_address.or(file.aggregator_address) {
+            Some(a) => a.parse::<Address>().map(Some).unwrap_or_else(|_| {
+                errors.push(format!("aggregator_address: {a:?} is not an address"));
+                None
+            }),
+            None => {
+                if aggregator.is_some() {
+                    errors.push(
+                        "aggregator_address: required with aggregator (network.json's \
+                         aggregator.address): unsigned replies are not trusted"
+                            .into(),
+                    );
+                }
+                None
+            }
+        };
         let mut geth_args = file.geth_args;
         geth_args.extend(self.geth_args);
         if signer.is_some() {
@@ -426,6 +449,7 @@ impl RunArgs {
             restart_backoff_max,
             period: period.flatten().unwrap_or(0),
             aggregator,
+            aggregator_address,
         })
     }
 }
@@ -621,6 +645,51 @@ mod tests {
         assert!(err.contains("londonBlock"), "{err}");
         args.min_gas_price_wei = Some(1);
         assert!(args.resolve().is_ok());
+    }
+
+    #[test]
+    fn an_aggregator_needs_the_address_of_its_reply_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("genesis.json"), "{}").unwrap();
+        std::fs::write(dir.path().join("nodekey"), "00").unwrap();
+        let base = || RunArgs {
+            datadir: Some(dir.path().join("data")),
+            genesis: Some(dir.path().join("genesis.json")),
+            nodekey: Some(dir.path().join("nodekey")),
+            aggregator: Some("http://127.0.0.1:8080".into()),
+            ..RunArgs::default()
+        };
+        let err = base().resolve().unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert!(
+            err.0[0].starts_with("aggregator_address: required"),
+            "{err}"
+        );
+        let err = RunArgs {
+            aggregator_address: Some("0x12".into()),
+            ..base()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.0[0].contains("not an address"), "{err}");
+        let address = "0x00000000000000000000000000000000000000aa";
+        let config = RunArgs {
+            aggregator_address: Some(address.into()),
+            ..base()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(config.aggregator_address, Some(address.parse().unwrap()));
+        // From the TOML file too.
+        let file = dir.path().join("agent.toml");
+        std::fs::write(&file, format!("aggregator_address = \"{address}\"\n")).unwrap();
+        let config = RunArgs {
+            config: Some(file),
+            ..base()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(config.aggregator_address, Some(address.parse().unwrap()));
     }
 
     #[test]

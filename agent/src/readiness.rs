@@ -1,6 +1,7 @@
 //! The sync gate: `/readyz` is ready only when geth answers, has enough peers,
-//! is not syncing, is close to the reference head, its head is fresh and the
-//! gas price floor is applied.
+//! is not syncing, is close to the reference head, holds the fleet's block at
+//! the reference height (not a side branch), its head is fresh and the gas
+//! price floor is applied.
 //! `/livez` stays loose: a syncing or blocked node is alive and must not be
 //! restarted by the platform.
 
@@ -119,6 +120,8 @@ pub fn evaluate(
             format!("<= {}", config.max_lag),
         ),
     }
+    let (ok, value, want) = same_chain(status);
+    add("same_chain", ok, value, want);
     if status.period > 0 {
         let max_age_s = config.max_head_age_periods * status.period;
         let age_s = chain.head_time.map(|t| (now_ms / 1000).saturating_sub(t));
@@ -142,6 +145,41 @@ pub fn evaluate(
     Readiness {
         ready: conditions.iter().all(|c| c.ok),
         conditions,
+    }
+}
+
+/// At or above the fleet's reference height, this node's block there must be
+/// the fleet's: a node on a side branch is not serving the chain. Below it,
+/// `head_lag` decides.
+fn same_chain(status: &NodeStatus) -> (bool, String, String) {
+    let (Some(reference), Some(head)) = (&status.reference, status.chain.head) else {
+        return (
+            true,
+            "no reference block".into(),
+            "the fleet's block".into(),
+        );
+    };
+    let want = format!("{} at {}", reference.hash, reference.number);
+    if head < reference.number {
+        return (
+            true,
+            format!("below {} (head {head})", reference.number),
+            want,
+        );
+    }
+    // At the reference height the live head is the freshest answer.
+    let own = if head == reference.number {
+        status.chain.head_hash.as_deref()
+    } else {
+        status.hash_at_reference.as_deref()
+    };
+    match own {
+        Some(own) => (
+            own.eq_ignore_ascii_case(&reference.hash),
+            format!("{own} at {}", reference.number),
+            want,
+        ),
+        None => (false, format!("hash at {} unknown", reference.number), want),
     }
 }
 
@@ -179,6 +217,69 @@ mod tests {
         let now = 1_800_000_000_000;
         let r = evaluate(&healthy(now), &ReadinessConfig::default(), Some(101), now);
         assert!(r.ready, "{r:?}");
+    }
+
+    fn same_chain_of(s: &NodeStatus) -> Condition {
+        let now = 1_800_000_000_000;
+        let r = evaluate(s, &ReadinessConfig::default(), s.reference_head, now);
+        r.conditions
+            .into_iter()
+            .find(|c| c.name == "same_chain")
+            .expect("same_chain is always evaluated")
+    }
+
+    fn with_reference(number: u64, hash: &str, own: Option<&str>) -> NodeStatus {
+        let mut s = healthy(1_800_000_000_000);
+        s.reference_head = Some(number);
+        s.reference = Some(geth_wire::BlockRef {
+            number,
+            hash: hash.into(),
+        });
+        s.hash_at_reference = own.map(str::to_owned);
+        s
+    }
+
+    #[test]
+    fn same_chain_compares_the_hash_at_the_reference_height() {
+        // No aggregator: nothing to compare with.
+        let c = same_chain_of(&healthy(1_800_000_000_000));
+        assert!(c.ok, "{c:?}");
+        // Above the reference on the fleet's chain (hash case does not matter).
+        let c = same_chain_of(&with_reference(98, "0xAB", Some("0xab")));
+        assert!(
+            c.ok && c.value == "0xab at 98" && c.want == "0xAB at 98",
+            "{c:?}"
+        );
+        // Above the reference on a side branch: not ready, both hashes shown.
+        let s = with_reference(98, "0xab", Some("0xcd"));
+        let c = same_chain_of(&s);
+        assert!(
+            !c.ok && c.value == "0xcd at 98" && c.want == "0xab at 98",
+            "{c:?}"
+        );
+        let r = evaluate(
+            &s,
+            &ReadinessConfig::default(),
+            s.reference_head,
+            1_800_000_000_000,
+        );
+        assert!(!r.ready);
+        assert_eq!(failing(&r), ["same_chain"], "head_lag stays fine");
+        // At the reference height the live head hash decides (head_hash is 0x1).
+        assert!(same_chain_of(&with_reference(100, "0x1", None)).ok);
+        assert!(same_chain_of(&with_reference(100, "0x1", Some("0x2"))).ok);
+        let c = same_chain_of(&with_reference(100, "0x2", Some("0x2")));
+        assert!(!c.ok && c.value == "0x1 at 100", "{c:?}");
+        // Below the reference height head_lag decides.
+        let c = same_chain_of(&with_reference(101, "0xab", None));
+        assert!(c.ok && c.value.starts_with("below 101"), "{c:?}");
+        // Above it with our own hash unknown: not proven, not ready.
+        let c = same_chain_of(&with_reference(98, "0xab", None));
+        assert!(!c.ok && c.value == "hash at 98 unknown", "{c:?}");
+        // Head unknown: head_lag already fails; same_chain has nothing to say.
+        let mut s = with_reference(98, "0xab", Some("0xcd"));
+        s.chain.head = None;
+        assert!(same_chain_of(&s).ok);
     }
 
     #[test]

@@ -1,19 +1,21 @@
 //! Reporting to the aggregator — always started by the agent (agents may sit
 //! behind NAT): each new head at once, the node's stats every 5 s, spooled
 //! lifecycle events until acknowledged, and peer discovery every 15 s. Every
-//! request is signed with the node's own devp2p key.
+//! request is signed with the node's own devp2p key; every reply must be signed
+//! by the aggregator's key for that request, or it is ignored.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use alloy::primitives::{keccak256, B256};
+use alloy::primitives::{keccak256, Address, Signature, B256};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::signers::SignerSync;
 use geth_wire::{
-    signing_payload, BlockReport, PeerList, Report, ReportReply, StatsReport, HEADER_NODE,
-    HEADER_SIGNATURE, HEADER_TIME,
+    reply_signing_payload, signing_payload, BlockRef, BlockReport, PeerList, Report, ReportReply,
+    StatsReport, HEADER_NODE, HEADER_REPLY_SIGNATURE, HEADER_SIGNATURE, HEADER_TIME,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -29,15 +31,23 @@ const STATS_EVERY: Duration = Duration::from_secs(5);
 const SPOOL_EVERY: Duration = Duration::from_secs(1);
 const PEERS_EVERY: Duration = Duration::from_secs(15);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The same kind of report failure is logged at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     #[error("cannot read the node key {path}: {reason}")]
     NodeKey { path: String, reason: String },
-    #[error("{0}")]
-    Http(String),
-    #[error("aggregator answered {status}: {body}")]
-    Refused { status: u16, body: String },
+    #[error("cannot sign the request: {0}")]
+    Sign(String),
+    #[error("aggregator unreachable: {0}")]
+    Unreachable(String),
+    #[error("aggregator refused the request ({status}): {reason}")]
+    Refused { status: u16, reason: String },
+    #[error("aggregator reply ignored: {0}")]
+    Reply(#[from] ReplyRejected),
+    #[error("aggregator reply unreadable: {0}")]
+    Decode(String),
 }
 
 impl ReportError {
@@ -47,6 +57,108 @@ impl ReportError {
         matches!(self, Self::Refused { status, .. }
             if (400..500).contains(status) && *status != 401 && *status != 429)
     }
+
+    /// A stable name for the kind of failure, for rate-limited logging.
+    fn kind(&self) -> String {
+        match self {
+            Self::NodeKey { .. } => "node key".into(),
+            Self::Sign(_) => "sign".into(),
+            Self::Unreachable(_) => "unreachable".into(),
+            Self::Refused { status, .. } => format!("refused {status}"),
+            Self::Reply(r) => format!("reply {}", r.reason()),
+            Self::Decode(_) => "decode".into(),
+        }
+    }
+}
+
+/// Why a reply was not trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyRejected {
+    #[error("no {HEADER_REPLY_SIGNATURE} header")]
+    Unsigned,
+    #[error("{HEADER_REPLY_SIGNATURE} is not a 65-byte hex signature")]
+    Malformed,
+    /// Signed by another key, or for another request.
+    #[error("not signed by the aggregator's key for this request")]
+    Foreign,
+}
+
+impl ReplyRejected {
+    /// The metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unsigned => "unsigned",
+            Self::Malformed => "malformed",
+            Self::Foreign => "foreign",
+        }
+    }
+}
+
+/// Checks that `body` was signed by `aggregator` in answer to the request
+/// whose own signature was `request_signature`.
+pub fn verify_reply(
+    aggregator: Address,
+    request_signature: &str,
+    header: Option<&str>,
+    body: &[u8],
+) -> Result<(), ReplyRejected> {
+    let header = header.ok_or(ReplyRejected::Unsigned)?;
+    let bytes = header
+        .strip_prefix("0x")
+        .and_then(|h| hex::decode(h).ok())
+        .filter(|b| b.len() == 65)
+        .ok_or(ReplyRejected::Malformed)?;
+    let signature = Signature::try_from(bytes.as_slice()).map_err(|_| ReplyRejected::Malformed)?;
+    let digest = keccak256(reply_signing_payload(request_signature, body));
+    match signature.recover_address_from_prehash(&digest) {
+        Ok(signer) if signer == aggregator => Ok(()),
+        _ => Err(ReplyRejected::Foreign),
+    }
+}
+
+/// Logs each kind of failure at most once per [`WARN_EVERY`].
+#[derive(Default)]
+struct WarnLimiter {
+    last: HashMap<String, Instant>,
+}
+
+impl WarnLimiter {
+    fn allow(&mut self, kind: String, now: Instant) -> bool {
+        match self.last.get(&kind) {
+            Some(at) if now.duration_since(*at) < WARN_EVERY => false,
+            _ => {
+                self.last.insert(kind, now);
+                true
+            }
+        }
+    }
+}
+
+/// Request times (`x-geth-time`, Unix ms) strictly increasing across every
+/// request of this agent, even several within one millisecond: the aggregator
+/// refuses a time that is not newer than the last it accepted from this node.
+#[derive(Default)]
+struct RequestClock {
+    last: AtomicU64,
+}
+
+impl RequestClock {
+    fn next(&self, now_ms: u64) -> u64 {
+        let mut time = now_ms;
+        let _ = self
+            .last
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+                time = now_ms.max(last.saturating_add(1));
+                Some(time)
+            });
+        time
+    }
+}
+
+/// A signed request's headers.
+struct Signed {
+    time: String,
+    signature: String,
 }
 
 /// Loads the devp2p node key (64 hex characters) that signs reports.
@@ -67,6 +179,8 @@ pub fn load_node_key(path: &Path) -> Result<PrivateKeySigner, ReportError> {
 pub struct Reporter {
     pub base: String,
     pub key: PrivateKeySigner,
+    /// The only key whose replies are trusted.
+    pub aggregator: Address,
     pub status_tx: watch::Sender<NodeStatus>,
     pub heads: mpsc::Receiver<BlockReport>,
     pub spool: Arc<Spool>,
@@ -77,6 +191,8 @@ pub struct Reporter {
     client: reqwest::Client,
     started: Instant,
     known_peers: HashMap<String, String>, // node id → enode last added
+    clock: RequestClock,
+    warnings: Mutex<WarnLimiter>,
 }
 
 impl Reporter {
@@ -84,6 +200,7 @@ impl Reporter {
     pub fn new(
         base: &str,
         key: PrivateKeySigner,
+        aggregator: Address,
         status_tx: watch::Sender<NodeStatus>,
         heads: mpsc::Receiver<BlockReport>,
         spool: Arc<Spool>,
@@ -98,6 +215,7 @@ impl Reporter {
         Self {
             base: base.trim_end_matches('/').to_owned(),
             key,
+            aggregator,
             status_tx,
             heads,
             spool,
@@ -108,6 +226,8 @@ impl Reporter {
             client,
             started: Instant::now(),
             known_peers: HashMap::new(),
+            clock: RequestClock::default(),
+            warnings: Mutex::new(WarnLimiter::default()),
         }
     }
 
@@ -128,63 +248,125 @@ impl Reporter {
             };
             self.metrics.on_spool_depth(self.spool.depth());
             if let Err(e) = result {
-                self.metrics.on_report_failure();
-                tracing::debug!(error = %e, "report to the aggregator failed");
+                self.on_failure(&e);
             }
         }
         // A last try for events recorded during shutdown.
         let _ = tokio::time::timeout(Duration::from_secs(3), self.flush_spool()).await;
     }
 
-    fn sign(&self, body: &[u8]) -> Result<(String, String), ReportError> {
-        let time = now_ms();
+    /// Counts a failed exchange and warns about it, once a minute per kind.
+    fn on_failure(&self, e: &ReportError) {
+        match e {
+            ReportError::Reply(r) => self.metrics.on_reply_rejected(r.reason()),
+            _ => self.metrics.on_report_failure(),
+        }
+        let warn = self
+            .warnings
+            .lock()
+            .map(|mut w| w.allow(e.kind(), Instant::now()))
+            .unwrap_or(true);
+        if warn {
+            tracing::warn!(error = %e, "report to the aggregator failed (same failures muted for a minute)");
+        } else {
+            tracing::debug!(error = %e, "report to the aggregator failed");
+        }
+    }
+
+    fn sign(&self, body: &[u8]) -> Result<Signed, ReportError> {
+        let time = self.clock.next(now_ms());
         let digest = keccak256(signing_payload(time, body));
         let signature = self
             .key
             .sign_hash_sync(&digest)
-            .map_err(|e| ReportError::Http(e.to_string()))?;
-        Ok((
-            time.to_string(),
-            format!("0x{}", hex::encode(signature.as_bytes())),
-        ))
+            .map_err(|e| ReportError::Sign(e.to_string()))?;
+        Ok(Signed {
+            time: time.to_string(),
+            signature: format!("0x{}", hex::encode(signature.as_bytes())),
+        })
+    }
+
+    /// Sends a signed request and returns the reply body once its signature
+    /// proves it is the aggregator's answer to this very request.
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+        body: &[u8],
+    ) -> Result<Vec<u8>, ReportError> {
+        let signed = self.sign(body)?;
+        let response = request
+            .header(HEADER_NODE, format!("{:#x}", self.key.address()))
+            .header(HEADER_TIME, signed.time)
+            .header(HEADER_SIGNATURE, &signed.signature)
+            .send()
+            .await
+            .map_err(|e| ReportError::Unreachable(e.to_string()))?;
+        let status = response.status();
+        let header = response
+            .headers()
+            .get(HEADER_REPLY_SIGNATURE)
+            .map(|v| v.to_str().unwrap_or_default().to_owned());
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ReportError::Unreachable(e.to_string()))?;
+        if !status.is_success() {
+            return Err(ReportError::Refused {
+                status: status.as_u16(),
+                reason: refusal_reason(&bytes),
+            });
+        }
+        verify_reply(
+            self.aggregator,
+            &signed.signature,
+            header.as_deref(),
+            &bytes,
+        )?;
+        Ok(bytes.to_vec())
     }
 
     async fn send(&self, report: &Report) -> Result<ReportReply, ReportError> {
-        let body = serde_json::to_vec(report).map_err(|e| ReportError::Http(e.to_string()))?;
-        let (time, signature) = self.sign(&body)?;
-        let response = self
+        let body = serde_json::to_vec(report).map_err(|e| ReportError::Sign(e.to_string()))?;
+        let request = self
             .client
             .post(format!("{}/api/report", self.base))
-            .header(HEADER_NODE, format!("{:#x}", self.key.address()))
-            .header(HEADER_TIME, time)
-            .header(HEADER_SIGNATURE, signature)
             .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| ReportError::Http(e.to_string()))?;
-        let code = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| ReportError::Http(e.to_string()))?;
-        if !code.is_success() {
-            return Err(ReportError::Refused {
-                status: code.as_u16(),
-                body: text,
-            });
-        }
+            .body(body.clone());
+        let bytes = self.exchange(request, &body).await?;
         let reply: ReportReply =
-            serde_json::from_str(&text).map_err(|e| ReportError::Http(e.to_string()))?;
+            serde_json::from_slice(&bytes).map_err(|e| ReportError::Decode(e.to_string()))?;
         if let Some(reference) = &reply.reference {
-            let head = Some(reference.number);
-            self.status_tx.send_if_modified(|s| {
-                let changed = s.reference_head != head;
-                s.reference_head = head;
-                changed
-            });
+            self.take_reference(reference).await;
         }
         Ok(reply)
+    }
+
+    /// Records the fleet's reference block with this node's own hash at that
+    /// height, read from geth now, so the sync gate can tell a side branch.
+    async fn take_reference(&self, reference: &BlockRef) {
+        let head = self.status_tx.borrow().chain.head;
+        let own = if head.is_some_and(|h| h >= reference.number) {
+            self.hash_at(reference.number).await
+        } else {
+            None
+        };
+        self.status_tx.send_if_modified(|s| {
+            let changed = s.reference.as_ref() != Some(reference) || s.hash_at_reference != own;
+            s.reference_head = Some(reference.number);
+            s.reference = Some(reference.clone());
+            s.hash_at_reference = own;
+            changed
+        });
+    }
+
+    /// The canonical block hash geth holds at `number`, if any.
+    async fn hash_at(&self, number: u64) -> Option<String> {
+        let rpc = GethRpc::connect(&self.ipc).await.ok()?;
+        let block: Option<serde_json::Value> = rpc
+            .call("eth_getBlockByNumber", (format!("{number:#x}"), false))
+            .await
+            .ok()?;
+        block?.get("hash")?.as_str().map(str::to_owned)
     }
 
     async fn send_stats(&self) -> Result<(), ReportError> {
@@ -264,23 +446,10 @@ impl Reporter {
 
     /// Adds every live peer geth is not connected to; again when its address changes.
     async fn discover_peers(&mut self) -> Result<(), ReportError> {
-        let (time, signature) = self.sign(b"")?;
-        let response = self
-            .client
-            .get(format!("{}/api/peers", self.base))
-            .header(HEADER_NODE, format!("{:#x}", self.key.address()))
-            .header(HEADER_TIME, time)
-            .header(HEADER_SIGNATURE, signature)
-            .send()
-            .await
-            .map_err(|e| ReportError::Http(e.to_string()))?;
-        if !response.status().is_success() {
-            return Err(ReportError::Http(format!("peers: {}", response.status())));
-        }
-        let list: PeerList = response
-            .json()
-            .await
-            .map_err(|e| ReportError::Http(e.to_string()))?;
+        let request = self.client.get(format!("{}/api/peers", self.base));
+        let bytes = self.exchange(request, b"").await?;
+        let list: PeerList =
+            serde_json::from_slice(&bytes).map_err(|e| ReportError::Decode(e.to_string()))?;
         let Ok(rpc) = GethRpc::connect(&self.ipc).await else {
             return Ok(());
         };
@@ -318,6 +487,14 @@ impl Reporter {
     }
 }
 
+/// The aggregator's `{"error": "..."}` reason, else the body's first 200 characters.
+fn refusal_reason(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect())
+}
+
 /// `admin_peers` ids are keccak hashes of the public key, enode ids the key itself.
 fn enode_id_matches(peer_id: &str, enode_id: &str) -> bool {
     hex::decode(enode_id)
@@ -328,6 +505,289 @@ fn enode_id_matches(peer_id: &str, enode_id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    use geth_wire::EventKind;
+
+    /// How the test aggregator signs its replies.
+    #[derive(Clone)]
+    enum Signing {
+        /// With the aggregator key, for the request it answers.
+        Honest(PrivateKeySigner),
+        /// No signature header.
+        Unsigned,
+        /// Garbage in the header.
+        Malformed,
+        /// With a key that is not the aggregator's.
+        Foreign(PrivateKeySigner),
+        /// With the aggregator key, but bound to another request.
+        OtherRequest(PrivateKeySigner),
+    }
+
+    #[derive(Clone)]
+    struct TestAggregator {
+        signing: Signing,
+        times: Arc<Mutex<Vec<u64>>>,
+    }
+
+    fn sign_reply(key: &PrivateKeySigner, request_signature: &str, body: &[u8]) -> String {
+        let digest = keccak256(reply_signing_payload(request_signature, body));
+        let sig = key.sign_hash_sync(&digest).unwrap();
+        format!("0x{}", hex::encode(sig.as_bytes()))
+    }
+
+    fn reply(
+        state: &TestAggregator,
+        headers: &HeaderMap,
+        body: Vec<u8>,
+    ) -> axum::response::Response {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        if let Ok(t) = header(HEADER_TIME).parse() {
+            state.times.lock().unwrap().push(t);
+        }
+        let request_signature = header(HEADER_SIGNATURE);
+        let signature = match &state.signing {
+            Signing::Honest(key) => Some(sign_reply(key, &request_signature, &body)),
+            Signing::Unsigned => None,
+            Signing::Malformed => Some("0xnot-a-signature".into()),
+            Signing::Foreign(key) => Some(sign_reply(key, &request_signature, &body)),
+            Signing::OtherRequest(key) => Some(sign_reply(key, "0xother", &body)),
+        };
+        let mut response = (StatusCode::OK, body).into_response();
+        if let Some(signature) = signature {
+            response
+                .headers_mut()
+                .insert(HEADER_REPLY_SIGNATURE, signature.parse().unwrap());
+        }
+        response
+    }
+
+    async fn serve(signing: Signing) -> (String, Arc<Mutex<Vec<u64>>>) {
+        use axum::extract::State;
+        let times = Arc::new(Mutex::new(Vec::new()));
+        let state = TestAggregator {
+            signing,
+            times: times.clone(),
+        };
+        let app = axum::Router::new()
+            .route(
+                "/api/report",
+                axum::routing::post(
+                    |State(s): State<TestAggregator>, headers: HeaderMap| async move {
+                        let body = serde_json::to_vec(&ReportReply {
+                            acked: vec![1],
+                            reference: Some(BlockRef {
+                                number: 5,
+                                hash: "0xabcd".into(),
+                            }),
+                        })
+                        .unwrap();
+                        reply(&s, &headers, body)
+                    },
+                ),
+            )
+            .route(
+                "/api/peers",
+                axum::routing::get(
+                    |State(s): State<TestAggregator>, headers: HeaderMap| async move {
+                        let body = serde_json::to_vec(&PeerList {
+                            enodes: vec!["enode://00@127.0.0.1:1".into()],
+                        })
+                        .unwrap();
+                        reply(&s, &headers, body)
+                    },
+                ),
+            )
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}"), times)
+    }
+
+    struct Harness {
+        reporter: Reporter,
+        spool: Arc<Spool>,
+        metrics: Arc<Metrics>,
+        status: watch::Receiver<NodeStatus>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn reporter(base: &str, aggregator: Address) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Arc::new(Spool::open(&dir.path().join("spool")).unwrap());
+        let metrics = Arc::new(Metrics::new(None));
+        let mut node = NodeStatus::new("n".into(), crate::status::Mode::Spawn, 1);
+        node.chain.head = Some(3); // below the reference: no IPC lookup needed
+        let (status_tx, status) = watch::channel(node);
+        let (_heads_tx, heads) = mpsc::channel(1);
+        let reporter = Reporter::new(
+            base,
+            PrivateKeySigner::random(),
+            aggregator,
+            status_tx,
+            heads,
+            spool.clone(),
+            metrics.clone(),
+            ReadinessConfig::default(),
+            dir.path().join("geth.ipc"),
+        );
+        Harness {
+            reporter,
+            spool,
+            metrics,
+            status,
+            _dir: dir,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reply_signed_by_the_aggregator_for_this_request_is_applied() {
+        let key = PrivateKeySigner::random();
+        let (base, times) = serve(Signing::Honest(key.clone())).await;
+        let h = reporter(&base, key.address());
+        h.spool
+            .push(EventKind::Blocked {
+                reason: "test".into(),
+            })
+            .unwrap();
+        assert_eq!(h.spool.depth(), 1);
+        h.reporter.flush_spool().await.unwrap();
+        assert_eq!(h.spool.depth(), 0, "the ack was applied");
+        let status = h.status.borrow().clone();
+        assert_eq!(status.reference_head, Some(5));
+        assert_eq!(
+            status.reference,
+            Some(BlockRef {
+                number: 5,
+                hash: "0xabcd".into()
+            })
+        );
+        assert_eq!(status.hash_at_reference, None, "node below the reference");
+        // Many requests within the same milliseconds: times strictly increase.
+        for _ in 0..20 {
+            h.reporter.send_stats().await.unwrap();
+        }
+        let times = times.lock().unwrap().clone();
+        assert_eq!(times.len(), 21);
+        assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+        assert!(!h.metrics.encode().contains("replies_rejected_total{"));
+    }
+
+    #[tokio::test]
+    async fn unsigned_malformed_and_foreign_replies_are_ignored_and_counted() {
+        let key = PrivateKeySigner::random();
+        let cases = [
+            (Signing::Unsigned, "unsigned"),
+            (Signing::Malformed, "malformed"),
+            (Signing::Foreign(PrivateKeySigner::random()), "foreign"),
+            (Signing::OtherRequest(key.clone()), "foreign"),
+        ];
+        for (signing, reason) in cases {
+            let (base, _) = serve(signing).await;
+            let mut h = reporter(&base, key.address());
+            h.spool
+                .push(EventKind::Blocked {
+                    reason: "test".into(),
+                })
+                .unwrap();
+            let err = h.reporter.flush_spool().await.unwrap_err();
+            h.reporter.on_failure(&err);
+            assert!(
+                matches!(&err, ReportError::Reply(r) if r.reason() == reason),
+                "{reason}: {err}"
+            );
+            assert_eq!(h.spool.depth(), 1, "{reason}: no ack applied");
+            let err = h.reporter.send_stats().await.unwrap_err();
+            h.reporter.on_failure(&err);
+            assert_eq!(h.status.borrow().reference, None, "{reason}: no reference");
+            assert_eq!(h.status.borrow().reference_head, None);
+            // The peer list is refused before any enode is looked at.
+            let err = h.reporter.discover_peers().await.unwrap_err();
+            h.reporter.on_failure(&err);
+            assert!(matches!(err, ReportError::Reply(_)), "{reason}: {err}");
+            assert!(
+                h.reporter.known_peers.is_empty(),
+                "{reason}: no peer dialled"
+            );
+            let metrics = h.metrics.encode();
+            let line =
+                format!("clique_agent_aggregator_replies_rejected_total{{reason=\"{reason}\"}} 3");
+            assert!(metrics.contains(&line), "{reason}: {metrics}");
+            assert!(metrics.contains("clique_agent_report_failures_total 0"));
+        }
+    }
+
+    #[test]
+    fn verify_reply_checks_key_request_and_body() {
+        let key = PrivateKeySigner::random();
+        let good = sign_reply(&key, "0xreq", b"{}");
+        assert_eq!(
+            verify_reply(key.address(), "0xreq", Some(&good), b"{}"),
+            Ok(())
+        );
+        let foreign = Err(ReplyRejected::Foreign);
+        assert_eq!(
+            verify_reply(key.address(), "0xother", Some(&good), b"{}"),
+            foreign
+        );
+        assert_eq!(
+            verify_reply(key.address(), "0xreq", Some(&good), b"{ }"),
+            foreign
+        );
+        let stranger = PrivateKeySigner::random().address();
+        assert_eq!(verify_reply(stranger, "0xreq", Some(&good), b"{}"), foreign);
+        assert_eq!(
+            verify_reply(key.address(), "0xreq", None, b"{}"),
+            Err(ReplyRejected::Unsigned)
+        );
+        for bad in ["", "0x", "zz", &good[2..], &good[..good.len() - 2], "0xgg"] {
+            assert_eq!(
+                verify_reply(key.address(), "0xreq", Some(bad), b"{}"),
+                Err(ReplyRejected::Malformed),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn request_times_strictly_increase_and_follow_the_clock() {
+        let clock = RequestClock::default();
+        assert_eq!(clock.next(1000), 1000);
+        assert_eq!(clock.next(1000), 1001);
+        assert_eq!(
+            clock.next(999),
+            1002,
+            "a clock stepping back does not repeat"
+        );
+        assert_eq!(clock.next(5000), 5000);
+    }
+
+    #[test]
+    fn warnings_are_limited_per_kind_and_minute() {
+        let mut limiter = WarnLimiter::default();
+        let t0 = Instant::now();
+        assert!(limiter.allow("refused 401".into(), t0));
+        assert!(!limiter.allow("refused 401".into(), t0 + Duration::from_secs(59)));
+        assert!(limiter.allow("unreachable".into(), t0 + Duration::from_secs(1)));
+        assert!(limiter.allow("refused 401".into(), t0 + Duration::from_secs(61)));
+        let refused = ReportError::Refused {
+            status: 401,
+            reason: refusal_reason(br#"{"error":"clock skew: 400 s"}"#),
+        };
+        assert_eq!(refused.kind(), "refused 401");
+        assert!(
+            refused.to_string().contains("clock skew: 400 s"),
+            "{refused}"
+        );
+        assert_eq!(refusal_reason(b"plain text"), "plain text");
+    }
 
     #[test]
     fn node_key_loads_and_signs_as_its_address() {

@@ -197,12 +197,43 @@ async fn start_sealing(
             _ = tokio::time::sleep(PEER_POLL) => {}
         }
     }
+    if !wait_until_signer_unlocked(rpc, cancel).await? {
+        return Ok(());
+    }
     let fresh = rpc.block_number().await? <= 1;
     rpc.start_mining().await?;
     if fresh {
         unwedge_block_one(rpc, sealing.period, &policy.static_nodes, cancel).await?;
     }
     Ok(())
+}
+
+/// geth opens its IPC before `--unlock` has decrypted the keystore (scrypt:
+/// seconds on a loaded machine). A `miner_start` in between fails its first seal
+/// with "authentication needed" and an idle clique chain never retries, so a
+/// lone signer stays at block 0. Waits until the etherbase can sign; returns
+/// false when cancelled.
+async fn wait_until_signer_unlocked(
+    rpc: &GethRpc,
+    cancel: &CancellationToken,
+) -> Result<bool, RpcError> {
+    let etherbase: String = rpc.call("eth_coinbase", ()).await?;
+    let started = Instant::now();
+    let mut warned = false;
+    loop {
+        let signed: Result<String, RpcError> = rpc.call("eth_sign", (&etherbase, "0x00")).await;
+        if signed.is_ok() {
+            return Ok(true);
+        }
+        if !warned && started.elapsed() > Duration::from_secs(30) {
+            warned = true;
+            tracing::warn!(%etherbase, "signer account still locked after 30 s; sealing waits for it");
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(false),
+            _ = tokio::time::sleep(PEER_POLL) => {}
+        }
+    }
 }
 
 /// Waits for a fresh chain to pass block 1; if it does not, re-dials every peer

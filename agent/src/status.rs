@@ -93,6 +93,11 @@ pub struct NodeStatus {
     /// Failed `miner_setGasPrice` calls since the agent started.
     #[serde(default)]
     pub gas_price_set_failures: u64,
+    /// The fleet's reference block from the aggregator's last verified reply.
+    pub reference: Option<geth_wire::BlockRef>,
+    /// This node's canonical block hash at `reference.number`, read from geth
+    /// when that reply arrived (`None` while the node is below that height).
+    pub hash_at_reference: Option<String>,
 }
 
 impl NodeStatus {
@@ -125,6 +130,8 @@ impl NodeStatus {
             gas_price_floor_wei: None,
             suggested_gas_price_wei: None,
             gas_price_set_failures: 0,
+            reference: None,
+            hash_at_reference: None,
         }
     }
 }

@@ -1,11 +1,13 @@
-//! The sync gate (`/readyz`) of agents supervising a real 3-signer network.
+//! The sync gate (`/readyz`) of agents supervising a real 3-signer network,
+//! and against the fleet's reference block from a (test) aggregator's signed
+//! replies.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Result;
 use serde_json::Value;
-use testnet::{eventually, http_get, Launcher, NetworkOptions, TestNetwork};
+use testnet::{eventually, http_get, metric_value, Launcher, NetworkOptions, TestNetwork};
 use tokio::time::Instant;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_geth-agent");
@@ -104,6 +106,174 @@ async fn readyz_gates_on_peers_and_sync_without_flapping() -> Result<()> {
     assert!(
         head0.abs_diff(head2) <= 2,
         "ready at {head2} while the chain is at {head0}"
+    );
+    Ok(())
+}
+
+/// What the test aggregator answers, and with which key it signs.
+struct Fleet {
+    key: alloy::signers::local::PrivateKeySigner,
+    reference: Option<geth_wire::BlockRef>,
+}
+
+type SharedFleet = std::sync::Arc<std::sync::Mutex<Fleet>>;
+
+/// A minimal aggregator: every report is answered with the fleet's reference,
+/// signed for the request it answers (see `geth_wire::reply_signing_payload`).
+async fn test_aggregator(fleet: SharedFleet) -> Result<SocketAddr> {
+    use alloy::primitives::keccak256;
+    use alloy::signers::SignerSync;
+    use axum::http::HeaderMap;
+    use axum::response::IntoResponse;
+
+    let signed = |fleet: &SharedFleet, headers: &HeaderMap, body: Vec<u8>| {
+        let request = headers
+            .get(geth_wire::HEADER_SIGNATURE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let digest = keccak256(geth_wire::reply_signing_payload(request, &body));
+        let key = fleet.lock().expect("fleet lock").key.clone();
+        let signature = key.sign_hash_sync(&digest).expect("signs");
+        let header = format!("0x{}", hex::encode(signature.as_bytes()));
+        ([(geth_wire::HEADER_REPLY_SIGNATURE, header)], body).into_response()
+    };
+    let report = {
+        let fleet = fleet.clone();
+        move |headers: HeaderMap| async move {
+            let reply = geth_wire::ReportReply {
+                acked: Vec::new(),
+                reference: fleet.lock().expect("fleet lock").reference.clone(),
+            };
+            signed(&fleet, &headers, serde_json::to_vec(&reply).expect("json"))
+        }
+    };
+    let peers = {
+        let fleet = fleet.clone();
+        move |headers: HeaderMap| async move {
+            let list = geth_wire::PeerList::default();
+            signed(&fleet, &headers, serde_json::to_vec(&list).expect("json"))
+        }
+    };
+    let app = axum::Router::new()
+        .route("/api/report", axum::routing::post(report))
+        .route("/api/peers", axum::routing::get(peers));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
+async fn condition(addr: SocketAddr, name: &str) -> Result<(u16, Value)> {
+    let (code, body) = http_get(addr, "/readyz?verbose").await?;
+    let verbose: Value = serde_json::from_str(&body)?;
+    let found = verbose["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == name).cloned())
+        .unwrap_or(Value::Null);
+    Ok((code, found))
+}
+
+#[tokio::test]
+async fn a_node_off_the_fleets_block_at_the_reference_height_is_not_ready() -> Result<()> {
+    use alloy::signers::local::PrivateKeySigner;
+    // A lone signer: ready with no peers.
+    let mut options = NetworkOptions {
+        signers: 1,
+        period: 1,
+        launcher: Launcher::Agent(AGENT.into()),
+        ..Default::default()
+    };
+    let fleet: SharedFleet = std::sync::Arc::new(std::sync::Mutex::new(Fleet {
+        key: PrivateKeySigner::random(),
+        reference: None,
+    }));
+    let aggregator = test_aggregator(fleet.clone()).await?;
+    options.agent_args = vec![
+        "--aggregator".into(),
+        format!("http://{aggregator}"),
+        "--min-peers".into(),
+        "0".into(),
+    ];
+    let mut net = TestNetwork::generate(&options)?;
+    // The aggregator key `network new` generated; agent.toml names its address.
+    let info = net.network.aggregator.clone().expect("aggregator key");
+    let key = geth_agent::report::load_node_key(&net.network_dir.join(&info.key))?;
+    assert_eq!(key.address(), info.address);
+    fleet.lock().expect("fleet lock").key = key;
+    net.spawn(0)?;
+    let node = agent_addr(&net, 0);
+    net.wait_for_block(0, 3, 2 * MINUTE).await?;
+
+    // The fleet's real block 2: ready, and same_chain shows the hash.
+    let real = format!("{:#x}", net.block_hash(0, 2).await?);
+    fleet.lock().expect("fleet lock").reference = Some(geth_wire::BlockRef {
+        number: 2,
+        hash: real.clone(),
+    });
+    let want = format!("{real} at 2");
+    let same = eventually("ready on the fleet's chain", MINUTE, || {
+        let want = want.clone();
+        async move {
+            let (code, c) = condition(node, "same_chain").await?;
+            Ok((code == 200 && c["want"] == want.as_str()).then_some(c))
+        }
+    })
+    .await?;
+    assert_eq!(same["ok"], true, "{same}");
+    assert_eq!(same["value"], format!("{real} at 2"), "{same}");
+
+    // The fleet holds another block 2: this node is on a side branch, not
+    // lagging. Not ready, with both hashes shown.
+    let other = format!("0x{}", "ab".repeat(32));
+    fleet.lock().expect("fleet lock").reference = Some(geth_wire::BlockRef {
+        number: 2,
+        hash: other.clone(),
+    });
+    let (same, body) = eventually("not ready off the fleet's chain", MINUTE, || async move {
+        let (code, c) = condition(node, "same_chain").await?;
+        let (_, body) = http_get(node, "/readyz").await?;
+        Ok((code == 503 && c["ok"] == false).then_some((c, body)))
+    })
+    .await?;
+    assert_eq!(same["value"], format!("{real} at 2"), "{same}");
+    assert_eq!(same["want"], format!("{other} at 2"), "{same}");
+    assert!(body.contains("same_chain"), "{body}");
+    let (_, lag) = condition(node, "head_lag").await?;
+    assert_eq!(lag["ok"], true, "the lag alone would pass: {lag}");
+
+    // Back on the fleet's chain: ready again. Then a reply signed by another
+    // key claims a side branch: it is ignored (and counted), the node stays ready.
+    fleet.lock().expect("fleet lock").reference = Some(geth_wire::BlockRef {
+        number: 2,
+        hash: real.clone(),
+    });
+    eventually("ready again", MINUTE, || async move {
+        Ok((http_get(node, "/readyz").await?.0 == 200).then_some(()))
+    })
+    .await?;
+    {
+        let mut fleet = fleet.lock().expect("fleet lock");
+        fleet.key = PrivateKeySigner::random();
+        fleet.reference = Some(geth_wire::BlockRef {
+            number: 2,
+            hash: other.clone(),
+        });
+    }
+    let series = r#"clique_agent_aggregator_replies_rejected_total{reason="foreign"}"#;
+    eventually("foreign replies counted", MINUTE, || async move {
+        let (_, metrics) = http_get(node, "/metrics").await?;
+        Ok(metric_value(&metrics, series)
+            .filter(|n| *n >= 3.0)
+            .map(|_| ()))
+    })
+    .await?;
+    let (code, same) = condition(node, "same_chain").await?;
+    assert_eq!(code, 200, "{same}");
+    assert_eq!(same["want"], format!("{real} at 2"), "{same}");
+    let log = net.nodes[0].log_text();
+    assert!(
+        log.contains("not signed by the aggregator's key for this request"),
+        "warned about the foreign reply"
     );
     Ok(())
 }

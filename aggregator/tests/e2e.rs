@@ -238,6 +238,36 @@ async fn history_survives_a_killed_aggregator_and_outage_events_arrive_once() ->
         blocks_before >= 3,
         "history before the kill: {blocks_before}"
     );
+    // Block sightings are written behind the reply (batched); what a SIGKILL
+    // must not lose is what was committed. Kill only once the shown blocks are.
+    let hashes: Vec<String> = before["blocks"]
+        .as_array()
+        .context("blocks")?
+        .iter()
+        .filter_map(|b| b["hash"].as_str().map(str::to_owned))
+        .collect();
+    ensure!(hashes.len() == blocks_before, "every block has a hash");
+    let db = aggregator.db.clone();
+    let hashes = &hashes;
+    eventually("the shown blocks committed", MINUTE, || {
+        let db = db.clone();
+        async move {
+            let conn = rusqlite::Connection::open_with_flags(
+                &db,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )?;
+            let mut stored = 0;
+            for hash in hashes {
+                let n: i64 =
+                    conn.query_row("SELECT COUNT(*) FROM blocks WHERE hash = ?1", [hash], |r| {
+                        r.get(0)
+                    })?;
+                stored += n;
+            }
+            Ok((stored == hashes.len() as i64).then_some(()))
+        }
+    })
+    .await?;
 
     // Kill the aggregator; the node restarts twice during the outage.
     kill(Pid::from_raw(aggregator.pid as i32), Signal::SIGKILL)?;

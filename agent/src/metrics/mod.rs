@@ -76,6 +76,7 @@ pub struct Metrics {
     // agent
     ipc_requests: IntCounter,
     report_failures: IntCounter,
+    replies_rejected: IntCounterVec,
     spool_depth: IntGauge,
     events_truncated: IntCounter,
     events_rejected: IntCounter,
@@ -373,6 +374,13 @@ impl Metrics {
                 "clique_agent_report_failures_total",
                 "Reports the aggregator did not accept (network errors, refusals).",
             ),
+            replies_rejected: counter_vec(
+                &r,
+                "clique_agent_aggregator_replies_rejected_total",
+                "Aggregator replies ignored because their signature was missing, \
+                 malformed or not the aggregator's for this request.",
+                &["reason"],
+            ),
             spool_depth: gauge(
                 &r,
                 "clique_agent_event_spool_depth",
@@ -521,6 +529,11 @@ impl Metrics {
     pub fn on_gas_price_suggested(&self, wei: u64) {
         self.gas_price_suggested_wei
             .set(i64::try_from(wei).unwrap_or(i64::MAX));
+    }
+
+    /// An aggregator reply was ignored; `reason` is `unsigned`, `malformed` or `foreign`.
+    pub fn on_reply_rejected(&self, reason: &str) {
+        self.replies_rejected.with_label_values(&[reason]).inc();
     }
 
     pub fn on_spool_depth(&self, depth: usize) {

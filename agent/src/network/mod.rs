@@ -10,6 +10,7 @@
 //! <out>/nodes/<name>/keystore/        signer account, encrypted (signers only)
 //! <out>/nodes/<name>/password         keystore password (0600, signers only)
 //! <out>/accounts/keystore/, password  funded user accounts
+//! <out>/aggregator/key                the aggregator's reply-signing key (0600)
 //! ```
 
 pub mod genesis;
@@ -195,6 +196,16 @@ pub fn generate(spec: &NetworkSpec, out: &Path) -> Result<Network, NetworkError>
         accounts.push(AccountInfo { address, keystore });
     }
 
+    // The aggregator signs its replies with a key of its own; agents learn its address.
+    let aggregator_dir = out.join("aggregator");
+    mkdir(&aggregator_dir)?;
+    let aggregator_key = NodeKey::random();
+    aggregator_key.write(&aggregator_dir.join("key"))?;
+    let aggregator = AggregatorInfo {
+        address: aggregator_key.address(),
+        key: PathBuf::from("aggregator").join("key"),
+    };
+
     let signers: Vec<Address> = nodes.iter().filter_map(|n| n.signer).collect();
     let funded: Vec<(Address, U256)> = signers
         .iter()
@@ -213,7 +224,10 @@ pub fn generate(spec: &NetworkSpec, out: &Path) -> Result<Network, NetworkError>
             .collect();
         write(&dir.join("config.toml"), &geth_config_toml(node, &peers))?;
         let other_signers = signers.len() - usize::from(node.role == Role::Signer);
-        write(&dir.join("agent.toml"), &agent_toml(node, other_signers))?;
+        write(
+            &dir.join("agent.toml"),
+            &agent_toml(node, other_signers, &aggregator),
+        )?;
     }
 
     let network = Network {
@@ -222,7 +236,7 @@ pub fn generate(spec: &NetworkSpec, out: &Path) -> Result<Network, NetworkError>
         period: spec.period,
         nodes,
         accounts,
-        aggregator: None,
+        aggregator: Some(aggregator),
     };
     let json = serde_json::to_value(&network).expect("network serialises");
     write(&out.join(Network::FILE), &pretty(&json))?;
@@ -244,11 +258,12 @@ fn geth_config_toml(node: &NodeInfo, peers: &[&str]) -> String {
 }
 
 /// The node's geth-agent config; paths are relative to this file's folder.
-fn agent_toml(node: &NodeInfo, other_signers: usize) -> String {
+fn agent_toml(node: &NodeInfo, other_signers: usize, aggregator: &AggregatorInfo) -> String {
     let mut toml =
         String::from("# geth-agent config for this node, written by `geth-agent network new`.\n");
     toml.push_str("# Paths are relative to this file. The datadir is given at run time.\n");
     let _ = writeln!(toml, "name = \"{}\"", node.name);
+    let _ = writeln!(toml, "aggregator_address = \"{:#x}\"", aggregator.address);
     toml.push_str("genesis = \"../../genesis.json\"\n");
     toml.push_str("geth_config = \"config.toml\"\n");
     toml.push_str("nodekey = \"nodekey\"\n");
@@ -338,6 +353,27 @@ mod tests {
         let mode = std::fs::metadata(v.join("nodekey")).unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+
+        // The aggregator's reply key: secret file, address published to every agent.
+        let aggregator = network.aggregator.as_ref().expect("aggregator key");
+        assert_eq!(aggregator.key, Path::new("aggregator/key"));
+        let key_file = out.join(&aggregator.key);
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let signer = crate::report::load_node_key(&key_file).unwrap();
+        assert_eq!(signer.address(), aggregator.address);
+        for node in &network.nodes {
+            let agent =
+                std::fs::read_to_string(Network::node_dir(&out, &node.name).join("agent.toml"))
+                    .unwrap();
+            assert!(
+                agent.contains(&format!(
+                    "aggregator_address = \"{:#x}\"",
+                    aggregator.address
+                )),
+                "{agent}"
+            );
+        }
     }
 
     #[test]
