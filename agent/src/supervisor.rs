@@ -42,6 +42,11 @@ const IPC_DEADLINE: Duration = Duration::from_secs(60);
 const KILL_WAIT: Duration = Duration::from_secs(10);
 /// A session that ran this long resets the crash backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// How long a signer's geth may take to log that it unlocked its account.
+const UNLOCK_WAIT: Duration = Duration::from_secs(60);
+/// geth's line once `--unlock` took effect; it comes after IPC opens, and
+/// sealing started before it fails until the next head (never, on a lone signer).
+const UNLOCKED_LINE: &str = "Unlocked account";
 
 pub use geth_wire::control::{Command, Outcome};
 
@@ -83,6 +88,11 @@ pub struct Supervisor {
     had_session: bool,
     /// A geth that ran before this agent started (its start-up is not seen).
     adopted: Option<u32>,
+    /// Ends the tasks that follow a geth the agent did not start, once the
+    /// supervisor is done: they must outlive `cancel` to report the shutdown.
+    watchers: CancellationToken,
+    /// The current geth logged that it unlocked the signer account.
+    unlocked: watch::Sender<bool>,
     /// Lifecycle events for the aggregator, when one is configured.
     spool: Option<Arc<Spool>>,
 }
@@ -119,6 +129,8 @@ impl Supervisor {
             failures: 0,
             had_session: false,
             adopted: None,
+            unlocked: watch::Sender::new(false),
+            watchers: CancellationToken::new(),
             spool: None,
         }
     }
@@ -163,6 +175,7 @@ impl Supervisor {
             }
         }
         self.shutdown().await;
+        self.watchers.cancel();
         self.status.borrow().last_shutdown.clone()
     }
 
@@ -208,7 +221,7 @@ impl Supervisor {
             self.pid = Some(pid);
             self.set(|s| s.phase = Phase::Starting);
             let events = self.events_tx.clone();
-            let cancel = self.cancel.child_token();
+            let cancel = self.watchers.clone();
             tokio::spawn(
                 process::watch(target, Watch::Adopt(pid), events, cancel).in_current_span(),
             );
@@ -263,7 +276,7 @@ impl Supervisor {
             s.waiting = waiting;
         });
         let events = self.events_tx.clone();
-        let cancel = self.cancel.child_token();
+        let cancel = self.watchers.clone();
         tokio::spawn(process::attach(target, events, cancel).in_current_span());
     }
 
@@ -321,6 +334,14 @@ impl Supervisor {
         let ipc = self.config.geth.ipc_path();
         let cancel = self.cancel.child_token();
         let events = self.events_tx.clone();
+        // An adopted geth unlocked its account long ago.
+        self.unlocked.send_replace(self.adopted == Some(pid));
+        let unlocked = self
+            .config
+            .geth
+            .signer
+            .is_some()
+            .then(|| self.unlocked.subscribe());
         let check_genesis = (self.mode() == Mode::Attach).then(|| {
             (
                 self.config.geth.binary.clone(),
@@ -347,6 +368,12 @@ impl Supervisor {
                         }
                     }
                     let _ = events.send(ProcEvent::Answering(pid)).await;
+                    if let Some(mut unlocked) = unlocked {
+                        let wait = tokio::time::timeout(UNLOCK_WAIT, unlocked.wait_for(|u| *u));
+                        if wait.await.is_err() {
+                            tracing::warn!("geth did not log that it unlocked the signer account; starting to seal anyway");
+                        }
+                    }
                     startup::apply(&rpc, &policy, &cancel).await.map_err(|e| e.to_string())
                 };
                 if let Err(e) = work.await {
@@ -381,6 +408,9 @@ impl Supervisor {
         self.startup_log.observe(line);
         if line.msg == STARTED_LINE && self.pid.is_some() {
             self.on_geth_ready();
+        }
+        if line.msg == UNLOCKED_LINE {
+            self.unlocked.send_replace(true);
         }
         if line.msg == "Got interrupt, shutting down..." && self.stopping.is_none() {
             // Not begun by us: the platform (attach) or geth itself (low disk).
