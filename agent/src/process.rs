@@ -78,8 +78,15 @@ pub fn spawn(cmd: &GethCommand, events: Events) -> Result<u32, ProcessError> {
     if let Some(dir) = log_path.parent() {
         std::fs::create_dir_all(dir).map_err(spawn_err)?;
     }
-    // Each geth session starts a fresh file: the follower reads it from the start.
-    let out = std::fs::File::create(&log_path).map_err(spawn_err)?;
+    // Each geth session starts a fresh file: the follower reads it from the
+    // start. Append mode, so that geth keeps writing at the start once the
+    // follower empties the file.
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(spawn_err)?;
+    out.set_len(0).map_err(spawn_err)?;
     let err = out.try_clone().map_err(spawn_err)?;
     let mut child = tokio::process::Command::new(&cmd.binary)
         .args(cmd.args())
@@ -108,6 +115,7 @@ pub fn spawn(cmd: &GethCommand, events: Events) -> Result<u32, ProcessError> {
                             return;
                         }
                     }
+                    follower.empty_when_over(SPAWN_LOG_MAX);
                 }
             }
         };
@@ -151,6 +159,9 @@ pub struct AttachTarget {
 
 const ATTACH_TICK: Duration = Duration::from_millis(200);
 const FOLLOW_TICK: Duration = Duration::from_millis(100);
+/// A spawned geth's output file is emptied once read past this size: its
+/// lines are in the agent's own log already.
+const SPAWN_LOG_MAX: u64 = 64 * 1024 * 1024;
 
 /// How long [`watch`] follows geth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,6 +213,9 @@ pub async fn watch(target: AttachTarget, how: Watch, events: Events, cancel: Can
             if events.send(event).await.is_err() {
                 return;
             }
+        }
+        if matches!(how, Watch::Adopt(_)) {
+            follower.empty_when_over(SPAWN_LOG_MAX); // the agent's own file
         }
         if let Some((pid, t)) = current {
             if start_time(pid) != Some(t) {
@@ -366,6 +380,22 @@ impl LogFollower {
         }
     }
 
+    /// Empties the file once everything in it was read and it passed `max`
+    /// bytes (only for a file opened in append mode by its writer). A line
+    /// written between the size check and the truncation is lost; at `max`
+    /// that is rare, and a stop is judged from lines written later.
+    fn empty_when_over(&mut self, max: u64) {
+        let Some((file, _)) = &self.file else { return };
+        let read_all = file.metadata().is_ok_and(|m| m.len() == self.pos);
+        if self.pos <= max || !read_all || !self.partial.is_empty() {
+            return;
+        }
+        match std::fs::OpenOptions::new().write(true).open(&self.path) {
+            Ok(f) if f.set_len(0).is_ok() => self.pos = 0,
+            _ => tracing::warn!(file = %self.path.display(), "cannot empty geth's output file"),
+        }
+    }
+
     fn read_new(&mut self) -> Vec<ProcEvent> {
         let mut events = Vec::new();
         let on_disk = std::fs::metadata(&self.path).ok();
@@ -478,6 +508,40 @@ mod tests {
         std::fs::rename(&path, dir.path().join("geth.json.1")).unwrap();
         std::fs::write(&path, "{\"msg\":\"new file\"}\n").unwrap();
         assert_eq!(msgs(&f.read_new()), ["last of old", "new file"]);
+    }
+
+    #[test]
+    fn a_read_file_over_the_limit_is_emptied_and_followed_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("geth.log");
+        let mut writer = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let mut f = LogFollower::from_start(path.clone());
+        writeln!(writer, "{{\"msg\":\"one\"}}").unwrap();
+        f.empty_when_over(5);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            14,
+            "unread lines stay"
+        );
+        assert_eq!(msgs(&f.read_new()), ["one"]);
+        f.empty_when_over(1_000);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            14,
+            "under the limit"
+        );
+        f.empty_when_over(5);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        writeln!(writer, "{{\"msg\":\"two\"}}").unwrap();
+        assert_eq!(
+            msgs(&f.read_new()),
+            ["two"],
+            "the writer goes on at the start"
+        );
     }
 
     #[test]
