@@ -342,7 +342,8 @@ impl Supervisor {
             .signer
             .is_some()
             .then(|| self.unlocked.subscribe());
-        let check_genesis = (self.mode() == Mode::Attach).then(|| {
+        // A geth the agent did not start must serve the configured chain.
+        let check_genesis = (self.mode() == Mode::Attach || self.adopted == Some(pid)).then(|| {
             (
                 self.config.geth.binary.clone(),
                 self.config.genesis.clone(),
