@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::readiness::{self, Readiness, ReadinessConfig};
 use crate::rpc::GethRpc;
 use crate::status::{now_ms, NodeStatus};
-use crate::supervisor::{Command, Request};
+use crate::supervisor::{Command, Outcome, Request};
 
 const MAX_BODY: usize = 4 * 1024;
 
@@ -47,6 +47,9 @@ pub struct StatusReply {
 pub struct Message {
     pub ok: bool,
     pub message: String,
+    /// For lifecycle commands: what was done, with the shutdown verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,7 +180,12 @@ async fn status(State(state): State<AdminState>) -> Json<StatusReply> {
 }
 
 fn reply(code: StatusCode, ok: bool, message: String) -> Response {
-    (code, Json(Message { ok, message })).into_response()
+    let body = Message {
+        ok,
+        message,
+        outcome: None,
+    };
+    (code, Json(body)).into_response()
 }
 
 async fn command(State(state): State<AdminState>, command: Command) -> Response {
@@ -195,8 +203,19 @@ async fn command(State(state): State<AdminState>, command: Command) -> Response 
         );
     }
     match rx.await {
-        Ok(Ok(message)) => reply(StatusCode::OK, true, message),
-        Ok(Err(message)) => reply(StatusCode::CONFLICT, false, message),
+        Ok(outcome) => {
+            let code = match &outcome {
+                Outcome::Failed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+                Outcome::Refused { .. } => StatusCode::CONFLICT,
+                _ => StatusCode::OK,
+            };
+            let body = Message {
+                ok: outcome.ok(),
+                message: outcome.to_string(),
+                outcome: Some(outcome),
+            };
+            (code, Json(body)).into_response()
+        }
         Err(_) => reply(
             StatusCode::SERVICE_UNAVAILABLE,
             false,

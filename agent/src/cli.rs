@@ -1,4 +1,5 @@
-//! Command line: `run` (supervise geth), `network new` (generate a network).
+//! Command line: `run` (supervise geth), `init` (prepare the datadir), `ctl`
+//! (admin client), `network new` (generate a network).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,23 +8,12 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use tokio::sync::{mpsc, watch};
-use tokio_util::task::TaskTracker;
-
-use crate::admin::{self, AdminState};
 use crate::config::RunArgs;
 use crate::ctl::{self, CtlArgs};
-use crate::http::{self, HttpState};
-use crate::metrics::Metrics;
-use crate::monitor::Monitor;
+use crate::init::{InitError, InitOutcome};
 use crate::network::{self, genesis, NetworkSpec, NodePorts};
-use crate::report::{self, Reporter};
-use crate::spool::Spool;
-use crate::status::{Mode, NodeStatus};
-use crate::supervisor::Supervisor;
+use crate::run::Listeners;
+use crate::status::Mode;
 
 /// Exit code for bad usage or configuration (sysexits EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
@@ -41,6 +31,10 @@ pub enum Command {
     /// mode). SIGTERM/Ctrl-C stops a spawned geth with exactly one SIGTERM and
     /// records whether it saved its state.
     Run(Box<RunArgs>),
+    /// Initialise the datadir from the genesis, or check that it holds that
+    /// genesis, then exit (0 ok, 64 mismatch). Run it before geth starts (an
+    /// init container in attach mode); takes the same options as `run`.
+    Init(Box<RunArgs>),
     /// Generate clique networks.
     #[command(subcommand)]
     Network(NetworkCommand),
@@ -91,6 +85,7 @@ pub struct NewArgs {
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run(args) => run_node(*args).await,
+        Command::Init(args) => init_datadir(*args).await,
         Command::Network(NetworkCommand::New(args)) => new_network(&args),
         Command::Ctl(args) => ctl::run(args).await,
     }
@@ -104,108 +99,83 @@ async fn run_node(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let cancel = CancellationToken::new();
-    if let Err(e) = crate::signals::cancel_on_termination(cancel.clone()) {
+    let shutdown = CancellationToken::new();
+    if let Err(e) = crate::signals::cancel_on_termination(shutdown.clone()) {
         eprintln!("geth-agent: cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
     }
     let span = tracing::info_span!("node", name = %config.name);
     async move {
-        // Bind before anything starts: a busy port is a clear, immediate error.
-        let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        let listeners = match Listeners::bind(&config).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::error!(listen = %config.listen, error = %e, "cannot listen");
+                tracing::error!(error = %e, "cannot start");
                 return ExitCode::FAILURE;
             }
         };
-        let admin_listener = match admin::bind(&config.admin_socket) {
-            Ok(l) => admin::PeerCheckedListener::new(l, config.admin_allow_root),
-            Err(e) => {
-                tracing::error!(socket = %config.admin_socket.display(), error = %e, "cannot create the admin socket");
-                return ExitCode::FAILURE;
-            }
-        };
-        tracing::info!(listen = %config.listen, admin = %config.admin_socket.display(), mode = ?config.mode, "agent starting");
-
-        let (status_tx, status_rx) =
-            watch::channel(NodeStatus::new(config.name.clone(), config.mode, config.period));
-        let (requests_tx, requests_rx) = mpsc::channel(16);
-        let tasks = TaskTracker::new();
-        let metrics = Arc::new(Metrics::new(config.geth.signer.as_ref().map(|s| s.address)));
-        let http_state = HttpState {
-            status: status_rx.clone(),
-            readiness: config.readiness,
-            metrics: metrics.clone(),
-        };
-        tasks.spawn(
-            crate::metrics::follow_status(metrics.clone(), status_rx.clone(), config.readiness, cancel.clone())
-                .in_current_span(),
-        );
-        tasks.spawn(http::serve(listener, http_state, cancel.clone()).in_current_span());
-        let admin_state = AdminState {
-            status: status_rx,
-            readiness: config.readiness,
-            requests: requests_tx,
-            ipc: config.geth.ipc_path(),
-        };
-        tasks.spawn(admin::serve(admin_listener, admin_state, cancel.clone()).in_current_span());
-        let mut monitor = Monitor::new(config.geth.ipc_path(), config.geth.datadir.clone(), status_tx.clone(), metrics.clone());
-
-        let mut supervisor = Supervisor::new(config.clone(), status_tx.clone(), requests_rx, cancel.clone());
-        if let Some(url) = &config.aggregator {
-            let spool = match Spool::open(&config.geth.datadir.join("geth-agent").join("spool")) {
-                Ok(s) => Arc::new(s.with_metrics(metrics.clone())),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot open the event spool");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let key = match config.geth.nodekey.as_deref().map(report::load_node_key) {
-                Some(Ok(key)) => key,
-                Some(Err(e)) => {
-                    tracing::error!(error = %e, "cannot sign reports");
-                    return ExitCode::FAILURE;
-                }
-                None => unreachable!("config requires a nodekey with an aggregator"),
-            };
-            let (heads_tx, heads_rx) = mpsc::channel(64);
-            monitor.heads = Some(heads_tx);
-            let reporter = Reporter::new(
-                url,
-                key,
-                config.aggregator_address.expect("config requires it with an aggregator"),
-                status_tx.clone(),
-                heads_rx,
-                spool.clone(),
-                metrics.clone(),
-                config.readiness,
-                config.geth.ipc_path(),
-            );
-            tasks.spawn(reporter.run(cancel.clone()).in_current_span());
-            supervisor = supervisor.with_spool(spool);
-            tracing::info!(aggregator = %url, "reporting to the aggregator");
-        }
-        tasks.spawn(monitor.run(cancel.clone()).in_current_span());
         let mode = config.mode;
-        let socket = config.admin_socket.clone();
-        drop(status_tx);
-        let last = supervisor.run().await;
-        cancel.cancel();
-        tasks.close();
-        if tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await.is_err() {
-            tracing::warn!("some tasks did not stop within 5 s");
-        }
-        let _ = std::fs::remove_file(&socket);
-        match (mode, last) {
-            (Mode::Attach, _) => ExitCode::SUCCESS,
-            (Mode::Spawn, Some(v)) if v.clean => ExitCode::SUCCESS,
-            (Mode::Spawn, None) => ExitCode::SUCCESS, // geth never ran (blocked)
-            (Mode::Spawn, Some(_)) => ExitCode::FAILURE,
+        match (mode, crate::run::run(config, listeners, shutdown).await) {
+            (_, Err(e)) => {
+                tracing::error!(error = %e, "agent failed");
+                ExitCode::FAILURE
+            }
+            (Mode::Attach, Ok(_)) => ExitCode::SUCCESS,
+            (Mode::Spawn, Ok(Some(v))) if v.clean => ExitCode::SUCCESS,
+            (Mode::Spawn, Ok(None)) => ExitCode::SUCCESS, // geth never ran (blocked)
+            (Mode::Spawn, Ok(Some(_))) => ExitCode::FAILURE,
         }
     }
     .instrument(span)
     .await
+}
+
+/// `geth-agent init`: initialise the datadir or check its genesis, before geth
+/// starts (an init container). Exit 0 when the datadir holds the configured
+/// genesis, 64 on a mismatch or unusable geth, 1 on other failures.
+async fn init_datadir(args: RunArgs) -> ExitCode {
+    let config = match args.resolve() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("geth-agent: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let target = crate::process::AttachTarget {
+        datadir: config.geth.datadir.clone(),
+        binary: Some(config.geth.binary.clone()),
+        ..Default::default()
+    };
+    if let Some(pid) = crate::process::find_geth(&target) {
+        eprintln!(
+            "geth-agent: geth (pid {pid}) already runs on {}; init must run before geth starts",
+            config.geth.datadir.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    match crate::init::prepare(&config.geth, &config.genesis).await {
+        Ok(InitOutcome::Initialised { genesis_hash }) => {
+            println!(
+                "initialised {} with genesis {genesis_hash}",
+                config.geth.datadir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(InitOutcome::Existing { genesis_hash }) => {
+            println!(
+                "{} already holds genesis {genesis_hash}",
+                config.geth.datadir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e @ (InitError::GenesisMismatch { .. } | InitError::UnsupportedGeth { .. })) => {
+            eprintln!("geth-agent: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(e) => {
+            eprintln!("geth-agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn new_network(args: &NewArgs) -> ExitCode {

@@ -196,6 +196,9 @@ fn status_text(reply: &StatusReply) -> String {
     if let Some(reason) = &s.blocked {
         out.push_str(&format!("\nblocked   {reason}"));
     }
+    if let Some(reason) = &s.waiting {
+        out.push_str(&format!("\nwaiting   {reason}"));
+    }
     if let Some(v) = &s.last_shutdown {
         out.push_str(&format!(
             "\nlast stop {} — {}",

@@ -16,6 +16,7 @@ pub mod process;
 pub mod readiness;
 pub mod report;
 pub mod rpc;
+pub mod run;
 pub mod shutdown;
 pub mod signals;
 pub mod spool;

@@ -1,11 +1,16 @@
 //! The geth process, in either mode, as one stream of [`ProcEvent`]s:
 //! `Started(pid)`, its log lines in order, then `Exited`.
 //!
-//! - **spawn**: geth is our child; its stdout/stderr are read line by line and
-//!   `Exited` carries the real exit status, sent only after the pipes drained.
-//! - **attach**: geth is found in `/proc` by its `--datadir` (or a pid file);
-//!   its `--log.file` is followed across restarts, truncation and rotation; exit
-//!   is seen when the process disappears (status unknown to a non-parent).
+//! - **spawn**: geth is our child; its stdout/stderr go to a file
+//!   (`<datadir>/geth-agent/geth.log`, [`spawn_log_path`]) that the agent follows,
+//!   and `Exited` carries the real exit status, sent only after the file drained.
+//!   A file, not a pipe: geth must outlive a killed agent (Go dies of SIGPIPE
+//!   when it writes to a broken stderr pipe) so that the next agent adopts it.
+//! - **attach** (and a spawn-mode agent adopting the geth of its killed
+//!   predecessor): geth is found in `/proc` by its executable and `--datadir`
+//!   (or a pid file); its log file is followed across restarts, truncation and
+//!   rotation; exit is seen when the process disappears (status unknown to a
+//!   non-parent).
 
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -15,10 +20,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
-use tokio_stream::StreamExt;
-use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::sync::CancellationToken;
 
 use crate::geth::GethCommand;
@@ -28,6 +30,9 @@ use crate::shutdown::Exit;
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProcEvent {
     Started(u32),
+    /// This geth answers over IPC (and serves the configured chain): it runs,
+    /// whether or not its start-up lines were seen.
+    Answering(u32),
     Line(LogLine),
     /// A line that is not geth JSON (e.g. `Fatal: …`).
     Text(String),
@@ -57,37 +62,73 @@ pub fn geth_env() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
         .collect()
 }
 
+/// Where a spawned geth's stdout and stderr go (and where a successor agent
+/// follows an adopted geth).
+pub fn spawn_log_path(datadir: &Path) -> PathBuf {
+    datadir.join("geth-agent").join("geth.log")
+}
+
 /// Spawns geth; its events go to `events`. Returns the pid.
 pub fn spawn(cmd: &GethCommand, events: Events) -> Result<u32, ProcessError> {
+    let log_path = spawn_log_path(&cmd.datadir);
+    let spawn_err = |source| ProcessError::Spawn {
+        binary: cmd.binary.display().to_string(),
+        source,
+    };
+    if let Some(dir) = log_path.parent() {
+        std::fs::create_dir_all(dir).map_err(spawn_err)?;
+    }
+    // Each geth session starts a fresh file: the follower reads it from the
+    // start. Append mode, so that geth keeps writing at the start once the
+    // follower empties the file.
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(spawn_err)?;
+    out.set_len(0).map_err(spawn_err)?;
+    let err = out.try_clone().map_err(spawn_err)?;
     let mut child = tokio::process::Command::new(&cmd.binary)
         .args(cmd.args())
         .env_clear()
         .envs(geth_env())
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(out)
+        .stderr(err)
         // Own process group: a terminal's Ctrl-C reaches the agent only, so geth
-        // receives exactly one signal, from us.
+        // receives exactly one signal, from us. Not killed with the agent: a
+        // restarted agent adopts it.
         .process_group(0)
-        .kill_on_drop(true)
         .spawn()
-        .map_err(|source| ProcessError::Spawn {
-            binary: cmd.binary.display().to_string(),
-            source,
-        })?;
+        .map_err(spawn_err)?;
     let pid = child.id().unwrap_or_default();
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
     tokio::spawn(async move {
         let _ = events.send(ProcEvent::Started(pid)).await;
-        let forward_out = forward_pipe(stdout, events.clone());
-        let forward_err = forward_pipe(stderr, events.clone());
-        let (_, _, status) = tokio::join!(
-            // A grandchild holding the pipes open must not hold up the exit event.
-            tokio::time::timeout(Duration::from_secs(600), forward_out),
-            tokio::time::timeout(Duration::from_secs(600), forward_err),
-            child.wait()
-        );
+        let mut follower = LogFollower::from_start(log_path);
+        let mut ticker = tokio::time::interval(FOLLOW_TICK);
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break status,
+                _ = ticker.tick() => {
+                    for event in follower.read_new() {
+                        if events.send(event).await.is_err() {
+                            return;
+                        }
+                    }
+                    follower.empty_when_over(SPAWN_LOG_MAX);
+                }
+            }
+        };
+        // Everything geth wrote comes before its exit.
+        loop {
+            let rest = follower.read_new();
+            if rest.is_empty() {
+                break;
+            }
+            for event in rest {
+                let _ = events.send(event).await;
+            }
+        }
         let exit = match status {
             Ok(status) => exit_of(status),
             Err(_) => Exit::Vanished,
@@ -95,27 +136,6 @@ pub fn spawn(cmd: &GethCommand, events: Events) -> Result<u32, ProcessError> {
         let _ = events.send(ProcEvent::Exited(exit)).await;
     });
     Ok(pid)
-}
-
-async fn forward_pipe(stream: Option<impl AsyncRead + Unpin>, events: Events) {
-    let Some(stream) = stream else { return };
-    let mut lines = FramedRead::new(stream, LinesCodec::new_with_max_length(MAX_LINE_BYTES));
-    while let Some(line) = lines.next().await {
-        let event = match line {
-            Ok(line) => match LogLine::parse(&line) {
-                Some(parsed) => ProcEvent::Line(parsed),
-                None if line.trim().is_empty() => continue,
-                None => ProcEvent::Text(line),
-            },
-            Err(LinesCodecError::MaxLineLengthExceeded) => ProcEvent::Text(format!(
-                "[geth-agent: skipped a line over {MAX_LINE_BYTES} bytes]"
-            )),
-            Err(LinesCodecError::Io(_)) => break,
-        };
-        if events.send(event).await.is_err() {
-            break;
-        }
-    }
 }
 
 pub fn exit_of(status: ExitStatus) -> Exit {
@@ -128,41 +148,74 @@ pub fn exit_of(status: ExitStatus) -> Exit {
 }
 
 /// Where to find a geth that the agent did not start.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct AttachTarget {
     pub datadir: PathBuf,
     pub log_file: PathBuf,
     pub pid_file: Option<PathBuf>,
+    /// The configured geth binary: a process running it matches whatever its name.
+    pub binary: Option<PathBuf>,
 }
 
 const ATTACH_TICK: Duration = Duration::from_millis(200);
+const FOLLOW_TICK: Duration = Duration::from_millis(100);
+/// A spawned geth's output file is emptied once read past this size: its
+/// lines are in the agent's own log already.
+const SPAWN_LOG_MAX: u64 = 64 * 1024 * 1024;
+
+/// How long [`watch`] follows geth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    /// Every geth on the datadir, one after another (attach mode).
+    Forever,
+    /// This one process, until it exits (spawn mode adopting a running geth).
+    Adopt(u32),
+}
 
 /// Watches for geth processes on `target` and follows the log file, until
 /// cancelled. One task, so an `Exited` always comes after the process's lines.
 pub async fn attach(target: AttachTarget, events: Events, cancel: CancellationToken) {
+    watch(target, Watch::Forever, events, cancel).await
+}
+
+/// Follows geth's processes and log as [`ProcEvent`]s; see [`Watch`].
+pub async fn watch(target: AttachTarget, how: Watch, events: Events, cancel: CancellationToken) {
     let mut follower = LogFollower::new(target.log_file.clone());
     let mut current: Option<(u32, u64)> = None; // pid, start time
     let mut ticker = tokio::time::interval(ATTACH_TICK);
+    let mut adopt = match how {
+        Watch::Forever => None,
+        Watch::Adopt(pid) => Some(pid),
+    };
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let found = match current {
-            None => find_geth(&target).and_then(|pid| start_time(pid).map(|t| (pid, t))),
-            Some(_) => None,
-        };
+        let found = match (current, how) {
+            (None, Watch::Forever) => find_geth(&target),
+            (None, Watch::Adopt(_)) => adopt.take(),
+            (Some(_), _) => None,
+        }
+        .and_then(|pid| start_time(pid).map(|t| (pid, t)));
         // Lines first, then process changes: a new geth's start-up lines belong to it.
         if let Some((pid, t)) = found {
             current = Some((pid, t));
             if events.send(ProcEvent::Started(pid)).await.is_err() {
                 return;
             }
+        } else if current.is_none() && matches!(how, Watch::Adopt(_)) {
+            // The adopted geth was gone before we looked.
+            let _ = events.send(ProcEvent::Exited(Exit::Vanished)).await;
+            return;
         }
         for event in follower.read_new() {
             if events.send(event).await.is_err() {
                 return;
             }
+        }
+        if matches!(how, Watch::Adopt(_)) {
+            follower.empty_when_over(SPAWN_LOG_MAX); // the agent's own file
         }
         if let Some((pid, t)) = current {
             if start_time(pid) != Some(t) {
@@ -178,6 +231,9 @@ pub async fn attach(target: AttachTarget, events: Events, cancel: CancellationTo
                 {
                     return;
                 }
+                if matches!(how, Watch::Adopt(_)) {
+                    return;
+                }
             }
         }
     }
@@ -190,6 +246,11 @@ pub fn find_geth(target: &AttachTarget) -> Option<u32> {
         return start_time(pid).map(|_| pid);
     }
     let want = std::fs::canonicalize(&target.datadir).ok()?;
+    let binary = target
+        .binary
+        .as_deref()
+        .and_then(resolve_binary)
+        .and_then(|b| std::fs::canonicalize(b).ok());
     let mut found = None;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Some(pid) = entry
@@ -202,7 +263,12 @@ pub fn find_geth(target: &AttachTarget) -> Option<u32> {
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
             continue;
         };
-        if serves_datadir(&cmdline, &want) && start_time(pid).is_some() {
+        // Unreadable for another user's process: then argv[0] decides.
+        let exe = std::fs::read_link(entry.path().join("exe")).ok();
+        if is_geth(&cmdline, exe.as_deref(), binary.as_deref())
+            && serves_datadir(&cmdline, &want)
+            && start_time(pid).is_some()
+        {
             // The oldest matching process is geth itself, not a `geth attach` or similar.
             found = Some(found.map_or(pid, |f: u32| f.min(pid)));
         }
@@ -210,17 +276,39 @@ pub fn find_geth(target: &AttachTarget) -> Option<u32> {
     found
 }
 
-/// Whether a NUL-separated command line is geth with `--datadir <want>`.
+/// A bare program name is looked up on the PATH, as the agent would run it.
+fn resolve_binary(binary: &Path) -> Option<PathBuf> {
+    if binary.components().count() > 1 {
+        return Some(binary.to_owned());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(binary))
+        .find(|p| p.is_file())
+}
+
+/// Whether a process is geth itself: its executable is the configured binary,
+/// or is named exactly `geth` (not `geth-agent`, not a script named geth-…).
+fn is_geth(cmdline: &[u8], exe: Option<&Path>, binary: Option<&Path>) -> bool {
+    let named_geth = |p: &Path| p.file_name().is_some_and(|n| n == "geth");
+    match exe {
+        // The kernel's word: what the process really runs (" (deleted)" after an upgrade).
+        Some(exe) => {
+            let exe_text = exe.to_string_lossy();
+            let exe = Path::new(exe_text.strip_suffix(" (deleted)").unwrap_or(&exe_text));
+            named_geth(exe) || binary.is_some_and(|b| b == exe)
+        }
+        None => {
+            let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+            named_geth(Path::new(std::ffi::OsStr::from_bytes_lossy(argv0)))
+        }
+    }
+}
+
+/// Whether a NUL-separated command line carries `--datadir <want>` and is not a
+/// one-off subcommand (`geth init`, `geth attach`, …).
 fn serves_datadir(cmdline: &[u8], want: &Path) -> bool {
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    let Some(argv0) = args.first() else {
-        return false;
-    };
-    let name = Path::new(std::ffi::OsStr::from_bytes_lossy(argv0));
-    if !name
-        .file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with("geth"))
-    {
+    if args.first().is_none_or(|a| a.is_empty()) {
         return false;
     }
     let is_subcommand = args
@@ -281,6 +369,30 @@ impl LogFollower {
             pos: 0,
             partial: Vec::new(),
             first_open: true,
+        }
+    }
+
+    /// Reads the file from its beginning (a geth the agent just started).
+    fn from_start(path: PathBuf) -> Self {
+        Self {
+            first_open: false,
+            ..Self::new(path)
+        }
+    }
+
+    /// Empties the file once everything in it was read and it passed `max`
+    /// bytes (only for a file opened in append mode by its writer). A line
+    /// written between the size check and the truncation is lost; at `max`
+    /// that is rare, and a stop is judged from lines written later.
+    fn empty_when_over(&mut self, max: u64) {
+        let Some((file, _)) = &self.file else { return };
+        let read_all = file.metadata().is_ok_and(|m| m.len() == self.pos);
+        if self.pos <= max || !read_all || !self.partial.is_empty() {
+            return;
+        }
+        match std::fs::OpenOptions::new().write(true).open(&self.path) {
+            Ok(f) if f.set_len(0).is_ok() => self.pos = 0,
+            _ => tracing::warn!(file = %self.path.display(), "cannot empty geth's output file"),
         }
     }
 
@@ -399,6 +511,40 @@ mod tests {
     }
 
     #[test]
+    fn a_read_file_over_the_limit_is_emptied_and_followed_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("geth.log");
+        let mut writer = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let mut f = LogFollower::from_start(path.clone());
+        writeln!(writer, "{{\"msg\":\"one\"}}").unwrap();
+        f.empty_when_over(5);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            14,
+            "unread lines stay"
+        );
+        assert_eq!(msgs(&f.read_new()), ["one"]);
+        f.empty_when_over(1_000);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            14,
+            "under the limit"
+        );
+        f.empty_when_over(5);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        writeln!(writer, "{{\"msg\":\"two\"}}").unwrap();
+        assert_eq!(
+            msgs(&f.read_new()),
+            ["two"],
+            "the writer goes on at the start"
+        );
+    }
+
+    #[test]
     fn a_missing_log_file_is_read_from_its_start_once_it_appears() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("geth.json");
@@ -432,8 +578,53 @@ mod tests {
             &cl(&["geth", "--datadir", d, "attach"]),
             &want
         ));
-        assert!(!serves_datadir(&cl(&["bash", "--datadir", d]), &want));
         assert!(!serves_datadir(b"", &want));
+    }
+
+    #[test]
+    fn only_geth_itself_is_geth() {
+        let cl = |args: &[&str]| args.join("\0").into_bytes();
+        let geth = cl(&["geth", "--datadir", "/d"]);
+        let agent = cl(&["/usr/bin/geth-agent", "run", "--datadir", "/d"]);
+        // By the kernel's executable path.
+        assert!(is_geth(&geth, Some(Path::new("/usr/local/bin/geth")), None));
+        assert!(is_geth(
+            &geth,
+            Some(Path::new("/usr/local/bin/geth (deleted)")),
+            None
+        ));
+        assert!(!is_geth(
+            &agent,
+            Some(Path::new("/usr/bin/geth-agent")),
+            None
+        ));
+        assert!(
+            !is_geth(&geth, Some(Path::new("/usr/bin/geth-agent")), None),
+            "argv[0] can lie"
+        );
+        let custom = Path::new("/opt/geth-1.13.15");
+        assert!(is_geth(&geth, Some(custom), Some(custom)));
+        assert!(!is_geth(&geth, Some(custom), Some(Path::new("/opt/other"))));
+        // Without /proc/PID/exe (another user's process): argv[0], exactly.
+        assert!(is_geth(
+            &cl(&["/usr/bin/geth", "--datadir", "/d"]),
+            None,
+            None
+        ));
+        assert!(!is_geth(&agent, None, None));
+        assert!(!is_geth(&cl(&["gethx"]), None, None));
+        assert!(!is_geth(b"", None, None));
+    }
+
+    #[test]
+    fn the_agent_does_not_find_itself() {
+        // This test binary runs with no --datadir; a scratch datadir has no geth.
+        let dir = tempfile::tempdir().unwrap();
+        let target = AttachTarget {
+            datadir: dir.path().to_owned(),
+            ..AttachTarget::default()
+        };
+        assert_eq!(find_geth(&target), None);
     }
 
     #[test]

@@ -56,6 +56,10 @@ pub struct NodeStatus {
     pub phase: Phase,
     /// Why geth is not started (genesis mismatch, unsupported geth, …).
     pub blocked: Option<String>,
+    /// What the agent waits for before geth can run (attach mode: an
+    /// uninitialised datadir, no geth process yet).
+    #[serde(default)]
+    pub waiting: Option<String>,
     pub pid: Option<u32>,
     /// Clique block period from the genesis (seconds).
     pub period: u64,
@@ -107,6 +111,7 @@ impl NodeStatus {
             mode,
             phase: Phase::Initialising,
             blocked: None,
+            waiting: None,
             pid: None,
             period,
             chain: ChainView::default(),

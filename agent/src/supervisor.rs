@@ -2,7 +2,17 @@
 //! geth, read its log, prove every shutdown, detect crashes and blocks lost,
 //! restart with backoff, and obey admin commands. Only this task touches the
 //! geth process; it publishes everything it learns into the node status.
+//!
+//! geth runs once it answers over IPC (and, in attach mode, serves the
+//! configured genesis), not when a start-up line passes: an agent started
+//! beside a running geth (attach, or spawn mode after the agent was killed)
+//! adopts it. The start-up evidence (blocks lost at start) of such a geth is
+//! not available; the agent says so in its log.
+//!
+//! Attach mode never initialises the datadir: `geth-agent init` does, before
+//! geth starts (an init container).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +29,7 @@ use crate::config::RunConfig;
 use crate::crash::{self, StartupLog, STARTED_LINE};
 use crate::init::{self, InitError};
 use crate::logline::LogLine;
-use crate::process::{self, AttachTarget, ProcEvent};
+use crate::process::{self, AttachTarget, ProcEvent, Watch};
 use crate::rpc::GethRpc;
 use crate::shutdown::{self, Exit, ShutdownLog, Verdict};
 use crate::spool::Spool;
@@ -32,19 +42,13 @@ const IPC_DEADLINE: Duration = Duration::from_secs(60);
 const KILL_WAIT: Duration = Duration::from_secs(10);
 /// A session that ran this long resets the crash backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
+pub use geth_wire::control::{Command, Outcome};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
-    Stop,
-    Start,
-    Restart,
-}
-
-/// An admin command and where to send its outcome.
+/// A lifecycle command and where to send its outcome.
 #[derive(Debug)]
 pub struct Request {
     pub command: Command,
-    pub reply: oneshot::Sender<Result<String, String>>,
+    pub reply: oneshot::Sender<Outcome>,
 }
 
 /// A stop in progress.
@@ -76,6 +80,11 @@ pub struct Supervisor {
     restart_at: Option<Instant>,
     failures: u32,
     had_session: bool,
+    /// A geth that ran before this agent started (its start-up is not seen).
+    adopted: Option<u32>,
+    /// Ends the tasks that follow a geth the agent did not start, once the
+    /// supervisor is done: they must outlive `cancel` to report the shutdown.
+    watchers: CancellationToken,
     /// Lifecycle events for the aggregator, when one is configured.
     spool: Option<Arc<Spool>>,
 }
@@ -111,6 +120,8 @@ impl Supervisor {
             restart_at: None,
             failures: 0,
             had_session: false,
+            adopted: None,
+            watchers: CancellationToken::new(),
             spool: None,
         }
     }
@@ -136,7 +147,7 @@ impl Supervisor {
     /// Runs until cancelled; returns the verdict of the last shutdown seen.
     pub async fn run(mut self) -> Option<Verdict> {
         if self.mode() == Mode::Attach {
-            self.begin_attach().await;
+            self.begin_attach();
         }
         loop {
             if self.mode() == Mode::Spawn
@@ -155,6 +166,7 @@ impl Supervisor {
             }
         }
         self.shutdown().await;
+        self.watchers.cancel();
         self.status.borrow().last_shutdown.clone()
     }
 
@@ -177,8 +189,35 @@ impl Supervisor {
         });
     }
 
-    /// Spawn mode: check/initialise, then start geth.
+    fn attach_target(&self, log_file: PathBuf) -> AttachTarget {
+        AttachTarget {
+            datadir: self.config.geth.datadir.clone(),
+            log_file,
+            pid_file: self.config.pid_file.clone(),
+            binary: Some(self.config.geth.binary.clone()),
+        }
+    }
+
+    /// Spawn mode: adopt a geth left running (by a killed agent), or
+    /// check/initialise and start one.
     async fn start(&mut self) {
+        let log_file = process::spawn_log_path(&self.config.geth.datadir);
+        let target = AttachTarget {
+            pid_file: None,
+            ..self.attach_target(log_file)
+        };
+        if let Some(pid) = process::find_geth(&target) {
+            tracing::warn!(pid, log = %target.log_file.display(), "geth already runs on this datadir (left by a previous agent); adopting it");
+            self.adopted = Some(pid);
+            self.pid = Some(pid);
+            self.set(|s| s.phase = Phase::Starting);
+            let events = self.events_tx.clone();
+            let cancel = self.watchers.clone();
+            tokio::spawn(
+                process::watch(target, Watch::Adopt(pid), events, cancel).in_current_span(),
+            );
+            return;
+        }
         self.set(|s| s.phase = Phase::Initialising);
         match init::prepare(&self.config.geth, &self.config.genesis).await {
             Ok(outcome) => {
@@ -204,24 +243,31 @@ impl Supervisor {
         }
     }
 
-    /// Attach mode: initialise if no geth runs yet, then watch for geth.
-    async fn begin_attach(&mut self) {
-        let target = AttachTarget {
-            datadir: self.config.geth.datadir.clone(),
-            log_file: self.config.geth.log_file.clone().unwrap_or_default(),
-            pid_file: self.config.pid_file.clone(),
-        };
-        if process::find_geth(&target).is_none() {
-            self.set(|s| s.phase = Phase::Initialising);
-            if let Err(e) = init::prepare(&self.config.geth, &self.config.genesis).await {
-                self.block(&e);
+    /// Attach mode: watch for geth. Never initialises: geth (another
+    /// container) may be starting on this datadir right now.
+    fn begin_attach(&mut self) {
+        let target = self.attach_target(self.config.geth.log_file.clone().unwrap_or_default());
+        self.adopted = process::find_geth(&target);
+        let waiting = match self.adopted {
+            Some(pid) => {
+                tracing::info!(pid, "geth already runs; attaching");
+                None
             }
+            None if init::needs_init(&self.config.geth.datadir) => Some(format!(
+                "datadir {} is not initialised: run `geth-agent init` before geth starts (an init container); waiting for geth",
+                self.config.geth.datadir.display()
+            )),
+            None => Some("waiting for geth to start".to_owned()),
+        };
+        if let Some(reason) = &waiting {
+            tracing::warn!(reason = %reason, "no geth on this datadir yet");
         }
-        if self.status.borrow().blocked.is_none() {
-            self.set(|s| s.phase = Phase::Starting);
-        }
+        self.set(|s| {
+            s.phase = Phase::Starting;
+            s.waiting = waiting;
+        });
         let events = self.events_tx.clone();
-        let cancel = self.cancel.child_token();
+        let cancel = self.watchers.clone();
         tokio::spawn(process::attach(target, events, cancel).in_current_span());
     }
 
@@ -229,6 +275,7 @@ impl Supervisor {
     async fn on_event(&mut self, event: ProcEvent) -> Option<Verdict> {
         match event {
             ProcEvent::Started(pid) => self.on_started(pid),
+            ProcEvent::Answering(pid) => self.on_answering(pid),
             ProcEvent::Line(line) => self.on_line(&line),
             ProcEvent::Text(text) => tracing::info!(target: "geth", "{text}"),
             ProcEvent::Exited(exit) => return Some(self.on_exited(exit)),
@@ -248,6 +295,7 @@ impl Supervisor {
         let blocked = self.status.borrow().blocked.is_some();
         self.set(|s| {
             s.pid = Some(pid);
+            s.waiting = None;
             s.starts += 1;
             if restarted {
                 s.restarts += 1;
@@ -277,7 +325,9 @@ impl Supervisor {
         let ipc = self.config.geth.ipc_path();
         let cancel = self.cancel.child_token();
         let node_status = self.status.clone();
-        let check_genesis = (self.mode() == Mode::Attach).then(|| {
+        let events = self.events_tx.clone();
+        // A geth the agent did not start must serve the configured chain.
+        let check_genesis = (self.mode() == Mode::Attach || self.adopted == Some(pid)).then(|| {
             (
                 self.config.geth.binary.clone(),
                 self.config.genesis.clone(),
@@ -302,6 +352,8 @@ impl Supervisor {
                             return Ok(());
                         }
                     }
+                    let _ = events.send(ProcEvent::Answering(pid)).await;
+                    // Sealing waits until geth can sign with the account (startup::apply).
                     startup::apply_reporting(&rpc, &policy, Some(&node_status), &cancel).await.map_err(|e| e.to_string())
                 };
                 if let Err(e) = work.await {
@@ -310,6 +362,24 @@ impl Supervisor {
             }
             .in_current_span(),
         ));
+    }
+
+    /// geth answers over IPC: it runs, whether or not its start-up lines were seen.
+    fn on_answering(&mut self, pid: u32) {
+        if self.pid != Some(pid) || self.stopping.is_some() {
+            return;
+        }
+        if self.adopted == Some(pid) {
+            tracing::info!(
+                pid,
+                "geth was running before this agent started: running; its start-up evidence (blocks lost at start) is not available"
+            );
+        }
+        self.set(|s| {
+            if s.blocked.is_none() && s.phase == Phase::Starting {
+                s.phase = Phase::Running;
+            }
+        });
     }
 
     fn on_line(&mut self, line: &LogLine) {
@@ -408,6 +478,7 @@ impl Supervisor {
             task.abort();
         }
         self.pid = None;
+        self.adopted = None;
         let ran = self.session_started.elapsed();
         let record = verdict.clone();
         self.set(|s| {
@@ -503,46 +574,67 @@ impl Supervisor {
     }
 
     async fn on_request(&mut self, request: Request) {
-        let result = match (request.command, self.mode()) {
+        let outcome = self.obey(request.command).await;
+        let _ = request.reply.send(outcome);
+    }
+
+    /// Carries out one lifecycle command.
+    pub async fn obey(&mut self, command: Command) -> Outcome {
+        let refused = |reason: &str| Outcome::Refused {
+            reason: reason.to_owned(),
+        };
+        match (command, self.mode()) {
             (Command::Stop | Command::Start, Mode::Attach) => {
-                Err("attach mode: geth is run by the platform; use restart".to_owned())
+                refused("attach mode: geth is run by the platform; use restart")
             }
             (Command::Stop, Mode::Spawn) => {
+                // Also ends a pending restart.
                 self.want_running = false;
                 self.restart_at = None;
-                let result = self.stop_and_wait().await.map(|v| summary(&v));
+                if self.pid.is_none() {
+                    self.set(|s| s.phase = Phase::Stopped);
+                    return refused("geth is not running");
+                }
+                let outcome = match self.stop_and_wait().await {
+                    Ok(verdict) => Outcome::Stopped { verdict },
+                    Err(reason) => Outcome::Failed { reason },
+                };
                 self.set(|s| s.phase = Phase::Stopped);
-                result
+                outcome
             }
             (Command::Start, Mode::Spawn) => {
                 if self.pid.is_some() {
-                    Err("geth is already running".into())
+                    refused("geth is already running")
                 } else {
                     self.want_running = true;
                     self.restart_at = None;
                     self.failures = 0;
-                    Ok("starting geth".into())
+                    Outcome::Starting
                 }
             }
             (Command::Restart, Mode::Spawn) => {
-                let result = match self.pid {
-                    Some(_) => self
-                        .stop_and_wait()
-                        .await
-                        .map(|v| format!("{}; starting geth", summary(&v))),
-                    None => Ok("geth was not running; starting it".into()),
+                let outcome = match self.pid {
+                    Some(_) => match self.stop_and_wait().await {
+                        Ok(verdict) => Outcome::Restarting {
+                            verdict: Some(verdict),
+                        },
+                        Err(reason) => Outcome::Failed { reason },
+                    },
+                    None => Outcome::Restarting { verdict: None },
                 };
                 self.want_running = true;
                 self.restart_at = None;
                 self.failures = 0;
-                result
+                outcome
             }
-            (Command::Restart, Mode::Attach) => self
-                .stop_and_wait()
-                .await
-                .map(|v| format!("{}; the platform starts geth again", summary(&v))),
-        };
-        let _ = request.reply.send(result);
+            (Command::Restart, Mode::Attach) => match self.stop_and_wait().await {
+                // The platform starts geth again.
+                Ok(verdict) => Outcome::Restarting {
+                    verdict: Some(verdict),
+                },
+                Err(reason) => Outcome::Failed { reason },
+            },
+        }
     }
 
     /// The agent is stopping.
@@ -567,11 +659,6 @@ impl Supervisor {
             _ => {}
         }
     }
-}
-
-fn summary(v: &Verdict) -> String {
-    let state = if v.clean { "clean" } else { "UNCLEAN" };
-    format!("geth stopped: {state} ({})", v.reason)
 }
 
 /// 1 s, 2 s, 4 s, … up to `max`.

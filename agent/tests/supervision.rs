@@ -406,3 +406,61 @@ async fn admin_socket_is_private_and_ctl_works() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_killed_agent_s_geth_is_adopted_and_stopped_cleanly() -> Result<()> {
+    let mut net = TestNetwork::start(one_signer(&["--min-peers", "0"])).await?;
+    net.wait_for_block(0, 3, 2 * MINUTE).await?;
+    let geth_pid = status(&net, 0).await?["status"]["pid"]
+        .as_u64()
+        .expect("pid") as u32;
+
+    // The agent dies alone; geth, in its own process group, lives on.
+    net.nodes[0].signal(Signal::SIGKILL)?;
+    net.nodes[0].wait_exit(MINUTE).await?;
+    let head = net.head(0).await?;
+    net.wait_for_block(0, head + 3, MINUTE).await?;
+
+    // A new agent adopts it instead of meeting the datadir lock.
+    net.spawn(0)?;
+    let addr = ([127, 0, 0, 1], net.nodes[0].info.ports.agent).into();
+    let net_ref = &net;
+    eventually(
+        "the new agent ready with the same geth",
+        2 * MINUTE,
+        || async move {
+            let s = status(net_ref, 0).await?;
+            let (code, _) = http_get(addr, "/readyz").await?;
+            Ok((code == 200 && s["status"]["pid"].as_u64() == Some(geth_pid.into())).then_some(()))
+        },
+    )
+    .await?;
+    let log = net.nodes[0].log_text();
+    assert!(log.contains("adopting it"), "{log}");
+    assert!(!log.contains("datadir lock"), "{log}");
+
+    // It supervises it: one SIGTERM on shutdown, the verdict proven from the log.
+    net.nodes[0].signal(Signal::SIGTERM)?;
+    let exit = net.nodes[0].wait_exit(2 * MINUTE).await?;
+    let log = net.nodes[0].log_text();
+    assert!(exit.success(), "agent exit {exit}; log:\n{log}");
+    let verdict = shutdown::read_marker(&net.nodes[0].datadir).expect("marker");
+    assert!(verdict.clean, "{verdict:?}");
+    assert!(verdict.persisted.is_some(), "{verdict:?}");
+    // Gone, or a zombie waiting for its new parent (init) to reap it.
+    let state = std::fs::read_to_string(format!("/proc/{geth_pid}/stat")).unwrap_or_default();
+    let state = state.rsplit(") ").next().unwrap_or_default();
+    assert!(
+        state.is_empty() || state.starts_with('Z') || state.starts_with('X'),
+        "geth stopped: {state}"
+    );
+    let after_adoption = &log[log.rfind("adopting it").expect("adopted")..];
+    assert_eq!(
+        after_adoption
+            .matches("Got interrupt, shutting down")
+            .count(),
+        1,
+        "exactly one signal"
+    );
+    Ok(())
+}

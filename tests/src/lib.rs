@@ -425,6 +425,7 @@ impl Drop for TestNetwork {
                 datadir: node.datadir.clone(),
                 log_file: PathBuf::new(),
                 pid_file: None,
+                binary: Some(geth_bin()),
             };
             while let Some(pid) = geth_agent::process::find_geth(&target) {
                 let _ = nix::sys::signal::kill(
