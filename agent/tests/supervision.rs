@@ -464,3 +464,38 @@ async fn a_killed_agent_s_geth_is_adopted_and_stopped_cleanly() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn an_adopted_geth_that_dies_is_restarted() -> Result<()> {
+    let mut net = TestNetwork::start(one_signer(&["--min-peers", "0"])).await?;
+    net.wait_for_block(0, 3, 2 * MINUTE).await?;
+    let first = status(&net, 0).await?["status"]["pid"]
+        .as_u64()
+        .expect("pid");
+    net.nodes[0].signal(Signal::SIGKILL)?;
+    net.nodes[0].wait_exit(MINUTE).await?;
+    net.spawn(0)?;
+    let net_ref = &net;
+    eventually("the adoption", 2 * MINUTE, || async move {
+        let s = status(net_ref, 0).await?;
+        Ok(
+            (s["status"]["pid"].as_u64() == Some(first) && s["status"]["phase"] == "running")
+                .then_some(()),
+        )
+    })
+    .await?;
+
+    // The adopted geth crashes: judged unclean, and a geth of its own replaces it.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first as i32), Signal::SIGKILL)?;
+    let s = eventually("a new geth", 2 * MINUTE, || async move {
+        let s = status(net_ref, 0).await?;
+        let replaced = s["status"]["pid"].as_u64().is_some_and(|p| p != first)
+            && s["status"]["phase"] == "running";
+        Ok(replaced.then_some(s))
+    })
+    .await?;
+    assert_eq!(s["status"]["last_shutdown"]["clean"], false, "{s}");
+    let head = net.head(0).await?;
+    net.wait_for_block(0, head + 2, MINUTE).await?;
+    Ok(())
+}
