@@ -158,12 +158,16 @@ impl Live {
         now_ms: u64,
         f: impl FnOnce(&mut NodeView),
     ) {
-        let node = self.node_mut(id, name, source);
+        let node = self
+            .nodes
+            .entry(id.to_owned())
+            .or_insert_with(|| NodeView::new(id.to_owned(), name.to_owned(), source));
         f(node);
         node.last_seen_ms = now_ms;
         node.online = true;
-        let node = node.clone();
-        self.publish("node", &node);
+        if self.updates.receiver_count() > 0 {
+            let _ = self.updates.send(sse_event("node", &*node));
+        }
     }
 
     /// Validates a block report from `node_id` against what is known (see
@@ -207,7 +211,7 @@ impl Live {
         let entry = self.blocks.entry(b.number).or_default();
         let mut block_time = parent_time.map(|t| b.timestamp.saturating_sub(t));
         let mut propagation = 0;
-        let mut updated = None;
+        let mut sighted = false;
         if entry.contains_key(&b.hash) || entry.len() < MAX_BRANCHES {
             let view = entry.entry(b.hash.clone()).or_insert_with(|| BlockView {
                 number: b.number,
@@ -227,18 +231,27 @@ impl Live {
             if view.signer.is_none() {
                 view.signer = b.signer.as_ref().map(|s| s.to_lowercase());
             }
-            view.first_seen_ms = view.first_seen_ms.min(seen_at);
-            view.seen.entry(node_id.to_owned()).or_insert(seen_at);
-            let first = view.first_seen_ms;
-            view.propagation_ms = view
-                .seen
-                .values()
-                .map(|t| t.saturating_sub(first))
-                .collect();
-            view.propagation_ms.sort_unstable();
-            propagation = seen_at.saturating_sub(first);
+            if !view.seen.contains_key(node_id) {
+                view.seen.insert(node_id.to_owned(), seen_at);
+                if seen_at < view.first_seen_ms || view.propagation_ms.is_empty() {
+                    view.first_seen_ms = view.first_seen_ms.min(seen_at);
+                    let first = view.first_seen_ms;
+                    view.propagation_ms = view
+                        .seen
+                        .values()
+                        .map(|t| t.saturating_sub(first))
+                        .collect();
+                    view.propagation_ms.sort_unstable();
+                } else {
+                    // Sorted insert: O(sightings), not a full re-sort.
+                    let p = seen_at - view.first_seen_ms;
+                    let at = view.propagation_ms.partition_point(|x| *x <= p);
+                    view.propagation_ms.insert(at, p);
+                }
+                sighted = true;
+            }
+            propagation = seen_at.saturating_sub(view.first_seen_ms);
             block_time = view.block_time;
-            updated = Some(view.clone());
         }
         while self.blocks.len() > KEPT_HEIGHTS {
             self.blocks.pop_first();
@@ -259,10 +272,14 @@ impl Live {
             node.block_time = block_time.map(|t| t as f64);
             node.propagation_ms = Some(propagation);
         });
-        if !self.refresh_reference() {
+        if !self.refresh_reference()
+            && sighted
+            && self.shown.get(&b.number) == Some(&b.hash)
+            && self.updates.receiver_count() > 0
+        {
             // A new sighting of a shown block: its propagation changed.
-            if let Some(view) = updated.filter(|v| self.shown.get(&v.number) == Some(&v.hash)) {
-                self.publish("block", &view);
+            if let Some(view) = self.blocks.get(&b.number).and_then(|at| at.get(&b.hash)) {
+                self.publish("block", view);
             }
         }
     }
@@ -379,21 +396,28 @@ impl Live {
     /// The highest block held by a majority of the voters (see module docs).
     fn compute_reference(&self) -> Option<(u64, String)> {
         let signers = self.voting_signers();
-        let voters: Vec<Vec<String>> = if signers.is_empty() {
+        // Each voter's report ids: a signer node's agent and its ethstats
+        // login; without signer nodes, each online node.
+        let ethstats: Vec<String> = signers
+            .iter()
+            .map(|n| format!("ethstats:{}", n.name))
+            .collect();
+        let voters: Vec<[&str; 2]> = if signers.is_empty() {
             self.nodes
                 .values()
                 .filter(|n| n.online)
-                .map(|n| vec![n.id.clone()])
+                .map(|n| [n.id.as_str(), n.id.as_str()])
                 .collect()
         } else {
             signers
                 .iter()
-                .map(|n| vec![n.id.clone(), format!("ethstats:{}", n.name)])
+                .zip(&ethstats)
+                .map(|(n, e)| [n.id.as_str(), e.as_str()])
                 .collect()
         };
         let quorum = voters.len() / 2 + 1;
         struct Cursor<'a> {
-            ids: &'a [String],
+            ids: [&'a str; 2],
             number: u64,
             hash: Option<&'a str>,
         }
@@ -402,10 +426,10 @@ impl Live {
             .filter_map(|ids| {
                 let head = ids
                     .iter()
-                    .filter_map(|id| self.nodes.get(id)?.head.as_ref())
+                    .filter_map(|id| self.nodes.get(*id)?.head.as_ref())
                     .max_by_key(|h| h.number)?;
                 Some(Cursor {
-                    ids,
+                    ids: *ids,
                     number: head.number,
                     hash: Some(head.hash.as_str()),
                 })
@@ -431,7 +455,7 @@ impl Live {
                     c.hash = parent.or_else(|| {
                         c.ids
                             .iter()
-                            .find_map(|id| self.canonical.get(id)?.get(&c.number))
+                            .find_map(|id| self.canonical.get(*id)?.get(&c.number))
                             .map(String::as_str)
                     });
                 }
@@ -501,11 +525,11 @@ impl Live {
     }
 
     /// Recent blocks of the reference chain, newest first.
-    pub fn recent_blocks(&self, limit: usize) -> Vec<BlockView> {
+    pub fn recent_blocks(&self, limit: usize) -> Vec<&BlockView> {
         self.shown
             .iter()
             .rev()
-            .filter_map(|(n, h)| self.blocks.get(n)?.get(h).cloned())
+            .filter_map(|(n, h)| self.blocks.get(n)?.get(h))
             .take(limit)
             .collect()
     }
@@ -544,7 +568,7 @@ impl Live {
                 )
             })
             .collect();
-        for b in &blocks {
+        for b in blocks {
             if let Some(v) = b.signer.as_ref().and_then(|s| views.get_mut(s)) {
                 v.sealed += 1;
                 v.last_sealed = Some(v.last_sealed.unwrap_or(0).max(b.number));
