@@ -277,8 +277,15 @@ impl Live {
             && self.shown.get(&b.number) == Some(&b.hash)
             && self.updates.receiver_count() > 0
         {
-            // A new sighting of a shown block: its propagation changed.
-            if let Some(view) = self.blocks.get(&b.number).and_then(|at| at.get(&b.hash)) {
+            // A new sighting of a shown block changes its propagation; sent at
+            // 1, 2, 4, 8, … sightings so a large fleet does not resend each
+            // block once per node.
+            if let Some(view) = self
+                .blocks
+                .get(&b.number)
+                .and_then(|at| at.get(&b.hash))
+                .filter(|v| v.seen.len().is_power_of_two())
+            {
                 self.publish("block", view);
             }
         }
