@@ -35,6 +35,10 @@ const MAX_BRANCHES: usize = 16;
 const SHOWN_BLOCKS: usize = 100;
 /// How far below the highest candidate the reference search goes.
 const REFERENCE_DEPTH: u64 = 64;
+/// Fleets with more voters than this recompute the reference head at most
+/// every [`REFERENCE_EVERY_MS`] (it costs O(voters)); smaller ones at once.
+const SMALL_FLEET: usize = 32;
+const REFERENCE_EVERY_MS: u64 = 100;
 /// A node is offline when it has not reported for this long.
 pub const OFFLINE_AFTER_MS: u64 = 30_000;
 /// Shown when no node reports its gas price.
@@ -64,6 +68,9 @@ pub struct Live {
     /// Signer sets as each node last reported them (sorted).
     reported_signers: HashMap<String, Vec<String>>,
     reference: Option<(u64, String)>,
+    /// A head changed since the reference was computed (at `reference_at_ms`).
+    reference_dirty: bool,
+    reference_at_ms: u64,
     /// height → hash of the block shown there (the reference chain).
     shown: BTreeMap<u64, String>,
     pub alarms: Alarms,
@@ -109,6 +116,8 @@ impl Live {
                 .collect(),
             reported_signers: HashMap::new(),
             reference: None,
+            reference_dirty: false,
+            reference_at_ms: 0,
             shown: BTreeMap::new(),
             alarms: Alarms::default(),
             fork_since_ms: None,
@@ -272,7 +281,8 @@ impl Live {
             node.block_time = block_time.map(|t| t as f64);
             node.propagation_ms = Some(propagation);
         });
-        if !self.refresh_reference()
+        self.reference_dirty = true;
+        if !self.refresh_reference_due(now_ms)
             && sighted
             && self.shown.get(&b.number) == Some(&b.hash)
             && self.updates.receiver_count() > 0
@@ -339,11 +349,11 @@ impl Live {
                 changed.push(node.clone());
             }
         }
-        if !changed.is_empty() {
-            for node in &changed {
-                self.publish("node", node);
-            }
-            // Without signer nodes the online nodes decide the reference.
+        for node in &changed {
+            self.publish("node", node);
+        }
+        // Without signer nodes the online nodes decide the reference.
+        if !changed.is_empty() || self.reference_dirty {
             self.refresh_reference();
         }
         self.check_alarms(now_ms);
@@ -383,9 +393,25 @@ impl Live {
         }
     }
 
+    /// Recomputes the reference head now in a small fleet, at most every
+    /// [`REFERENCE_EVERY_MS`] in a large one (the tick catches up).
+    fn refresh_reference_due(&mut self, now_ms: u64) -> bool {
+        let voters = match self.voting_signers().len() {
+            0 => self.nodes.len(),
+            n => n,
+        };
+        if voters > SMALL_FLEET && now_ms.saturating_sub(self.reference_at_ms) < REFERENCE_EVERY_MS
+        {
+            return false;
+        }
+        self.reference_at_ms = now_ms;
+        self.refresh_reference()
+    }
+
     /// Recomputes the reference head; on a change, the shown chain follows and
     /// the dashboard hears of it. Returns whether it changed.
     fn refresh_reference(&mut self) -> bool {
+        self.reference_dirty = false;
         let reference = self.compute_reference();
         if reference == self.reference {
             return false;
@@ -775,6 +801,32 @@ mod tests {
         assert!(!l.nodes["v2"].online);
         l.on_block("v1", "v1", "agent", &report(5, 7, 7, "0xa", 40_000), 40_000);
         assert_eq!(l.reference().unwrap().number, 5);
+    }
+
+    #[test]
+    fn a_large_fleet_recomputes_the_reference_at_most_every_100_ms() {
+        let mut l = Live::new(
+            NetworkInfo {
+                name: "t".into(),
+                chain_id: None,
+                period: 1,
+            },
+            &[],
+            vec![],
+            10,
+        );
+        let ids: Vec<String> = (0..40).map(|i| format!("v{i}")).collect();
+        for id in &ids {
+            l.on_block(id, id, "agent", &report(1, 0, 0, "0xa", 1000), 1000);
+        }
+        l.tick(1000);
+        assert_eq!(l.reference().unwrap().number, 1);
+        for id in &ids {
+            l.on_block(id, id, "agent", &report(2, 0, 0, "0xa", 1010), 1010);
+        }
+        assert_eq!(l.reference().unwrap().number, 1, "throttled");
+        l.tick(1200);
+        assert_eq!(l.reference().unwrap().number, 2, "the tick catches up");
     }
 
     fn stats(signers: &[&str]) -> StatsReport {
