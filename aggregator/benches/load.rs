@@ -201,9 +201,10 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(wait)).await;
 
     // Dashboard subscribers: count the event bytes they receive.
-    let mut sse = Vec::new();
+    let sse_bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     for _ in 0..subscribers {
-        sse.push(tokio::spawn(async move {
+        let counter = sse_bytes.clone();
+        tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await?;
             let (mut sender, conn) =
                 hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
@@ -212,12 +213,12 @@ async fn main() -> anyhow::Result<()> {
                 .header("host", "aggregator")
                 .body(http_body_util::Empty::<Bytes>::new())?;
             let mut body = sender.send_request(request).await?.into_body();
-            let mut bytes = 0u64;
             while let Some(frame) = body.frame().await {
-                bytes += frame?.data_ref().map_or(0, |d| d.len() as u64);
+                let n = frame?.data_ref().map_or(0, |d| d.len() as u64);
+                counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
             }
-            anyhow::Ok(bytes)
-        }));
+            anyhow::Ok(())
+        });
     }
     let (cpu_start, _) = proc_stat(pid);
     let started = Instant::now();
@@ -261,16 +262,7 @@ async fn main() -> anyhow::Result<()> {
     let (cpu_end, rss_end) = proc_stat(pid);
     let _ = child.kill();
     let _ = child.wait();
-    let mut sse_bytes = 0;
-    for task in sse {
-        // The stream ends (or fails) when the aggregator stops.
-        sse_bytes += tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .ok()
-            .and_then(|r| r.ok())
-            .and_then(|r| r.ok())
-            .unwrap_or(0);
-    }
+    let sse_bytes = sse_bytes.load(std::sync::atomic::Ordering::Relaxed);
     rss_max = rss_max.max(rss_end);
     let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64;
     let cpu = (cpu_end - cpu_start) as f64 / ticks;

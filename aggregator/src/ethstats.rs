@@ -299,3 +299,166 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod session_tests {
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as Ws;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::identity::Identity;
+    use crate::live::{Live, NetworkInfo};
+    use crate::registry::Registry;
+    use crate::store::Store;
+
+    async fn serve() -> (Arc<App>, SocketAddr, CancellationToken, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let live = Live::new(
+            NetworkInfo {
+                name: "t".into(),
+                chain_id: None,
+                period: 1,
+            },
+            &[],
+            vec![],
+            10,
+        );
+        let app = Arc::new(App::new(
+            Registry::default(),
+            live,
+            Store::open(&dir.path().join("db"), 100).unwrap(),
+            HashMap::from([("geth-1".to_owned(), "s3cret".to_owned())]),
+            Identity::random(),
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(crate::routes::serve(
+            listener,
+            app.clone(),
+            shutdown.clone(),
+        ));
+        (app, addr, shutdown, dir)
+    }
+
+    async fn next_text(
+        ws: &mut tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    ) -> Option<String> {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+                Ok(Some(Ok(Ws::Text(t)))) => return Some(t.to_string()),
+                Ok(Some(Ok(Ws::Close(_)))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => return None,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn forged_ethstats_blocks_are_skipped_and_pings_wait_for_login() {
+        let (app, addr, shutdown, _dir) = serve().await;
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api"))
+            .await
+            .unwrap();
+        assert_eq!(app.logins.pending(), 1);
+        // Before login a primus ping gets no answer.
+        ws.send(Ws::Text("\"primus::ping::1\"".into()))
+            .await
+            .unwrap();
+        let hello = json!({"emit": ["hello", {"id": "geth-1", "secret": "s3cret",
+            "info": {"name": "geth-1", "node": "Geth/v1.13.15"}}]});
+        ws.send(Ws::Text(hello.to_string().into())).await.unwrap();
+        assert_eq!(
+            next_text(&mut ws).await.as_deref(),
+            Some(r#"{"emit":["ready"]}"#)
+        );
+        assert_eq!(app.logins.pending(), 0, "a logged-in node frees its place");
+        ws.send(Ws::Text("\"primus::ping::2\"".into()))
+            .await
+            .unwrap();
+        assert_eq!(
+            next_text(&mut ws).await.as_deref(),
+            Some("\"primus::pong::2\"")
+        );
+
+        let now_s = now_ms() / 1000;
+        let frame = |number: u64, timestamp: u64| {
+            json!({"emit": ["block", {"block": {"number": number,
+                "hash": format!("0x{:064x}", number % 1000 + 1), "parentHash": format!("0x{:064x}", 0),
+                "timestamp": timestamp, "miner": "0x0000000000000000000000000000000000000001",
+                "difficulty": "2", "gasUsed": 0, "gasLimit": 1, "transactions": []}}]})
+            .to_string()
+        };
+        for forged in [frame(i64::MAX as u64, now_s), frame(3, now_s + 3600)] {
+            ws.send(Ws::Text(forged.into())).await.unwrap();
+        }
+        ws.send(Ws::Text(frame(3, now_s).into())).await.unwrap();
+        let id = "ethstats:geth-1".to_owned();
+        let head = async {
+            loop {
+                if let Some(h) = app.live().nodes.get(&id).and_then(|n| n.head.clone()) {
+                    return h;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let head = tokio::time::timeout(Duration::from_secs(10), head)
+            .await
+            .unwrap();
+        assert_eq!(head.number, 3, "only the honest block arrived");
+        let metrics = app.metrics.encode(&app.live());
+        for reason in ["implausible_height", "future_timestamp"] {
+            assert!(
+                metrics.contains(&format!(
+                    "clique_fleet_rejected_reports_total{{reason=\"{reason}\"}} 1"
+                )),
+                "{metrics}"
+            );
+        }
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_big_message_before_login_closes_and_pending_logins_are_bounded() {
+        let (app, addr, shutdown, _dir) = serve().await;
+        let (mut big, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api"))
+            .await
+            .unwrap();
+        let _ = big.send(Ws::Text("x".repeat(64 * 1024).into())).await;
+        assert_eq!(next_text(&mut big).await, None, "closed");
+        let mut held = Vec::new();
+        for _ in 0..crate::gate::PER_ADDRESS {
+            held.push(
+                tokio_tungstenite::connect_async(format!("ws://{addr}/api"))
+                    .await
+                    .unwrap()
+                    .0,
+            );
+        }
+        match tokio_tungstenite::connect_async(format!("ws://{addr}/api")).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status().as_u16(), 429);
+            }
+            other => panic!(
+                "a ninth pending login was admitted: {:?}",
+                other.map(|_| ())
+            ),
+        }
+        assert_eq!(app.logins.pending(), crate::gate::PER_ADDRESS);
+        drop(held);
+        let freed = async {
+            while app.logins.pending() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), freed)
+            .await
+            .unwrap();
+        shutdown.cancel();
+    }
+}

@@ -133,3 +133,45 @@ impl FleetMetrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use geth_wire::StatsReport;
+
+    use super::*;
+    use crate::live::{NetworkInfo, SignerNode};
+
+    #[test]
+    fn gauges_of_a_voted_out_signer_disappear() {
+        let nodes: Vec<SignerNode> = ["0xa", "0xb", "0xc"]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SignerNode {
+                id: format!("n{i}"),
+                name: format!("signer-{i}"),
+                signer: (*s).into(),
+            })
+            .collect();
+        let mut live = Live::new(
+            NetworkInfo {
+                name: "t".into(),
+                chain_id: None,
+                period: 1,
+            },
+            &["0xa".into(), "0xb".into(), "0xc".into()],
+            nodes,
+            10,
+        );
+        let metrics = FleetMetrics::default();
+        assert!(metrics.encode(&live).contains(r#"signer="0xc""#));
+        let without_c = StatsReport {
+            signers: Some(vec!["0xa".into(), "0xb".into()]),
+            ..Default::default()
+        };
+        live.on_stats("n0", &without_c, 1, None);
+        live.on_stats("n1", &without_c, 1, None);
+        let text = metrics.encode(&live);
+        assert!(!text.contains(r#"signer="0xc""#), "{text}");
+        assert!(text.contains(r#"signer="0xa""#), "{text}");
+    }
+}

@@ -198,6 +198,19 @@ mod tests {
         assert!(loaded.warning.unwrap().contains("will refuse its replies"));
     }
 
+    /// `cargo test --release -p geth-aggregator --lib -- --ignored signing_cost --nocapture`
+    #[test]
+    #[ignore = "timing, for the load figures"]
+    fn signing_cost() {
+        let identity = Identity::random();
+        let body = vec![b'x'; 200];
+        let started = std::time::Instant::now();
+        for _ in 0..1000 {
+            identity.sign_reply("0xabc", &body).unwrap();
+        }
+        println!("one reply signature: {:?}", started.elapsed() / 1000);
+    }
+
     #[test]
     fn replies_are_signed_over_the_request_signature_and_body() {
         let identity = Identity::random();

@@ -419,3 +419,48 @@ async fn one_stolen_node_key_and_an_ethstats_flood_cannot_break_the_fleet() -> R
     eventually("every honest agent ready", 2 * MINUTE, || all_ready(&net)).await?;
     Ok(())
 }
+
+/// A key that is not the one network.json publishes stops the aggregator
+/// (exit 64) instead of signing replies every agent would refuse.
+#[tokio::test]
+async fn a_key_other_than_the_published_one_is_refused_at_start() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let published = PrivateKeySigner::random();
+    let node = PrivateKeySigner::random();
+    let public = node.credential().verifying_key().to_encoded_point(false);
+    let network = json!({"name": "t", "chain_id": 1337, "period": 1, "accounts": [],
+        "nodes": [{"name": "n", "role": "validator",
+            "enode": format!("enode://{}@127.0.0.1:30303", hex::encode(&public.as_bytes()[1..])),
+            "ports": {"p2p": 30303, "http": 8545, "agent": 9101}}],
+        "aggregator": {"address": format!("{:#x}", published.address()), "key": "aggregator.key"}});
+    std::fs::write(
+        dir.path().join("network.json"),
+        serde_json::to_vec(&network)?,
+    )?;
+    let other = dir.path().join("other.key");
+    std::fs::write(&other, hex::encode(PrivateKeySigner::random().to_bytes()))?;
+    let port = free_ports(1)?[0];
+    let run = |extra: &[&Path]| {
+        let mut cmd = Command::new(AGGREGATOR);
+        cmd.arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--network")
+            .arg(dir.path().join("network.json"))
+            .arg("--db")
+            .arg(dir.path().join("agg.db"));
+        for key in extra {
+            cmd.arg("--key").arg(key);
+        }
+        cmd.output()
+    };
+    let out = run(&[&other])?;
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("aggregator.address"), "{stderr}");
+    let garbage = dir.path().join("garbage.key");
+    std::fs::write(&garbage, "not a key")?;
+    let out = run(&[&garbage])?;
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("64 hex digits"));
+    Ok(())
+}

@@ -35,6 +35,10 @@ const MAX_BRANCHES: usize = 16;
 const SHOWN_BLOCKS: usize = 100;
 /// How far below the highest candidate the reference search goes.
 const REFERENCE_DEPTH: u64 = 64;
+/// Fleets with more voters than this recompute the reference head at most
+/// every [`REFERENCE_EVERY_MS`] (it costs O(voters)); smaller ones at once.
+const SMALL_FLEET: usize = 32;
+const REFERENCE_EVERY_MS: u64 = 100;
 /// A node is offline when it has not reported for this long.
 pub const OFFLINE_AFTER_MS: u64 = 30_000;
 /// Shown when no node reports its gas price.
@@ -64,6 +68,9 @@ pub struct Live {
     /// Signer sets as each node last reported them (sorted).
     reported_signers: HashMap<String, Vec<String>>,
     reference: Option<(u64, String)>,
+    /// A head changed since the reference was computed (at `reference_at_ms`).
+    reference_dirty: bool,
+    reference_at_ms: u64,
     /// height → hash of the block shown there (the reference chain).
     shown: BTreeMap<u64, String>,
     pub alarms: Alarms,
@@ -109,6 +116,8 @@ impl Live {
                 .collect(),
             reported_signers: HashMap::new(),
             reference: None,
+            reference_dirty: false,
+            reference_at_ms: 0,
             shown: BTreeMap::new(),
             alarms: Alarms::default(),
             fork_since_ms: None,
@@ -158,12 +167,16 @@ impl Live {
         now_ms: u64,
         f: impl FnOnce(&mut NodeView),
     ) {
-        let node = self.node_mut(id, name, source);
+        let node = self
+            .nodes
+            .entry(id.to_owned())
+            .or_insert_with(|| NodeView::new(id.to_owned(), name.to_owned(), source));
         f(node);
         node.last_seen_ms = now_ms;
         node.online = true;
-        let node = node.clone();
-        self.publish("node", &node);
+        if self.updates.receiver_count() > 0 {
+            let _ = self.updates.send(sse_event("node", &*node));
+        }
     }
 
     /// Validates a block report from `node_id` against what is known (see
@@ -207,7 +220,7 @@ impl Live {
         let entry = self.blocks.entry(b.number).or_default();
         let mut block_time = parent_time.map(|t| b.timestamp.saturating_sub(t));
         let mut propagation = 0;
-        let mut updated = None;
+        let mut sighted = false;
         if entry.contains_key(&b.hash) || entry.len() < MAX_BRANCHES {
             let view = entry.entry(b.hash.clone()).or_insert_with(|| BlockView {
                 number: b.number,
@@ -227,18 +240,27 @@ impl Live {
             if view.signer.is_none() {
                 view.signer = b.signer.as_ref().map(|s| s.to_lowercase());
             }
-            view.first_seen_ms = view.first_seen_ms.min(seen_at);
-            view.seen.entry(node_id.to_owned()).or_insert(seen_at);
-            let first = view.first_seen_ms;
-            view.propagation_ms = view
-                .seen
-                .values()
-                .map(|t| t.saturating_sub(first))
-                .collect();
-            view.propagation_ms.sort_unstable();
-            propagation = seen_at.saturating_sub(first);
+            if !view.seen.contains_key(node_id) {
+                view.seen.insert(node_id.to_owned(), seen_at);
+                if seen_at < view.first_seen_ms || view.propagation_ms.is_empty() {
+                    view.first_seen_ms = view.first_seen_ms.min(seen_at);
+                    let first = view.first_seen_ms;
+                    view.propagation_ms = view
+                        .seen
+                        .values()
+                        .map(|t| t.saturating_sub(first))
+                        .collect();
+                    view.propagation_ms.sort_unstable();
+                } else {
+                    // Sorted insert: O(sightings), not a full re-sort.
+                    let p = seen_at - view.first_seen_ms;
+                    let at = view.propagation_ms.partition_point(|x| *x <= p);
+                    view.propagation_ms.insert(at, p);
+                }
+                sighted = true;
+            }
+            propagation = seen_at.saturating_sub(view.first_seen_ms);
             block_time = view.block_time;
-            updated = Some(view.clone());
         }
         while self.blocks.len() > KEPT_HEIGHTS {
             self.blocks.pop_first();
@@ -259,10 +281,22 @@ impl Live {
             node.block_time = block_time.map(|t| t as f64);
             node.propagation_ms = Some(propagation);
         });
-        if !self.refresh_reference() {
-            // A new sighting of a shown block: its propagation changed.
-            if let Some(view) = updated.filter(|v| self.shown.get(&v.number) == Some(&v.hash)) {
-                self.publish("block", &view);
+        self.reference_dirty = true;
+        if !self.refresh_reference_due(now_ms)
+            && sighted
+            && self.shown.get(&b.number) == Some(&b.hash)
+            && self.updates.receiver_count() > 0
+        {
+            // A new sighting of a shown block changes its propagation; sent at
+            // 1, 2, 4, 8, … sightings so a large fleet does not resend each
+            // block once per node.
+            if let Some(view) = self
+                .blocks
+                .get(&b.number)
+                .and_then(|at| at.get(&b.hash))
+                .filter(|v| v.seen.len().is_power_of_two())
+            {
+                self.publish("block", view);
             }
         }
     }
@@ -315,11 +349,11 @@ impl Live {
                 changed.push(node.clone());
             }
         }
-        if !changed.is_empty() {
-            for node in &changed {
-                self.publish("node", node);
-            }
-            // Without signer nodes the online nodes decide the reference.
+        for node in &changed {
+            self.publish("node", node);
+        }
+        // Without signer nodes the online nodes decide the reference.
+        if !changed.is_empty() || self.reference_dirty {
             self.refresh_reference();
         }
         self.check_alarms(now_ms);
@@ -359,9 +393,25 @@ impl Live {
         }
     }
 
+    /// Recomputes the reference head now in a small fleet, at most every
+    /// [`REFERENCE_EVERY_MS`] in a large one (the tick catches up).
+    fn refresh_reference_due(&mut self, now_ms: u64) -> bool {
+        let voters = match self.voting_signers().len() {
+            0 => self.nodes.len(),
+            n => n,
+        };
+        if voters > SMALL_FLEET && now_ms.saturating_sub(self.reference_at_ms) < REFERENCE_EVERY_MS
+        {
+            return false;
+        }
+        self.reference_at_ms = now_ms;
+        self.refresh_reference()
+    }
+
     /// Recomputes the reference head; on a change, the shown chain follows and
     /// the dashboard hears of it. Returns whether it changed.
     fn refresh_reference(&mut self) -> bool {
+        self.reference_dirty = false;
         let reference = self.compute_reference();
         if reference == self.reference {
             return false;
@@ -379,21 +429,28 @@ impl Live {
     /// The highest block held by a majority of the voters (see module docs).
     fn compute_reference(&self) -> Option<(u64, String)> {
         let signers = self.voting_signers();
-        let voters: Vec<Vec<String>> = if signers.is_empty() {
+        // Each voter's report ids: a signer node's agent and its ethstats
+        // login; without signer nodes, each online node.
+        let ethstats: Vec<String> = signers
+            .iter()
+            .map(|n| format!("ethstats:{}", n.name))
+            .collect();
+        let voters: Vec<[&str; 2]> = if signers.is_empty() {
             self.nodes
                 .values()
                 .filter(|n| n.online)
-                .map(|n| vec![n.id.clone()])
+                .map(|n| [n.id.as_str(), n.id.as_str()])
                 .collect()
         } else {
             signers
                 .iter()
-                .map(|n| vec![n.id.clone(), format!("ethstats:{}", n.name)])
+                .zip(&ethstats)
+                .map(|(n, e)| [n.id.as_str(), e.as_str()])
                 .collect()
         };
         let quorum = voters.len() / 2 + 1;
         struct Cursor<'a> {
-            ids: &'a [String],
+            ids: [&'a str; 2],
             number: u64,
             hash: Option<&'a str>,
         }
@@ -402,10 +459,10 @@ impl Live {
             .filter_map(|ids| {
                 let head = ids
                     .iter()
-                    .filter_map(|id| self.nodes.get(id)?.head.as_ref())
+                    .filter_map(|id| self.nodes.get(*id)?.head.as_ref())
                     .max_by_key(|h| h.number)?;
                 Some(Cursor {
-                    ids,
+                    ids: *ids,
                     number: head.number,
                     hash: Some(head.hash.as_str()),
                 })
@@ -431,7 +488,7 @@ impl Live {
                     c.hash = parent.or_else(|| {
                         c.ids
                             .iter()
-                            .find_map(|id| self.canonical.get(id)?.get(&c.number))
+                            .find_map(|id| self.canonical.get(*id)?.get(&c.number))
                             .map(String::as_str)
                     });
                 }
@@ -501,11 +558,11 @@ impl Live {
     }
 
     /// Recent blocks of the reference chain, newest first.
-    pub fn recent_blocks(&self, limit: usize) -> Vec<BlockView> {
+    pub fn recent_blocks(&self, limit: usize) -> Vec<&BlockView> {
         self.shown
             .iter()
             .rev()
-            .filter_map(|(n, h)| self.blocks.get(n)?.get(h).cloned())
+            .filter_map(|(n, h)| self.blocks.get(n)?.get(h))
             .take(limit)
             .collect()
     }
@@ -544,7 +601,7 @@ impl Live {
                 )
             })
             .collect();
-        for b in &blocks {
+        for b in blocks {
             if let Some(v) = b.signer.as_ref().and_then(|s| views.get_mut(s)) {
                 v.sealed += 1;
                 v.last_sealed = Some(v.last_sealed.unwrap_or(0).max(b.number));
@@ -744,6 +801,32 @@ mod tests {
         assert!(!l.nodes["v2"].online);
         l.on_block("v1", "v1", "agent", &report(5, 7, 7, "0xa", 40_000), 40_000);
         assert_eq!(l.reference().unwrap().number, 5);
+    }
+
+    #[test]
+    fn a_large_fleet_recomputes_the_reference_at_most_every_100_ms() {
+        let mut l = Live::new(
+            NetworkInfo {
+                name: "t".into(),
+                chain_id: None,
+                period: 1,
+            },
+            &[],
+            vec![],
+            10,
+        );
+        let ids: Vec<String> = (0..40).map(|i| format!("v{i}")).collect();
+        for id in &ids {
+            l.on_block(id, id, "agent", &report(1, 0, 0, "0xa", 1000), 1000);
+        }
+        l.tick(1000);
+        assert_eq!(l.reference().unwrap().number, 1);
+        for id in &ids {
+            l.on_block(id, id, "agent", &report(2, 0, 0, "0xa", 1010), 1010);
+        }
+        assert_eq!(l.reference().unwrap().number, 1, "throttled");
+        l.tick(1200);
+        assert_eq!(l.reference().unwrap().number, 2, "the tick catches up");
     }
 
     fn stats(signers: &[&str]) -> StatsReport {
