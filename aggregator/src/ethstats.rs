@@ -411,7 +411,7 @@ mod session_tests {
             .await
             .unwrap();
         assert_eq!(head.number, 3, "only the honest block arrived");
-        let metrics = app.metrics.encode(&app.live());
+        let metrics = app.metrics.encode(&app.live(), app.store.health());
         for reason in ["implausible_height", "future_timestamp"] {
             assert!(
                 metrics.contains(&format!(

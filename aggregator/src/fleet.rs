@@ -1,9 +1,12 @@
 //! Fleet metrics at the aggregator's `/metrics`: the whole network at a glance.
 //! Gauges are refreshed from the live view at scrape time (memory only).
 
-use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use crate::live::Live;
+use crate::store::StoreHealth;
 
 pub struct FleetMetrics {
     registry: Registry,
@@ -17,6 +20,9 @@ pub struct FleetMetrics {
     signer_missed: IntGaugeVec,
     reports: IntCounterVec,
     rejected: IntCounterVec,
+    store_dropped: IntCounter,
+    store_failed_commits: IntCounter,
+    store_failing: IntGauge,
 }
 
 impl Default for FleetMetrics {
@@ -29,6 +35,11 @@ impl Default for FleetMetrics {
         };
         let g = |name: &str, help: &str| {
             let m = IntGauge::new(name, help).expect("valid metric");
+            r.register(Box::new(m.clone())).expect("unique metric");
+            m
+        };
+        let c = |name: &str, help: &str| {
+            let m = IntCounter::new(name, help).expect("valid metric");
             r.register(Box::new(m.clone())).expect("unique metric");
             m
         };
@@ -80,6 +91,18 @@ impl Default for FleetMetrics {
                 "Refused reports, websocket frames and connections by reason.",
                 &["reason"],
             ),
+            store_dropped: c(
+                "clique_fleet_store_dropped_writes_total",
+                "Block sightings and node stats not stored (queue full or batch not committed).",
+            ),
+            store_failed_commits: c(
+                "clique_fleet_store_failed_commits_total",
+                "Database batches that could not be committed (full disk, I/O errors).",
+            ),
+            store_failing: g(
+                "clique_fleet_store_failing",
+                "1 while the last database commit failed; writing resumes when it works again.",
+            ),
             registry: r,
         }
     }
@@ -94,7 +117,19 @@ impl FleetMetrics {
         self.rejected.with_label_values(&[reason]).inc();
     }
 
-    pub fn encode(&self, live: &Live) -> String {
+    pub fn encode(&self, live: &Live, store: StoreHealth) -> String {
+        // The store counts; the counters follow (they only ever grow).
+        self.store_dropped.inc_by(
+            store
+                .dropped_writes
+                .saturating_sub(self.store_dropped.get()),
+        );
+        self.store_failed_commits.inc_by(
+            store
+                .failed_commits
+                .saturating_sub(self.store_failed_commits.get()),
+        );
+        self.store_failing.set(i64::from(store.failing));
         let online = live.nodes.values().filter(|n| n.online).count();
         self.nodes.with_label_values(&["online"]).set(online as i64);
         self.nodes
@@ -163,15 +198,57 @@ mod tests {
             10,
         );
         let metrics = FleetMetrics::default();
-        assert!(metrics.encode(&live).contains(r#"signer="0xc""#));
+        assert!(metrics
+            .encode(&live, Default::default())
+            .contains(r#"signer="0xc""#));
         let without_c = StatsReport {
             signers: Some(vec!["0xa".into(), "0xb".into()]),
             ..Default::default()
         };
         live.on_stats("n0", &without_c, 1, None);
         live.on_stats("n1", &without_c, 1, None);
-        let text = metrics.encode(&live);
+        let text = metrics.encode(&live, Default::default());
         assert!(!text.contains(r#"signer="0xc""#), "{text}");
         assert!(text.contains(r#"signer="0xa""#), "{text}");
+    }
+
+    #[test]
+    fn store_health_is_exported_and_counters_only_grow() {
+        let live = Live::new(
+            NetworkInfo {
+                name: "t".into(),
+                chain_id: None,
+                period: 1,
+            },
+            &[],
+            Vec::new(),
+            10,
+        );
+        let metrics = FleetMetrics::default();
+        let failing = StoreHealth {
+            dropped_writes: 3,
+            failed_commits: 2,
+            error_logs: 1,
+            failing: true,
+        };
+        let text = metrics.encode(&live, failing);
+        for line in [
+            "clique_fleet_store_dropped_writes_total 3",
+            "clique_fleet_store_failed_commits_total 2",
+            "clique_fleet_store_failing 1",
+        ] {
+            assert!(text.contains(line), "{line} missing in {text}");
+        }
+        let recovered = StoreHealth {
+            dropped_writes: 5,
+            failing: false,
+            ..failing
+        };
+        let text = metrics.encode(&live, recovered);
+        assert!(
+            text.contains("clique_fleet_store_dropped_writes_total 5"),
+            "{text}"
+        );
+        assert!(text.contains("clique_fleet_store_failing 0"), "{text}");
     }
 }

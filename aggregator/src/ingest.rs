@@ -218,7 +218,10 @@ pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
             app.metrics.report("events");
             let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
             if let Err(e) = app.store.events(&id, events).await {
-                tracing::error!(error = %e, node = %name, "events not stored");
+                // A failing store logs for itself, once a minute.
+                if !app.store.health().failing {
+                    tracing::error!(error = %e, node = %name, "events not stored");
+                }
                 return signed_json(
                     &app,
                     sig,
@@ -385,7 +388,7 @@ mod tests {
     }
 
     fn rejected(app: &App, reason: &str) -> u64 {
-        let text = app.metrics.encode(&app.live());
+        let text = app.metrics.encode(&app.live(), app.store.health());
         let line = format!("clique_fleet_rejected_reports_total{{reason=\"{reason}\"}} ");
         text.lines()
             .find_map(|l| l.strip_prefix(&line))

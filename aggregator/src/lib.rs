@@ -20,6 +20,7 @@ pub mod web;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -68,6 +69,20 @@ pub struct Cli {
         default_value_t = 100_000
     )]
     pub retention_blocks: u64,
+    /// Newest lifecycle events kept per node.
+    #[arg(
+        long,
+        env = "GETH_AGGREGATOR_RETENTION_EVENTS",
+        default_value_t = 10_000
+    )]
+    pub retention_events: u64,
+    /// Lifecycle events older than this many days are deleted (0: keep by count only).
+    #[arg(
+        long,
+        env = "GETH_AGGREGATOR_RETENTION_EVENT_DAYS",
+        default_value_t = 365
+    )]
+    pub retention_event_days: u64,
     /// The aggregator's signing key (64 hex digits, like a geth nodekey);
     /// default: `aggregator.key` of network.json, relative to its folder.
     #[arg(long = "key", env = "GETH_AGGREGATOR_KEY", value_name = "FILE")]
@@ -131,7 +146,16 @@ pub fn build(cli: &Cli) -> Result<Arc<App>, SetupError> {
         signer_nodes,
         cli.stall_periods,
     );
-    let store = Store::open(&cli.db, cli.retention_blocks)?;
+    let store = Store::open_with(
+        &cli.db,
+        store::StoreOptions {
+            retention_blocks: cli.retention_blocks,
+            events_per_node: cli.retention_events,
+            events_max_age: (cli.retention_event_days > 0)
+                .then(|| Duration::from_secs(cli.retention_event_days * 24 * 3600)),
+            ..store::StoreOptions::default()
+        },
+    )?;
     restore(&store, &registry, &mut live)?;
     Ok(Arc::new(App::new(
         registry,

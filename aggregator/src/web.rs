@@ -96,7 +96,8 @@ pub async fn events(State(app): State<Arc<App>>) -> Response {
 }
 
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let text = app.metrics.encode(&app.live());
+    let health = app.store.health();
+    let text = app.metrics.encode(&app.live(), health);
     (
         [(
             header::CONTENT_TYPE,
