@@ -31,6 +31,8 @@ const STATS_EVERY: Duration = Duration::from_secs(5);
 const SPOOL_EVERY: Duration = Duration::from_secs(1);
 const PEERS_EVERY: Duration = Duration::from_secs(15);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for geth's hash at the reference height.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 /// The same kind of report failure is logged at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -359,14 +361,21 @@ impl Reporter {
         });
     }
 
-    /// The canonical block hash geth holds at `number`, if any.
+    /// The canonical block hash geth holds at `number`, if any. Bounded in
+    /// time: a geth that does not answer must not stall the reports.
     async fn hash_at(&self, number: u64) -> Option<String> {
-        let rpc = GethRpc::connect(&self.ipc).await.ok()?;
-        let block: Option<serde_json::Value> = rpc
-            .call("eth_getBlockByNumber", (format!("{number:#x}"), false))
+        let lookup = async {
+            let rpc = GethRpc::connect(&self.ipc).await.ok()?;
+            let block: Option<serde_json::Value> = rpc
+                .call("eth_getBlockByNumber", (format!("{number:#x}"), false))
+                .await
+                .ok()?;
+            block?.get("hash")?.as_str().map(str::to_owned)
+        };
+        tokio::time::timeout(LOOKUP_TIMEOUT, lookup)
             .await
-            .ok()?;
-        block?.get("hash")?.as_str().map(str::to_owned)
+            .ok()
+            .flatten()
     }
 
     async fn send_stats(&self) -> Result<(), ReportError> {

@@ -114,6 +114,8 @@ async fn readyz_gates_on_peers_and_sync_without_flapping() -> Result<()> {
 struct Fleet {
     key: alloy::signers::local::PrivateKeySigner,
     reference: Option<geth_wire::BlockRef>,
+    /// Refuse every report with this reason (401, as for clock skew).
+    refuse: Option<String>,
 }
 
 type SharedFleet = std::sync::Arc<std::sync::Mutex<Fleet>>;
@@ -140,6 +142,10 @@ async fn test_aggregator(fleet: SharedFleet) -> Result<SocketAddr> {
     let report = {
         let fleet = fleet.clone();
         move |headers: HeaderMap| async move {
+            if let Some(reason) = fleet.lock().expect("fleet lock").refuse.clone() {
+                let body = serde_json::json!({ "error": reason });
+                return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+            }
             let reply = geth_wire::ReportReply {
                 acked: Vec::new(),
                 reference: fleet.lock().expect("fleet lock").reference.clone(),
@@ -186,6 +192,7 @@ async fn a_node_off_the_fleets_block_at_the_reference_height_is_not_ready() -> R
     let fleet: SharedFleet = std::sync::Arc::new(std::sync::Mutex::new(Fleet {
         key: PrivateKeySigner::random(),
         reference: None,
+        refuse: None,
     }));
     let aggregator = test_aggregator(fleet.clone()).await?;
     options.agent_args = vec![
@@ -275,5 +282,31 @@ async fn a_node_off_the_fleets_block_at_the_reference_height_is_not_ready() -> R
         log.contains("not signed by the aggregator's key for this request"),
         "warned about the foreign reply"
     );
+
+    // Refused reports (here a clock skew) are warned about with the
+    // aggregator's reason, once a minute however many fail.
+    let refused = "aggregator refused the request (401): clock skew: 400 s";
+    fleet.lock().expect("fleet lock").refuse = Some("clock skew: 400 s".into());
+    let net = &net;
+    eventually("the refusal warned about", MINUTE, || async move {
+        Ok(net.nodes[0].log_text().contains(refused).then_some(()))
+    })
+    .await?;
+    let series = "clique_agent_report_failures_total";
+    let (_, metrics) = http_get(node, "/metrics").await?;
+    let failed_before = metric_value(&metrics, series).unwrap_or(0.0);
+    eventually("ten more refused reports", 2 * MINUTE, || async move {
+        let (_, metrics) = http_get(node, "/metrics").await?;
+        Ok(metric_value(&metrics, series)
+            .filter(|n| *n >= failed_before + 10.0)
+            .map(|_| ()))
+    })
+    .await?;
+    let warned = net.nodes[0]
+        .log_text()
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains(refused))
+        .count();
+    assert_eq!(warned, 1, "one warning per minute and kind of failure");
     Ok(())
 }
