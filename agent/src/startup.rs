@@ -213,7 +213,7 @@ async fn start_sealing(
 /// with "authentication needed" and an idle clique chain never retries, so a
 /// lone signer stays at block 0. Waits until the etherbase can sign; returns
 /// false when cancelled.
-async fn wait_until_signer_unlocked(
+pub async fn wait_until_signer_unlocked(
     rpc: &GethRpc,
     cancel: &CancellationToken,
 ) -> Result<bool, RpcError> {

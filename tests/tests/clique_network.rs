@@ -201,6 +201,11 @@ async fn wedged_network() -> Result<Option<TestNetwork>> {
     // B and C must not hear each other's block 1.
     let _: bool = rpcs[b].call("admin_removePeer", (enode(c),)).await?;
     let _: bool = rpcs[c].call("admin_removePeer", (enode(b),)).await?;
+    // Sealing before geth has unlocked the account fails once and never again.
+    let never = tokio_util::sync::CancellationToken::new();
+    for rpc in &rpcs {
+        geth_agent::startup::wait_until_signer_unlocked(rpc, &never).await?;
+    }
     // A seals block 1 while B and C do not mine yet: geth drops it.
     let _: serde_json::Value = rpcs[a].call("miner_start", ()).await?;
     net.wait_for_block(a, 1, MINUTE).await?;
