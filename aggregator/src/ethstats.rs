@@ -311,22 +311,13 @@ mod session_tests {
 
     use super::*;
     use crate::identity::Identity;
-    use crate::live::{Live, NetworkInfo};
+    use crate::live::Live;
     use crate::registry::Registry;
     use crate::store::Store;
 
     async fn serve() -> (Arc<App>, SocketAddr, CancellationToken, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let live = Live::new(
-            NetworkInfo {
-                name: "t".into(),
-                chain_id: None,
-                period: 1,
-            },
-            &[],
-            vec![],
-            10,
-        );
+        let live = Live::unconfigured();
         let app = Arc::new(App::new(
             Registry::default(),
             live,

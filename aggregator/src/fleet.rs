@@ -214,16 +214,7 @@ mod tests {
 
     #[test]
     fn store_health_is_exported_and_counters_only_grow() {
-        let live = Live::new(
-            NetworkInfo {
-                name: "t".into(),
-                chain_id: None,
-                period: 1,
-            },
-            &[],
-            Vec::new(),
-            10,
-        );
+        let live = Live::unconfigured();
         let metrics = FleetMetrics::default();
         let failing = StoreHealth {
             dropped_writes: 3,

@@ -274,7 +274,7 @@ mod tests {
 
     use super::*;
     use crate::identity::Identity;
-    use crate::live::{Live, NetworkInfo};
+    use crate::live::Live;
     use crate::registry::{KnownNode, Registry};
     use crate::store::Store;
 
@@ -304,16 +304,7 @@ mod tests {
                 },
             );
         }
-        let live = Live::new(
-            NetworkInfo {
-                name: "t".into(),
-                chain_id: None,
-                period: 1,
-            },
-            &[],
-            vec![],
-            10,
-        );
+        let live = Live::unconfigured();
         let app = Arc::new(App::new(
             registry,
             live,

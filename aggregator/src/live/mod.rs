@@ -95,6 +95,21 @@ pub fn sse_event(event: &str, data: &impl Serialize) -> Bytes {
 }
 
 impl Live {
+    /// A network named "t" with a 1 s period and no configured signers (tests).
+    #[cfg(test)]
+    pub fn unconfigured() -> Self {
+        Self::new(
+            NetworkInfo {
+                name: "t".into(),
+                chain_id: None,
+                period: 1,
+            },
+            &[],
+            Vec::new(),
+            10,
+        )
+    }
+
     pub fn new(
         network: NetworkInfo,
         signer_set: &[String],
@@ -782,16 +797,7 @@ mod tests {
 
     #[test]
     fn without_signer_nodes_a_majority_of_online_nodes_decides() {
-        let mut l = Live::new(
-            NetworkInfo {
-                name: "t".into(),
-                chain_id: None,
-                period: 1,
-            },
-            &[],
-            vec![],
-            10,
-        );
+        let mut l = Live::unconfigured();
         chain(&mut l, &["v1", "v2", "v3"], 3);
         assert_eq!(l.reference().unwrap().number, 3);
         l.on_block("v1", "v1", "agent", &report(4, 7, 0, "0xa", 4000), 4000);
@@ -805,16 +811,7 @@ mod tests {
 
     #[test]
     fn a_large_fleet_recomputes_the_reference_at_most_every_100_ms() {
-        let mut l = Live::new(
-            NetworkInfo {
-                name: "t".into(),
-                chain_id: None,
-                period: 1,
-            },
-            &[],
-            vec![],
-            10,
-        );
+        let mut l = Live::unconfigured();
         let ids: Vec<String> = (0..40).map(|i| format!("v{i}")).collect();
         for id in &ids {
             l.on_block(id, id, "agent", &report(1, 0, 0, "0xa", 1000), 1000);
