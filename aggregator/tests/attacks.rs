@@ -45,14 +45,11 @@ fn network_with_aggregator(period: u64) -> Result<(TestNetwork, SocketAddr)> {
         ..Default::default()
     };
     let mut net = TestNetwork::generate(&options)?;
-    let mut cmd = Command::new(AGGREGATOR);
-    cmd.arg("--listen")
-        .arg(addr.to_string())
-        .arg("--network")
-        .arg(net.network_dir.join("network.json"))
-        .arg("--db")
-        .arg(net.path().join("aggregator.db"))
-        .env("RUST_LOG", "info");
+    let cmd = net.aggregator_command(
+        Path::new(AGGREGATOR),
+        addr,
+        &net.path().join("aggregator.db"),
+    );
     net.spawn_other(0, cmd)?;
     for i in 0..net.nodes.len() {
         net.spawn(i)?;

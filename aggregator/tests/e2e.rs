@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
@@ -31,15 +30,8 @@ fn start_aggregator(
     db: &Path,
     extra: &[&str],
 ) -> Result<Aggregator> {
-    let mut cmd = Command::new(AGGREGATOR);
-    cmd.arg("--listen")
-        .arg(addr.to_string())
-        .arg("--network")
-        .arg(net.network_dir.join("network.json"))
-        .arg("--db")
-        .arg(db)
-        .args(extra)
-        .env("RUST_LOG", "info");
+    let mut cmd = net.aggregator_command(Path::new(AGGREGATOR), addr, db);
+    cmd.args(extra);
     let pid = net.spawn_other(0, cmd)?;
     Ok(Aggregator {
         addr,

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
@@ -68,15 +67,11 @@ async fn refused_events_are_set_aside_and_a_recreated_spool_is_not_a_duplicate()
         agent_args: vec!["--aggregator".into(), format!("http://{addr}")],
         ..Default::default()
     })?;
-    let mut aggregator = Command::new(AGGREGATOR);
-    aggregator
-        .arg("--listen")
-        .arg(addr.to_string())
-        .arg("--network")
-        .arg(net.network_dir.join("network.json"))
-        .arg("--db")
-        .arg(net.path().join("aggregator.db"))
-        .env("RUST_LOG", "info");
+    let aggregator = net.aggregator_command(
+        Path::new(AGGREGATOR),
+        addr,
+        &net.path().join("aggregator.db"),
+    );
     net.spawn_other(0, aggregator)?;
 
     // A spool as an older agent left it: a shutdown verdict with thousands of

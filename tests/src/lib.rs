@@ -288,6 +288,20 @@ impl TestNetwork {
         Ok(())
     }
 
+    /// `geth-aggregator` (binary `bin`) for this network, listening on `addr`
+    /// with its database at `db`.
+    pub fn aggregator_command(&self, bin: &Path, addr: std::net::SocketAddr, db: &Path) -> Command {
+        let mut c = Command::new(bin);
+        c.arg("--listen")
+            .arg(addr.to_string())
+            .arg("--network")
+            .arg(self.network_dir.join(Network::FILE))
+            .arg("--db")
+            .arg(db)
+            .env("RUST_LOG", "info");
+        c
+    }
+
     /// `geth-agent run` for node `i` with its generated agent.toml.
     pub fn agent_command(&self, i: usize, bin: &Path, extra: &[&str]) -> Command {
         let mut c = Command::new(bin);
