@@ -168,16 +168,18 @@ fn on_block(app: &App, name: &str, mut block: BlockReport) {
     crate::validate::normalise(&mut block);
     let id = format!("ethstats:{name}");
     let now = now_ms();
-    {
+    let sighted = {
         let mut live = app.live();
         if let Err(refusal) = live.check_block(&id, &block, now) {
             drop(live);
             app.note_refusal(&id, &refusal);
             return;
         }
-        live.on_block(&id, name, "ethstats", &block, now);
+        live.on_block(&id, name, "ethstats", &block, now)
+    };
+    if sighted {
+        app.store.sighting(&id, block);
     }
-    app.store.sighting(&id, block);
 }
 
 fn drop_client(name: &Option<String>, reason: &str) {

@@ -181,16 +181,20 @@ pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
     match report {
         Report::Block(mut block) => {
             crate::validate::normalise(&mut block);
-            {
+            let sighted = {
                 let mut live = app.live();
                 if let Err(r) = live.check_block(&id, &block, now) {
                     drop(live);
                     return refused(&app, sig, &name, &r);
                 }
-                live.on_block(&id, &name, "agent", &block, now);
-            }
+                live.on_block(&id, &name, "agent", &block, now)
+            };
             app.metrics.report("block");
-            app.store.sighting(&id, block);
+            // Only what the live view kept: a node cannot grow the store with
+            // endless branches or repeats.
+            if sighted {
+                app.store.sighting(&id, block);
+            }
         }
         Report::Stats(mut stats) => {
             if let Err(r) = check_stats(&stats, address) {

@@ -215,6 +215,8 @@ impl Live {
     }
 
     /// A node reported a new head (already validated with `check_block`).
+    /// Returns whether it is a new sighting that was kept (a height holds at
+    /// most [`MAX_BRANCHES`] blocks): only those are worth storing.
     pub fn on_block(
         &mut self,
         node_id: &str,
@@ -222,7 +224,7 @@ impl Live {
         source: &'static str,
         b: &BlockReport,
         now_ms: u64,
-    ) {
+    ) -> bool {
         // The genesis timestamp is arbitrary (often 0): no block time after it.
         let parent_time = self
             .blocks
@@ -314,6 +316,7 @@ impl Live {
                 self.publish("block", view);
             }
         }
+        sighted
     }
 
     /// An agent's periodic stats (its enode already checked by the caller).
@@ -793,6 +796,27 @@ mod tests {
         // A side branch at 7 held by one node only: the reference stays.
         l.on_block("n3", "n3", "agent", &report(7, 5, 5, "0xc", 7000), 7000);
         assert_eq!(l.reference().unwrap().number, 6);
+    }
+
+    #[test]
+    fn only_new_sightings_within_the_branch_cap_are_kept() {
+        let mut l = Live::unconfigured();
+        let first = report(5, 1, 0, "0xa", 5000);
+        assert!(l.on_block("n1", "n1", "agent", &first, 5000));
+        assert!(!l.on_block("n1", "n1", "agent", &first, 5001), "a repeat");
+        assert!(
+            l.on_block("n2", "n2", "agent", &first, 5002),
+            "another node"
+        );
+        for branch in 2..=MAX_BRANCHES as u64 {
+            let b = report(5, branch, 0, "0xa", 5000);
+            assert!(l.on_block("n1", "n1", "agent", &b, 5000), "branch {branch}");
+        }
+        let over = report(5, MAX_BRANCHES as u64 + 1, 0, "0xa", 5000);
+        assert!(
+            !l.on_block("n1", "n1", "agent", &over, 5000),
+            "beyond the cap"
+        );
     }
 
     #[test]
