@@ -295,6 +295,9 @@ impl Supervisor {
         let blocked = self.status.borrow().blocked.is_some();
         self.set(|s| {
             s.pid = Some(pid);
+            // Evidence belongs to one geth session: none until this one's
+            // start-up lines are read (geth may answer over IPC before that).
+            s.last_start = None;
             s.waiting = None;
             s.starts += 1;
             if restarted {

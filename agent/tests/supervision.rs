@@ -313,9 +313,11 @@ async fn attach_mode_verifies_platform_stops_and_reattaches() -> Result<()> {
     let net_ref = &net;
     eventually("re-attach to the new geth", MINUTE, || async move {
         let s = status(net_ref, 0).await?;
+        // Running once it answers; its start-up evidence once its lines are read.
         Ok((s["status"]["pid"].as_u64() == Some(second.into())
-            && s["status"]["phase"] == "running")
-            .then_some(()))
+            && s["status"]["phase"] == "running"
+            && !s["status"]["last_start"].is_null())
+        .then_some(()))
     })
     .await?;
     let s = status(&net, 0).await?;
