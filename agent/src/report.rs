@@ -13,6 +13,7 @@ use std::time::Duration;
 use alloy::primitives::{keccak256, Address, Signature, B256};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::signers::SignerSync;
+use geth_wire::limit::KeyedLimiter;
 use geth_wire::{
     reply_signing_payload, signing_payload, BlockRef, BlockReport, PeerList, Report, ReportReply,
     StatsReport, HEADER_NODE, HEADER_REPLY_SIGNATURE, HEADER_SIGNATURE, HEADER_TIME,
@@ -118,24 +119,6 @@ pub fn verify_reply(
     }
 }
 
-/// Logs each kind of failure at most once per [`WARN_EVERY`].
-#[derive(Default)]
-struct WarnLimiter {
-    last: HashMap<String, Instant>,
-}
-
-impl WarnLimiter {
-    fn allow(&mut self, kind: String, now: Instant) -> bool {
-        match self.last.get(&kind) {
-            Some(at) if now.duration_since(*at) < WARN_EVERY => false,
-            _ => {
-                self.last.insert(kind, now);
-                true
-            }
-        }
-    }
-}
-
 /// Request times (`x-geth-time`, Unix ms) strictly increasing across every
 /// request of this agent, even several within one millisecond: the aggregator
 /// refuses a time that is not newer than the last it accepted from this node.
@@ -194,7 +177,8 @@ pub struct Reporter {
     started: Instant,
     known_peers: HashMap<String, String>, // node id → enode last added
     clock: RequestClock,
-    warnings: Mutex<WarnLimiter>,
+    /// Each kind of failure is logged at most once per [`WARN_EVERY`].
+    warnings: Mutex<KeyedLimiter<String>>,
 }
 
 impl Reporter {
@@ -229,7 +213,7 @@ impl Reporter {
             started: Instant::now(),
             known_peers: HashMap::new(),
             clock: RequestClock::default(),
-            warnings: Mutex::new(WarnLimiter::default()),
+            warnings: Mutex::new(KeyedLimiter::new(WARN_EVERY, 64)),
         }
     }
 
@@ -266,7 +250,7 @@ impl Reporter {
         let warn = self
             .warnings
             .lock()
-            .map(|mut w| w.allow(e.kind(), Instant::now()))
+            .map(|mut w| w.due(e.kind(), Instant::now().into_std()))
             .unwrap_or(true);
         if warn {
             tracing::warn!(error = %e, "report to the aggregator failed (same failures muted for a minute)");
@@ -780,12 +764,12 @@ mod tests {
 
     #[test]
     fn warnings_are_limited_per_kind_and_minute() {
-        let mut limiter = WarnLimiter::default();
-        let t0 = Instant::now();
-        assert!(limiter.allow("refused 401".into(), t0));
-        assert!(!limiter.allow("refused 401".into(), t0 + Duration::from_secs(59)));
-        assert!(limiter.allow("unreachable".into(), t0 + Duration::from_secs(1)));
-        assert!(limiter.allow("refused 401".into(), t0 + Duration::from_secs(61)));
+        let mut limiter: KeyedLimiter<String> = KeyedLimiter::new(WARN_EVERY, 64);
+        let t0 = std::time::Instant::now();
+        assert!(limiter.due("refused 401".into(), t0));
+        assert!(!limiter.due("refused 401".into(), t0 + Duration::from_secs(59)));
+        assert!(limiter.due("unreachable".into(), t0 + Duration::from_secs(1)));
+        assert!(limiter.due("refused 401".into(), t0 + Duration::from_secs(61)));
         let refused = ReportError::Refused {
             status: 401,
             reason: refusal_reason(br#"{"error":"clock skew: 400 s"}"#),

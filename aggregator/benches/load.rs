@@ -12,13 +12,14 @@
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use alloy::primitives::keccak256;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::signers::SignerSync;
 use geth_wire::{
-    signing_payload, BlockReport, Report, StatsReport, HEADER_NODE, HEADER_SIGNATURE, HEADER_TIME,
+    now_ms, signing_payload, BlockReport, Report, StatsReport, HEADER_NODE, HEADER_SIGNATURE,
+    HEADER_TIME,
 };
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -33,13 +34,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 struct Planned {

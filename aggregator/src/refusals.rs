@@ -2,9 +2,10 @@
 //! metric label, and a warning that is logged at most once per node and
 //! reason per minute (a hostile or broken node must not flood the log).
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use geth_wire::limit::KeyedLimiter;
 
 /// Warnings for one node and reason are logged at most this often.
 pub const LOG_EVERY: Duration = Duration::from_secs(60);
@@ -101,27 +102,24 @@ impl Refusal {
     }
 }
 
-/// Rate limiter for refusal warnings.
-#[derive(Default)]
+/// Rate limiter for refusal warnings: one per node and reason per [`LOG_EVERY`].
 pub struct RefusalLog {
-    last: Mutex<HashMap<(String, Reason), Instant>>,
+    last: Mutex<KeyedLimiter<(String, Reason)>>,
+}
+
+impl Default for RefusalLog {
+    fn default() -> Self {
+        Self {
+            last: Mutex::new(KeyedLimiter::new(LOG_EVERY, 10_000)),
+        }
+    }
 }
 
 impl RefusalLog {
     /// Whether a warning for `node` and `reason` is due now (and records it).
     pub fn due(&self, node: &str, reason: Reason, now: Instant) -> bool {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        // Bounded: forget entries older than the interval once it grows.
-        if last.len() > 10_000 {
-            last.retain(|_, at| now.duration_since(*at) < LOG_EVERY);
-        }
-        match last.get(&(node.to_owned(), reason)) {
-            Some(at) if now.duration_since(*at) < LOG_EVERY => false,
-            _ => {
-                last.insert((node.to_owned(), reason), now);
-                true
-            }
-        }
+        last.due((node.to_owned(), reason), now)
     }
 }
 

@@ -8,13 +8,13 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use alloy::primitives::keccak256;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::signers::SignerSync;
 use anyhow::{ensure, Context, Result};
-use geth_wire::{signing_payload, HEADER_NODE, HEADER_SIGNATURE, HEADER_TIME};
+use geth_wire::{now_ms, signing_payload, HEADER_NODE, HEADER_SIGNATURE, HEADER_TIME};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use serde_json::{json, Value};
@@ -25,13 +25,6 @@ use testnet::{
 
 const AGGREGATOR: &str = env!("CARGO_BIN_EXE_geth-aggregator");
 const MINUTE: Duration = Duration::from_secs(60);
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// A 3-signer network whose agents report to a fresh aggregator.
 fn network_with_aggregator(period: u64) -> Result<(TestNetwork, SocketAddr)> {

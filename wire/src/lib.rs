@@ -3,6 +3,7 @@
 //! `network.json`. Plain serde structs, stable JSON field names.
 
 pub mod control;
+pub mod limit;
 pub mod network;
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,14 @@ pub struct ShutdownVerdict {
     pub duration_ms: u64,
     /// Seconds since the Unix epoch.
     pub at: u64,
+}
+
+/// Milliseconds since the Unix epoch (0 before it, saturating far after).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// Largest report body the aggregator accepts.
