@@ -83,12 +83,18 @@ async fn readyz_gates_on_peers_and_sync_without_flapping() -> Result<()> {
     }
     assert!(polls >= 100, "only {polls} polls");
 
-    // Cut node 2 off: not ready within 3 block periods.
+    // Cut node 2 off: not ready within 3 block periods of losing its peers.
+    // geth redials a static peer in the moment between the two sides'
+    // removal, so cut again until node 2 is alone.
     let node2 = agent_addr(net, 2);
     assert_eq!(http_get(node2, "/readyz").await?.0, 200);
-    unpeer(net, 2, 0).await?;
-    unpeer(net, 2, 1).await?;
-    let cut_at = Instant::now();
+    let cut_at = eventually("node 2 alone", MINUTE, || async move {
+        unpeer(net, 2, 0).await?;
+        unpeer(net, 2, 1).await?;
+        let peers = net.nodes[2].rpc().await?.peer_count().await?;
+        Ok((peers == 0).then(Instant::now))
+    })
+    .await?;
     let reason = eventually("node 2 not ready", Duration::from_secs(10), || async move {
         let (code, body) = http_get(node2, "/readyz").await?;
         Ok((code == 503).then_some(body))
