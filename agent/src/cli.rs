@@ -35,6 +35,10 @@ pub enum Command {
     /// genesis, then exit (0 ok, 64 mismatch). Run it before geth starts (an
     /// init container in attach mode); takes the same options as `run`.
     Init(Box<RunArgs>),
+    /// Run geth itself with the command line `run` would give it, after
+    /// `init`: geth's container in a pod, beside the agent in attach mode,
+    /// both given the same options.
+    Geth(Box<crate::launch::GethArgs>),
     /// Generate clique networks.
     #[command(subcommand)]
     Network(NetworkCommand),
@@ -86,6 +90,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run(args) => run_node(*args).await,
         Command::Init(args) => init_datadir(*args).await,
+        Command::Geth(args) => crate::launch::run(*args).await,
         Command::Network(NetworkCommand::New(args)) => new_network(&args),
         Command::Ctl(args) => ctl::run(args).await,
     }
@@ -132,7 +137,7 @@ async fn run_node(args: RunArgs) -> ExitCode {
 /// `geth-agent init`: initialise the datadir or check its genesis, before geth
 /// starts (an init container). Exit 0 when the datadir holds the configured
 /// genesis, 64 on a mismatch or unusable geth, 1 on other failures.
-async fn init_datadir(args: RunArgs) -> ExitCode {
+pub(crate) async fn init_datadir(args: RunArgs) -> ExitCode {
     let config = match args.resolve() {
         Ok(config) => config,
         Err(e) => {

@@ -8,6 +8,7 @@ pub mod ctl;
 pub mod geth;
 pub mod http;
 pub mod init;
+pub mod launch;
 pub mod logline;
 pub mod metrics;
 pub mod monitor;
