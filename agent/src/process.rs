@@ -276,6 +276,17 @@ pub fn find_geth(target: &AttachTarget) -> Option<u32> {
     found
 }
 
+/// The geth to run for the geth found at `pid` (attach mode): the configured
+/// binary where this machine has it, else that process's own executable
+/// (`/proc/<pid>/exe`): a container beside geth's, sharing its PID namespace,
+/// need not carry geth.
+pub fn binary_for(configured: &Path, pid: u32) -> PathBuf {
+    match resolve_binary(configured) {
+        Some(path) if path.is_file() => configured.to_owned(),
+        _ => PathBuf::from(format!("/proc/{pid}/exe")),
+    }
+}
+
 /// A bare program name is looked up on the PATH, as the agent would run it.
 fn resolve_binary(binary: &Path) -> Option<PathBuf> {
     if binary.components().count() > 1 {
@@ -471,6 +482,20 @@ mod tests {
                 other => format!("{other:?}"),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_missing_geth_binary_is_the_attached_process_own() {
+        let here = std::env::current_exe().unwrap();
+        assert_eq!(binary_for(&here, 42), here);
+        assert_eq!(
+            binary_for(Path::new("/nowhere/geth"), 42),
+            Path::new("/proc/42/exe")
+        );
+        assert_eq!(
+            binary_for(Path::new("no-such-geth-on-the-path"), 7),
+            Path::new("/proc/7/exe")
+        );
     }
 
     #[test]

@@ -332,7 +332,7 @@ impl Supervisor {
         // A geth the agent did not start must serve the configured chain.
         let check_genesis = (self.mode() == Mode::Attach || self.adopted == Some(pid)).then(|| {
             (
-                self.config.geth.binary.clone(),
+                crate::process::binary_for(&self.config.geth.binary, pid),
                 self.config.genesis.clone(),
                 self.status.clone(),
             )

@@ -361,6 +361,13 @@ async fn compose_network_seals_survives_stop_start_and_continues_after_down_up()
     )
     .await?;
     println!("aggregator lists {names:?}");
+    // The image's HEALTHCHECK (readiness over the admin socket) agrees.
+    let agent1 = compose.container("agent-1")?;
+    eventually("agent-1's container healthy", 2 * MINUTE, || {
+        let health = docker(&["inspect", "-f", "{{.State.Health.Status}}", &agent1]);
+        async move { Ok((health?.trim() == "healthy").then_some(())) }
+    })
+    .await?;
     let (code, page) = http_get(aggregator_addr, "/").await?;
     assert_eq!(code, 200, "dashboard page");
     assert!(!page.is_empty());
