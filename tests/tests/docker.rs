@@ -390,6 +390,38 @@ async fn compose_network_seals_survives_stop_start_and_continues_after_down_up()
         );
     }
 
+    // ...and both containers of a node read the same options.
+    for n in 1..=SIGNERS {
+        let options = |service: String| -> Result<Vec<String>> {
+            let id = compose.container(&service)?;
+            let env: Vec<String> =
+                serde_json::from_str(&docker(&["inspect", "-f", "{{json .Config.Env}}", &id])?)?;
+            let mut options: Vec<String> = env
+                .into_iter()
+                .filter(|e| e.starts_with("GETH_AGENT_"))
+                .collect();
+            options.sort();
+            Ok(options)
+        };
+        let geth = options(format!("geth-{n}"))?;
+        assert!(
+            geth.iter().any(|e| e == "GETH_AGENT_MODE=attach"),
+            "{geth:?}"
+        );
+        assert_eq!(
+            geth,
+            options(format!("agent-{n}"))?,
+            "signer-{n}'s two containers"
+        );
+    }
+
+    // Prometheus and Grafana only with the monitoring profile: 10 containers.
+    assert_eq!(
+        compose.containers()?.len(),
+        1 + 3 * SIGNERS,
+        "containers of the project"
+    );
+
     // No secret in any container's environment.
     let secrets = net.secrets()?;
     for id in compose.containers()? {
@@ -574,4 +606,44 @@ fn grep_any(needles: &Path, file: &Path) -> Result<bool> {
         Some(1) => Ok(false),
         _ => bail!("grep failed: {}", String::from_utf8_lossy(&out.stderr)),
     }
+}
+
+#[tokio::test]
+async fn the_monitoring_profile_is_a_valid_compose_configuration() -> Result<()> {
+    if images().is_none() {
+        return Ok(());
+    }
+    // Prometheus and Grafana are pulled from a registry: here they are only
+    // validated, with every file they mount present.
+    let compose = Compose {
+        project: format!("clique-docker-config-{}", std::process::id()),
+        env: vec![("NETWORK_DIR".into(), "/nonexistent-network".into())],
+    };
+    compose.run(&["--profile", "monitoring", "config", "-q"])?;
+    let services = compose.run(&["--profile", "monitoring", "config", "--services"])?;
+    for service in [
+        "aggregator",
+        "pod-1",
+        "agent-1",
+        "geth-1",
+        "geth-3",
+        "prometheus",
+        "grafana",
+    ] {
+        assert!(
+            services.lines().any(|s| s == service),
+            "{service} missing: {services}"
+        );
+    }
+    let root = workspace_root();
+    for file in [
+        "docker/prometheus/prometheus.yml",
+        "docker/grafana/provisioning/datasources/prometheus.yml",
+        "docker/grafana/provisioning/dashboards/clique.yml",
+        "monitoring/alerts.yml",
+        "monitoring/grafana-dashboard.json",
+    ] {
+        assert!(root.join(file).is_file(), "{file} missing");
+    }
+    Ok(())
 }
