@@ -189,3 +189,49 @@ fn init_refuses_another_genesis_with_64() -> Result<()> {
     assert!(text.contains("genesis mismatch"), "{text}");
     Ok(())
 }
+
+#[tokio::test]
+async fn an_agent_without_geth_checks_the_genesis_with_the_attached_geth() -> Result<()> {
+    // The agent's container carries no geth (docker/geth-agent.Dockerfile): the
+    // configured genesis's hash comes from the attached geth's own executable.
+    let mut net = network()?;
+    let (code, text) = init(&net, &net.genesis())?;
+    ensure!(code == Some(0), "init: {text}");
+    let geth = start_geth(&mut net)?;
+    let other = TestNetwork::generate(&NetworkOptions {
+        signers: 1,
+        ..Default::default()
+    })?;
+    let log = geth_log(&net).to_string_lossy().into_owned();
+    let wrong = other.genesis().to_string_lossy().into_owned();
+    let command = net.agent_command(
+        0,
+        AGENT.as_ref(),
+        &[
+            "--mode",
+            "attach",
+            "--geth-log-file",
+            &log,
+            "--geth-bin",
+            "/nonexistent/geth",
+            "--genesis",
+            &wrong,
+        ],
+    );
+    net.spawn_other(0, command)?;
+    let s = eventually(
+        "the agent to judge the attached geth's chain",
+        2 * MINUTE,
+        || async {
+            let s = status(&net).await?;
+            Ok((s["status"]["pid"] == geth && !s["status"]["blocked"].is_null()).then_some(s))
+        },
+    )
+    .await
+    .with_context(|| net.nodes[0].log_text())?;
+    assert_eq!(s["status"]["genesis_mismatch"], true, "{s}");
+    let blocked = s["status"]["blocked"].as_str().unwrap_or_default();
+    assert!(blocked.contains("genesis mismatch"), "{blocked}");
+    assert_eq!(readyz(&net).await?.0, 503);
+    Ok(())
+}
