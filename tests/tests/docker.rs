@@ -646,5 +646,22 @@ async fn the_monitoring_profile_is_a_valid_compose_configuration() -> Result<()>
     ] {
         assert!(root.join(file).is_file(), "{file} missing");
     }
+    // Prometheus's own check of the scrape config, with the rules where the
+    // container mounts them (promtool: Debian's prometheus, scripts/install-deps).
+    let promtool = testnet::system_tool("promtool", "PROMTOOL");
+    let dir = tempfile::tempdir()?;
+    let config = std::fs::read_to_string(root.join("docker/prometheus/prometheus.yml"))?;
+    ensure!(config.contains("/etc/prometheus/alerts.yml"), "{config}");
+    let rules = root.join("monitoring/alerts.yml").display().to_string();
+    let config_file = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config_file,
+        config.replace("/etc/prometheus/alerts.yml", &rules),
+    )?;
+    let checked = run(Command::new(promtool)
+        .arg("check")
+        .arg("config")
+        .arg(&config_file))?;
+    assert!(checked.contains("SUCCESS"), "{checked}");
     Ok(())
 }
