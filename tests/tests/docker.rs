@@ -26,7 +26,7 @@ const UID: &str = "10001";
 const MAX_RUST_IMAGE_MB: u64 = 120;
 const SIGNERS: usize = 3;
 
-/// The three image names, once per test binary: both tests need them and the
+/// The three image names, once per test binary: every test needs them and the
 /// build must not run twice at once.
 fn images() -> Option<&'static [String]> {
     static IMAGES: OnceLock<Option<Vec<String>>> = OnceLock::new();
