@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::commands::Executor;
 use crate::metrics::Metrics;
 use crate::readiness::{self, ReadinessConfig};
 use crate::rpc::GethRpc;
@@ -179,6 +180,8 @@ pub struct Reporter {
     clock: RequestClock,
     /// Each kind of failure is logged at most once per [`WARN_EVERY`].
     warnings: Mutex<KeyedLimiter<String>>,
+    /// Runs the commands of verified replies (none: commands are ignored).
+    commands: Option<Arc<Executor>>,
 }
 
 impl Reporter {
@@ -214,7 +217,14 @@ impl Reporter {
             known_peers: HashMap::new(),
             clock: RequestClock::default(),
             warnings: Mutex::new(KeyedLimiter::new(WARN_EVERY, 64)),
+            commands: None,
         }
+    }
+
+    /// Runs the aggregator's commands (from verified replies only) with `executor`.
+    pub fn with_commands(mut self, executor: Arc<Executor>) -> Self {
+        self.commands = Some(executor);
+        self
     }
 
     pub async fn run(mut self, cancel: CancellationToken) {
@@ -321,6 +331,10 @@ impl Reporter {
         let bytes = self.exchange(request, &body).await?;
         let reply: ReportReply =
             serde_json::from_slice(&bytes).map_err(|e| ReportError::Decode(e.to_string()))?;
+        // Started in their own tasks: the reports go on while geth restarts.
+        if let (Some(executor), false) = (&self.commands, reply.commands.is_empty()) {
+            executor.accept(&reply.commands, now_ms());
+        }
         if let Some(reference) = &reply.reference {
             self.take_reference(reference).await;
         }
@@ -500,6 +514,7 @@ mod tests {
     use super::*;
     use axum::http::{HeaderMap, StatusCode};
     use axum::response::IntoResponse;
+    use geth_wire::control::{AgentCommand, Command};
     use geth_wire::EventKind;
 
     /// How the test aggregator signs its replies.
@@ -573,12 +588,25 @@ mod tests {
                 "/api/report",
                 axum::routing::post(
                     |State(s): State<TestAggregator>, headers: HeaderMap| async move {
+                        // The same restart command in every reply, as the
+                        // aggregator re-delivers it until its outcome is stored.
+                        let node = headers
+                            .get(HEADER_NODE)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
                         let body = serde_json::to_vec(&ReportReply {
                             acked: vec![1],
                             reference: Some(BlockRef {
                                 number: 5,
                                 hash: "0xabcd".into(),
                             }),
+                            commands: vec![AgentCommand {
+                                id: "restart-1".into(),
+                                node,
+                                expires_ms: now_ms() + 600_000,
+                                command: Command::Restart,
+                            }],
                         })
                         .unwrap();
                         reply(&s, &headers, body)
@@ -609,6 +637,8 @@ mod tests {
         spool: Arc<Spool>,
         metrics: Arc<Metrics>,
         status: watch::Receiver<NodeStatus>,
+        /// What reached the supervisor's control path.
+        requests: mpsc::Receiver<crate::supervisor::Request>,
         _dir: tempfile::TempDir,
     }
 
@@ -620,9 +650,17 @@ mod tests {
         node.chain.head = Some(3); // below the reference: no IPC lookup needed
         let (status_tx, status) = watch::channel(node);
         let (_heads_tx, heads) = mpsc::channel(1);
+        let key = PrivateKeySigner::random();
+        let (requests_tx, requests) = mpsc::channel(16);
+        let executor = Arc::new(Executor::new(
+            &format!("{:#x}", key.address()),
+            crate::commands::Ledger::open(&dir.path().join(crate::commands::FILE)),
+            requests_tx,
+            spool.clone(),
+        ));
         let reporter = Reporter::new(
             base,
-            PrivateKeySigner::random(),
+            key,
             aggregator,
             status_tx,
             heads,
@@ -630,12 +668,14 @@ mod tests {
             metrics.clone(),
             ReadinessConfig::default(),
             dir.path().join("geth.ipc"),
-        );
+        )
+        .with_commands(executor);
         Harness {
             reporter,
             spool,
             metrics,
             status,
+            requests,
             _dir: dir,
         }
     }
@@ -644,7 +684,7 @@ mod tests {
     async fn a_reply_signed_by_the_aggregator_for_this_request_is_applied() {
         let key = PrivateKeySigner::random();
         let (base, times) = serve(Signing::Honest(key.clone())).await;
-        let h = reporter(&base, key.address());
+        let mut h = reporter(&base, key.address());
         h.spool
             .push(EventKind::Blocked {
                 reason: "test".into(),
@@ -671,6 +711,18 @@ mod tests {
         assert_eq!(times.len(), 21);
         assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
         assert!(!h.metrics.encode().contains("replies_rejected_total{"));
+        // The command came in all 21 replies and reached the control path once.
+        let request = tokio::time::timeout(Duration::from_secs(10), h.requests.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(request.command, Command::Restart);
+        let _ = request.reply.send(geth_wire::control::Outcome::Starting);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            h.requests.try_recv().is_err(),
+            "a re-delivered command ran again"
+        );
     }
 
     #[tokio::test]
@@ -708,6 +760,10 @@ mod tests {
             assert!(
                 h.reporter.known_peers.is_empty(),
                 "{reason}: no peer dialled"
+            );
+            assert!(
+                h.requests.try_recv().is_err(),
+                "{reason}: a command of an untrusted reply reached the supervisor"
             );
             let metrics = h.metrics.encode();
             let line =
