@@ -193,6 +193,10 @@ pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
             // Only what the live view kept: a node cannot grow the store with
             // endless branches or repeats.
             if sighted {
+                app.restarts.on_sealed(
+                    block.signer.as_deref(),
+                    block.timestamp.saturating_mul(1000),
+                );
                 app.store.sighting(&id, block);
             }
         }
@@ -202,6 +206,7 @@ pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
             }
             app.metrics.report("stats");
             stats.name = name.clone();
+            app.restarts.on_stats(&id, &stats, now);
             let latency = now.saturating_sub(verified.time_ms);
             app.live().on_stats(&id, &stats, now, Some(latency));
             app.store.node(
@@ -221,6 +226,7 @@ pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
             }
             app.metrics.report("events");
             let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+            let for_restarts = events.clone();
             if let Err(e) = app.store.events(&id, events).await {
                 // A failing store logs for itself, once a minute.
                 if !app.store.health().failing {
@@ -233,10 +239,13 @@ pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
                     &serde_json::json!({ "error": "events could not be stored; retry" }),
                 );
             }
+            // Before the ack: a restart step moved by these events is stored.
+            app.restarts.on_events(&id, &for_restarts, now);
             reply.acked = seqs;
         }
     }
     reply.reference = app.live().reference();
+    reply.commands = app.restarts.commands_for(&id);
     signed_json(&app, sig, StatusCode::OK, &reply)
 }
 
