@@ -55,6 +55,8 @@ pub async fn serve(
                         let now = now_ms();
                         app.live().tick(now);
                         app.restarts.tick(now);
+                        let progress = app.restarts.progress();
+                        app.live().set_restart(progress);
                     }
                 }
             }

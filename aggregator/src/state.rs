@@ -44,10 +44,8 @@ impl App {
         ethstats_secrets: HashMap<String, String>,
         identity: Identity,
     ) -> Self {
-        let restarts = Restarts::load(Vec::new(), store.clone()).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "restart plans not loaded");
-            Restarts::empty(store.clone())
-        });
+        // `build` loads the stored plans with the network's nodes.
+        let restarts = Restarts::empty(store.clone());
         Self {
             registry,
             live: Mutex::new(live),

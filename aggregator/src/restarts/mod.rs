@@ -83,15 +83,12 @@ impl Restarts {
             store,
             inner: Mutex::new(Inner {
                 plan: None,
-                fleet: Fleet::default(),
+                fleet: Fleet {
+                    online_ms: ONLINE_MS,
+                    ..Fleet::default()
+                },
             }),
         }
-    }
-
-    /// The same plans for the nodes of `network.json`.
-    pub fn with_members(mut self, members: Vec<Member>) -> Self {
-        self.members = members;
-        self
     }
 
     pub fn members(&self) -> &[Member] {
@@ -243,6 +240,38 @@ impl Restarts {
             drop(inner);
             self.save(&plan);
         }
+    }
+
+    /// What the dashboard shows of the newest plan: where it is, since when,
+    /// why it stopped (no history, no node addresses).
+    pub fn progress(&self) -> serde_json::Value {
+        let inner = self.lock();
+        let Some(plan) = inner.plan.as_ref() else {
+            return serde_json::Value::Null;
+        };
+        let steps: Vec<serde_json::Value> = plan
+            .steps
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "node": s.node.name,
+                    "phase": s.phase,
+                    "since_ms": s.phase_since_ms,
+                    "started_ms": s.started_ms,
+                    "finished_ms": s.finished_ms,
+                    "clean": s.verdict.as_ref().map(|v| v.clean),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "id": plan.id,
+            "state": plan.state,
+            "current": plan.current,
+            "reason": plan.reason,
+            "created_ms": plan.created_ms,
+            "updated_ms": plan.updated_ms,
+            "steps": steps,
+        })
     }
 
     /// Advances the running plan (every second).
