@@ -281,6 +281,16 @@ async fn rolling_restarts_keep_order_quorum_and_every_block() -> Result<()> {
     fx.all_ready().await?;
     assert!(fx.command_events().await?.is_empty(), "nothing was touched");
 
+    // Benchmark baseline: each of signer-2, signer-3, signer-1 alone, stopped,
+    // started and resynced (ready, and sealing again) by hand, in this run.
+    let mut singles = Duration::ZERO;
+    for i in [1, 2, 0] {
+        let took = single_restart(&fx, i).await?;
+        println!("single restart of {}: {took:?}", fx.net.nodes[i].info.name);
+        singles += took;
+    }
+    fx.all_ready().await?;
+
     // 3. Explicit order 2,3,1 through the CLI, the aggregator SIGKILLed mid-run.
     let pre_head = fx.net.head(0).await?;
     let mut pre_hashes = Vec::new();
@@ -339,7 +349,14 @@ async fn rolling_restarts_keep_order_quorum_and_every_block() -> Result<()> {
             "CLI progress lacks {line:?}:\n{printed}"
         );
     }
-    println!("plan A took {:?}", run_started.elapsed());
+    let whole = done["updated_ms"].as_u64().unwrap_or(0) - done["created_ms"].as_u64().unwrap_or(0);
+    let whole = Duration::from_millis(whole);
+    println!(
+        "benchmark: rolling restart of 3 signers took {whole:?} (aggregator killed and restarted during it); \
+         single-node stop-start-resync times sum to {singles:?}; ratio {:.2} (target <= 1.5); CLI saw {:?}",
+        whole.as_secs_f64() / singles.as_secs_f64(),
+        run_started.elapsed()
+    );
     let events = of_plan(&fx.command_events().await?, plan_a);
     let order: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
     assert_eq!(
@@ -443,5 +460,184 @@ async fn rolling_restarts_keep_order_quorum_and_every_block() -> Result<()> {
     println!("blocks {first_block}..={last}: longest gap {worst} s");
     assert!(worst <= 3 * PERIOD, "a gap of {worst} s between blocks");
     let _ = aggregator;
+
+    // 6. A replayed command (validly signed, id already run) and a command
+    //    signed by another key are ignored by the agent; a fresh, validly
+    //    signed one is run. The agent of validator-1 reports to an impostor
+    //    holding the aggregator's key (read from the network folder).
+    let key = geth_agent::report::load_node_key(&fx.net.network_dir.join("aggregator/key"))?;
+    let rogue = Rogue::serve().await?;
+    let ran_before = format!("restart-{plan_b}-1-1");
+    let ledger = std::fs::read_to_string(fx.net.nodes[3].datadir.join("geth-agent/commands.json"))?;
+    assert!(ledger.contains(&ran_before), "{ledger}");
+    fx.net.nodes[3].signal(Signal::SIGTERM)?;
+    fx.net.nodes[3].wait_exit(2 * MINUTE).await?;
+    fx.net.agent_args = vec!["--aggregator".into(), rogue.url.clone()];
+    rogue.set(&ran_before, Some(key.clone()));
+    fx.net.spawn(3)?;
+    let fx_ref = &fx;
+    let pid = eventually("validator-1's geth running", 2 * MINUTE, || async move {
+        fx_ref.geth_pid(3).await.or(Ok(None))
+    })
+    .await?;
+    let metrics_addr: SocketAddr = ([127, 0, 0, 1], fx.net.nodes[3].info.ports.agent).into();
+    for (phase, id, signer) in [
+        ("replayed", ran_before.as_str(), Some(key.clone())),
+        (
+            "foreign",
+            "rogue-2",
+            Some(alloy::signers::local::PrivateKeySigner::random()),
+        ),
+    ] {
+        rogue.set(id, signer);
+        let seen = rogue.served();
+        let rogue_ref = &rogue;
+        eventually(
+            &format!("{phase} command delivered 5 times"),
+            2 * MINUTE,
+            || async move { Ok((rogue_ref.served() >= seen + 5).then_some(())) },
+        )
+        .await?;
+        assert_eq!(
+            fx.geth_pid(3).await?,
+            Some(pid),
+            "{phase} command ignored: geth not restarted"
+        );
+    }
+    let (_, metrics) = http_get(metrics_addr, "/metrics").await?;
+    let foreign = metric_value(
+        &metrics,
+        "clique_agent_aggregator_replies_rejected_total{reason=\"foreign\"}",
+    );
+    assert!(foreign.is_some_and(|n| n >= 5.0), "{foreign:?}");
+    // The same channel with a fresh id and the right key does restart geth.
+    rogue.set("rogue-3", Some(key));
+    eventually("a fresh signed command runs", 3 * MINUTE, || async move {
+        let now = fx_ref.geth_pid(3).await.ok().flatten();
+        Ok(now.filter(|p| *p != pid).map(|_| ()))
+    })
+    .await?;
     Ok(())
+}
+
+/// Restarts node `i` by hand through its agent's admin socket and times it
+/// until the node is ready again and, for a signer, has sealed a new block.
+async fn single_restart(fx: &Fixture, i: usize) -> Result<Duration> {
+    let started = Instant::now();
+    let stopped_at = geth_wire::now_ms() / 1000;
+    let head = fx.net.head(0).await?;
+    let (code, body) =
+        geth_agent::ctl::request(&fx.socket(i), hyper::Method::POST, "/restart", None).await?;
+    ensure!(code.is_success(), "restart {i}: {body}");
+    let socket = fx.socket(i);
+    let socket = &socket;
+    eventually("ready again", 4 * MINUTE, || async move {
+        let s = testnet::agent_status(socket).await?;
+        Ok((s["status"]["phase"] == "running" && s["readiness"]["ready"] == true).then_some(()))
+    })
+    .await?;
+    if let Some(signer) = fx.net.nodes[i].info.signer {
+        let net = &fx.net;
+        eventually("sealing again", 4 * MINUTE, || async move {
+            let top = net.head(0).await?;
+            for n in head + 1..=top {
+                let b = block(net, 0, n).await?;
+                if hex_u64(&b["timestamp"]) > stopped_at && net.signer_of(0, n).await? == signer {
+                    return Ok(Some(()));
+                }
+            }
+            Ok(None)
+        })
+        .await?;
+    }
+    Ok(started.elapsed())
+}
+
+/// An impostor aggregator: answers every report with one restart command,
+/// signed with the key it is given (or not at all).
+#[derive(Clone)]
+struct Rogue {
+    url: String,
+    state: std::sync::Arc<std::sync::Mutex<RogueState>>,
+}
+
+#[derive(Default)]
+struct RogueState {
+    id: String,
+    key: Option<alloy::signers::local::PrivateKeySigner>,
+    served: u64,
+}
+
+impl Rogue {
+    async fn serve() -> Result<Self> {
+        use axum::http::HeaderMap;
+        let state = std::sync::Arc::new(std::sync::Mutex::new(RogueState::default()));
+        let reply = {
+            let state = state.clone();
+            move |headers: HeaderMap| {
+                let state = state.clone();
+                async move { Rogue::reply(&state, &headers) }
+            }
+        };
+        let app = axum::Router::new()
+            .route("/api/report", axum::routing::post(reply.clone()))
+            .route("/api/peers", axum::routing::get(reply));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(Self { url, state })
+    }
+
+    fn set(&self, id: &str, key: Option<alloy::signers::local::PrivateKeySigner>) {
+        let mut s = self.state.lock().expect("rogue state");
+        s.id = id.to_owned();
+        s.key = key;
+    }
+
+    fn served(&self) -> u64 {
+        self.state.lock().expect("rogue state").served
+    }
+
+    fn reply(
+        state: &std::sync::Mutex<RogueState>,
+        headers: &axum::http::HeaderMap,
+    ) -> axum::response::Response {
+        use alloy::signers::SignerSync;
+        use axum::response::IntoResponse;
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let mut s = state.lock().expect("rogue state");
+        s.served += 1;
+        let reply = geth_wire::ReportReply {
+            commands: vec![geth_wire::control::AgentCommand {
+                id: s.id.clone(),
+                node: header(geth_wire::HEADER_NODE),
+                expires_ms: geth_wire::now_ms() + 600_000,
+                command: geth_wire::control::Command::Restart,
+            }],
+            ..Default::default()
+        };
+        let body = serde_json::to_vec(&reply).expect("json");
+        let mut response = (axum::http::StatusCode::OK, body.clone()).into_response();
+        if let Some(key) = &s.key {
+            let digest = alloy::primitives::keccak256(geth_wire::reply_signing_payload(
+                &header(geth_wire::HEADER_SIGNATURE),
+                &body,
+            ));
+            if let Ok(sig) = key.sign_hash_sync(&digest) {
+                let value = format!("0x{}", hex::encode(sig.as_bytes()));
+                if let Ok(v) = value.parse() {
+                    response
+                        .headers_mut()
+                        .insert(geth_wire::HEADER_REPLY_SIGNATURE, v);
+                }
+            }
+        }
+        response
+    }
 }
