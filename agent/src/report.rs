@@ -182,6 +182,9 @@ pub struct Reporter {
     warnings: Mutex<KeyedLimiter<String>>,
     /// Runs the commands of verified replies (none: commands are ignored).
     commands: Option<Arc<Executor>>,
+    /// Readiness in the last stats sent: a change is reported with the next
+    /// head instead of waiting for the stats tick (a restart step waits on it).
+    last_ready: Mutex<Option<bool>>,
 }
 
 impl Reporter {
@@ -218,6 +221,7 @@ impl Reporter {
             clock: RequestClock::default(),
             warnings: Mutex::new(KeyedLimiter::new(WARN_EVERY, 64)),
             commands: None,
+            last_ready: Mutex::new(None),
         }
     }
 
@@ -237,7 +241,10 @@ impl Reporter {
         loop {
             let result = tokio::select! {
                 _ = cancel.cancelled() => break,
-                Some(head) = self.heads.recv() => self.send(&Report::Block(head)).await.map(|_| ()),
+                Some(head) = self.heads.recv() => match self.send(&Report::Block(head)).await {
+                    Ok(_) if self.readiness_changed() => self.send_stats().await,
+                    other => other.map(|_| ()),
+                },
                 _ = stats.tick() => self.send_stats().await,
                 _ = spool.tick() => self.flush_spool().await,
                 _ = peers.tick() => self.discover_peers().await,
@@ -376,9 +383,18 @@ impl Reporter {
             .flatten()
     }
 
+    /// Readiness now differs from the last stats sent.
+    fn readiness_changed(&self) -> bool {
+        let status = self.status_tx.borrow().clone();
+        let ready = readiness::evaluate(&status, &self.readiness, status.reference_head, now_ms());
+        let last = *self.last_ready.lock().unwrap_or_else(|e| e.into_inner());
+        last.is_some_and(|l| l != ready.ready)
+    }
+
     async fn send_stats(&self) -> Result<(), ReportError> {
         let status = self.status_tx.borrow().clone();
         let ready = readiness::evaluate(&status, &self.readiness, status.reference_head, now_ms());
+        *self.last_ready.lock().unwrap_or_else(|e| e.into_inner()) = Some(ready.ready);
         let stats = StatsReport {
             name: status.name.clone(),
             client: status.client.clone(),

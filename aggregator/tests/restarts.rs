@@ -407,8 +407,25 @@ async fn rolling_restarts_keep_order_quorum_and_every_block() -> Result<()> {
         metric_value(&metrics, "clique_fleet_restart_plan{state=\"failed\"}"),
         Some(1.0)
     );
-    // Nothing after the failed step is touched while the run stands.
+    // Fixed once the agent has started geth again and it is ready.
+    let socket = fx.socket(1);
+    let socket = &socket;
+    eventually("signer-2 ready after the kill", 4 * MINUTE, || async move {
+        let s = testnet::agent_status(socket).await?;
+        let pid = s["status"]["pid"].as_u64();
+        Ok((s["status"]["phase"] == "running"
+            && s["readiness"]["ready"] == true
+            && pid.is_some_and(|p| p != killed))
+        .then_some(()))
+    })
+    .await?;
     fx.all_ready().await?;
+    let still = fx.plan().await?;
+    assert_eq!(still["state"], "failed", "{still}");
+    assert!(
+        still["steps"][2]["command_id"].is_null(),
+        "nothing after it touched"
+    );
     let (code, status) = fx
         .api(reqwest::Method::POST, "/api/restarts/latest/resume", None)
         .await?;

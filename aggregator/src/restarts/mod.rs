@@ -196,6 +196,7 @@ impl Restarts {
             Seen {
                 at_ms: now_ms,
                 ready: stats.ready,
+                head: stats.head,
             },
         );
     }
@@ -218,6 +219,16 @@ impl Restarts {
     /// stored before this returns (before the agent gets its acknowledgement).
     pub fn on_events(&self, id: &str, events: &[Event], now_ms: u64) {
         let mut inner = self.lock();
+        // A node that just stopped is down until stats sent after it say otherwise.
+        if events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Shutdown { .. }))
+        {
+            if let Some(seen) = inner.fleet.nodes.get_mut(id) {
+                seen.ready = false;
+            }
+        }
+        let fleet_head = inner.fleet.head();
         let Some(plan) = inner.plan.as_mut() else {
             return;
         };
@@ -228,7 +239,7 @@ impl Restarts {
                     id: command,
                     outcome,
                     ..
-                } => plan.on_outcome(id, command, outcome, now_ms),
+                } => plan.on_outcome(id, command, outcome, fleet_head, now_ms),
                 EventKind::Shutdown { verdict } => {
                     plan.on_shutdown(id, verdict, event.at_ms, now_ms)
                 }
@@ -286,5 +297,43 @@ impl Restarts {
             drop(inner);
             self.save(&plan);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_node_that_reported_a_shutdown_is_down_until_its_next_stats() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db"), 10).unwrap();
+        let restarts = Restarts::load(Vec::new(), store).unwrap();
+        let ready = StatsReport {
+            ready: true,
+            ..StatsReport::default()
+        };
+        restarts.on_stats("0xa", &ready, 1000);
+        assert!(restarts.lock().fleet.up("0xa", 1000));
+        let verdict = geth_wire::ShutdownVerdict {
+            clean: false,
+            reason: "killed".into(),
+            head_before: None,
+            persisted: None,
+            exit_code: None,
+            killed: true,
+            duration_ms: 0,
+            at: 1,
+        };
+        let event = Event {
+            spool: "s".into(),
+            seq: 1,
+            at_ms: 1100,
+            kind: EventKind::Shutdown { verdict },
+        };
+        restarts.on_events("0xa", &[event], 1200);
+        assert!(!restarts.lock().fleet.up("0xa", 1200), "stale ready stats");
+        restarts.on_stats("0xa", &ready, 1300);
+        assert!(restarts.lock().fleet.up("0xa", 1300));
     }
 }

@@ -86,6 +86,10 @@ pub struct Step {
     pub sent_ms: Option<u64>,
     /// When the stop's outcome arrived.
     pub stopped_ms: Option<u64>,
+    /// The fleet's highest head then: the node is back once it holds a
+    /// newer block (it replicates again, not just answers).
+    #[serde(default)]
+    pub fleet_head_at_stop: Option<u64>,
     pub verdict: Option<ShutdownVerdict>,
 }
 
@@ -185,9 +189,15 @@ pub struct Fleet {
 pub struct Seen {
     pub at_ms: u64,
     pub ready: bool,
+    pub head: Option<u64>,
 }
 
 impl Fleet {
+    /// The highest head any node reported.
+    pub fn head(&self) -> Option<u64> {
+        self.nodes.values().filter_map(|s| s.head).max()
+    }
+
     pub fn up(&self, id: &str, now_ms: u64) -> bool {
         self.nodes
             .get(id)
@@ -267,6 +277,7 @@ impl Plan {
                     finished_ms: None,
                     sent_ms: None,
                     stopped_ms: None,
+                    fleet_head_at_stop: None,
                     verdict: None,
                 })
                 .collect(),
@@ -422,10 +433,10 @@ impl Plan {
             }
             Phase::Returning => {
                 let since = step.stopped_ms.unwrap_or(step.phase_since_ms);
-                let back = fleet
-                    .nodes
-                    .get(&node.id)
-                    .is_some_and(|s| s.ready && s.at_ms > since);
+                let past = step.fleet_head_at_stop;
+                let back = fleet.nodes.get(&node.id).is_some_and(|s| {
+                    s.ready && s.at_ms > since && past.is_none_or(|p| s.head.is_some_and(|h| h > p))
+                });
                 if back {
                     if node.signer.is_some() {
                         self.set_phase(Phase::Sealing, now_ms);
@@ -486,8 +497,16 @@ impl Plan {
         }
     }
 
-    /// The outcome of a command, reported by node `from`.
-    pub fn on_outcome(&mut self, from: &str, id: &str, outcome: &Outcome, now_ms: u64) -> bool {
+    /// The outcome of a command, reported by node `from`; `fleet_head` is the
+    /// highest head reported now.
+    pub fn on_outcome(
+        &mut self,
+        from: &str,
+        id: &str,
+        outcome: &Outcome,
+        fleet_head: Option<u64>,
+        now_ms: u64,
+    ) -> bool {
         let Some(step) = self.current_step().cloned() else {
             return false;
         };
@@ -499,6 +518,7 @@ impl Plan {
         }
         let s = &mut self.steps[self.current];
         s.stopped_ms = Some(now_ms);
+        s.fleet_head_at_stop = fleet_head;
         s.verdict = outcome.verdict().cloned();
         match outcome {
             Outcome::Restarting {
@@ -615,6 +635,7 @@ mod tests {
                         Seen {
                             at_ms: at,
                             ready: true,
+                            head: None,
                         },
                     )
                 })
@@ -713,22 +734,31 @@ mod tests {
         let ok = Outcome::Restarting {
             verdict: Some(verdict(true)),
         };
-        assert!(!plan.on_outcome(&m[3].id, "restart-7-1-9", &ok, 2000));
-        assert!(!plan.on_outcome(&m[1].id, &cmd.id, &ok, 2000));
-        assert!(plan.on_outcome(&m[3].id, &cmd.id, &ok, 2000));
+        assert!(!plan.on_outcome(&m[3].id, "restart-7-1-9", &ok, None, 2000));
+        assert!(!plan.on_outcome(&m[1].id, &cmd.id, &ok, None, 2000));
+        assert!(plan.on_outcome(&m[3].id, &cmd.id, &ok, Some(10), 2000));
         assert!(
             plan.command_for(&m[3].id).is_none(),
             "delivered until the outcome"
         );
-        // Stats from before the outcome do not count as back.
+        // Stats from before the outcome do not count as back, nor ready
+        // stats without a block newer than the fleet's head at the stop.
         assert!(!plan.advance(&m, &fleet, 3000));
-        fleet.nodes.insert(
-            m[3].id.clone(),
-            Seen {
+        for head in [None, Some(10)] {
+            let seen = Seen {
                 at_ms: 3000,
                 ready: true,
-            },
-        );
+                head,
+            };
+            fleet.nodes.insert(m[3].id.clone(), seen);
+            assert!(!plan.advance(&m, &fleet, 3000), "{head:?}");
+        }
+        let seen = Seen {
+            at_ms: 3000,
+            ready: true,
+            head: Some(11),
+        };
+        fleet.nodes.insert(m[3].id.clone(), seen);
         assert!(plan.advance(&m, &fleet, 3000));
         // Non-signer done: node-2 is next and sent at once (all up).
         assert_eq!(plan.current, 1);
@@ -738,17 +768,19 @@ mod tests {
                 Seen {
                     at_ms: 3000,
                     ready: true,
+                    head: None,
                 },
             );
         }
         plan.advance(&m, &fleet, 3000);
         let cmd = plan.command_for(&m[1].id).unwrap();
-        assert!(plan.on_outcome(&m[1].id, &cmd.id, &ok, 4000));
+        assert!(plan.on_outcome(&m[1].id, &cmd.id, &ok, None, 4000));
         fleet.nodes.insert(
             m[1].id.clone(),
             Seen {
                 at_ms: 5000,
                 ready: true,
+                head: None,
             },
         );
         plan.advance(&m, &fleet, 5000);
@@ -781,7 +813,7 @@ mod tests {
         let bad = Outcome::Restarting {
             verdict: Some(verdict(false)),
         };
-        assert!(plan.on_outcome(&m[1].id, &cmd.id, &bad, 10));
+        assert!(plan.on_outcome(&m[1].id, &cmd.id, &bad, None, 10));
         assert_eq!(plan.state, PlanState::Failed);
         assert_eq!(
             plan.reason.as_deref(),
@@ -798,7 +830,7 @@ mod tests {
         let ok = Outcome::Restarting {
             verdict: Some(verdict(true)),
         };
-        plan.on_outcome(&m[1].id, &again.id, &ok, 40);
+        plan.on_outcome(&m[1].id, &again.id, &ok, None, 40);
         assert!(!plan.on_shutdown(&m[1].id, &verdict(true), 41, 41));
         assert!(
             !plan.on_shutdown(&m[2].id, &verdict(false), 41, 41),
@@ -825,6 +857,7 @@ mod tests {
             &Outcome::Refused {
                 reason: "nope".into(),
             },
+            None,
             300_001,
         );
         assert_eq!(
