@@ -479,6 +479,20 @@ async fn rolling_restarts_keep_order_quorum_and_every_block() -> Result<()> {
         metric_value(&metrics, "clique_fleet_restart_plan{state=\"done\"}"),
         Some(1.0)
     );
+    assert_eq!(
+        metric_value(&metrics, "clique_fleet_restart_step"),
+        Some(4.0)
+    );
+    // The dashboard's state carries the progress (names, phases; no history).
+    let shown = eventually("the page's restart progress", MINUTE, || async move {
+        let (_, body) = http_get(addr, "/api/state").await?;
+        let s: Value = serde_json::from_str(&body)?;
+        Ok((s["restart"]["state"] == "done").then(|| s["restart"].clone()))
+    })
+    .await?;
+    assert_eq!(shown["id"].as_u64(), Some(plan_b), "{shown}");
+    assert_eq!(shown["steps"][1]["node"], "signer-2", "{shown}");
+    assert_eq!(shown["steps"][1]["clean"], true, "{shown}");
 
     // 5. No block lost; the chain kept sealing; every head past the old one.
     for i in 0..4 {
