@@ -245,6 +245,9 @@ pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
         }
     }
     reply.reference = app.live().reference();
+    // A step moved by this report goes on at once (not at the next second's
+    // tick), and a command it produced for this node rides on this reply.
+    app.restarts.tick(now);
     reply.commands = app.restarts.commands_for(&id);
     signed_json(&app, sig, StatusCode::OK, &reply)
 }
