@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod crash;
 pub mod ctl;

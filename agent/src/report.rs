@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::commands::Executor;
 use crate::metrics::Metrics;
 use crate::readiness::{self, ReadinessConfig};
 use crate::rpc::GethRpc;
@@ -179,6 +180,11 @@ pub struct Reporter {
     clock: RequestClock,
     /// Each kind of failure is logged at most once per [`WARN_EVERY`].
     warnings: Mutex<KeyedLimiter<String>>,
+    /// Runs the commands of verified replies (none: commands are ignored).
+    commands: Option<Arc<Executor>>,
+    /// Readiness in the last stats sent: a change is reported with the next
+    /// head instead of waiting for the stats tick (a restart step waits on it).
+    last_ready: Mutex<Option<bool>>,
 }
 
 impl Reporter {
@@ -214,7 +220,15 @@ impl Reporter {
             known_peers: HashMap::new(),
             clock: RequestClock::default(),
             warnings: Mutex::new(KeyedLimiter::new(WARN_EVERY, 64)),
+            commands: None,
+            last_ready: Mutex::new(None),
         }
+    }
+
+    /// Runs the aggregator's commands (from verified replies only) with `executor`.
+    pub fn with_commands(mut self, executor: Arc<Executor>) -> Self {
+        self.commands = Some(executor);
+        self
     }
 
     pub async fn run(mut self, cancel: CancellationToken) {
@@ -227,7 +241,10 @@ impl Reporter {
         loop {
             let result = tokio::select! {
                 _ = cancel.cancelled() => break,
-                Some(head) = self.heads.recv() => self.send(&Report::Block(head)).await.map(|_| ()),
+                Some(head) = self.heads.recv() => match self.send(&Report::Block(head)).await {
+                    Ok(_) if self.readiness_changed() => self.send_stats().await,
+                    other => other.map(|_| ()),
+                },
                 _ = stats.tick() => self.send_stats().await,
                 _ = spool.tick() => self.flush_spool().await,
                 _ = peers.tick() => self.discover_peers().await,
@@ -321,6 +338,10 @@ impl Reporter {
         let bytes = self.exchange(request, &body).await?;
         let reply: ReportReply =
             serde_json::from_slice(&bytes).map_err(|e| ReportError::Decode(e.to_string()))?;
+        // Started in their own tasks: the reports go on while geth restarts.
+        if let (Some(executor), false) = (&self.commands, reply.commands.is_empty()) {
+            executor.accept(&reply.commands, now_ms());
+        }
         if let Some(reference) = &reply.reference {
             self.take_reference(reference).await;
         }
@@ -362,9 +383,18 @@ impl Reporter {
             .flatten()
     }
 
+    /// Readiness now differs from the last stats sent.
+    fn readiness_changed(&self) -> bool {
+        let status = self.status_tx.borrow().clone();
+        let ready = readiness::evaluate(&status, &self.readiness, status.reference_head, now_ms());
+        let last = *self.last_ready.lock().unwrap_or_else(|e| e.into_inner());
+        last.is_some_and(|l| l != ready.ready)
+    }
+
     async fn send_stats(&self) -> Result<(), ReportError> {
         let status = self.status_tx.borrow().clone();
         let ready = readiness::evaluate(&status, &self.readiness, status.reference_head, now_ms());
+        *self.last_ready.lock().unwrap_or_else(|e| e.into_inner()) = Some(ready.ready);
         let stats = StatsReport {
             name: status.name.clone(),
             client: status.client.clone(),
@@ -500,6 +530,7 @@ mod tests {
     use super::*;
     use axum::http::{HeaderMap, StatusCode};
     use axum::response::IntoResponse;
+    use geth_wire::control::{AgentCommand, Command};
     use geth_wire::EventKind;
 
     /// How the test aggregator signs its replies.
@@ -573,12 +604,25 @@ mod tests {
                 "/api/report",
                 axum::routing::post(
                     |State(s): State<TestAggregator>, headers: HeaderMap| async move {
+                        // The same restart command in every reply, as the
+                        // aggregator re-delivers it until its outcome is stored.
+                        let node = headers
+                            .get(HEADER_NODE)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
                         let body = serde_json::to_vec(&ReportReply {
                             acked: vec![1],
                             reference: Some(BlockRef {
                                 number: 5,
                                 hash: "0xabcd".into(),
                             }),
+                            commands: vec![AgentCommand {
+                                id: "restart-1".into(),
+                                node,
+                                expires_ms: now_ms() + 600_000,
+                                command: Command::Restart,
+                            }],
                         })
                         .unwrap();
                         reply(&s, &headers, body)
@@ -609,6 +653,8 @@ mod tests {
         spool: Arc<Spool>,
         metrics: Arc<Metrics>,
         status: watch::Receiver<NodeStatus>,
+        /// What reached the supervisor's control path.
+        requests: mpsc::Receiver<crate::supervisor::Request>,
         _dir: tempfile::TempDir,
     }
 
@@ -620,9 +666,17 @@ mod tests {
         node.chain.head = Some(3); // below the reference: no IPC lookup needed
         let (status_tx, status) = watch::channel(node);
         let (_heads_tx, heads) = mpsc::channel(1);
+        let key = PrivateKeySigner::random();
+        let (requests_tx, requests) = mpsc::channel(16);
+        let executor = Arc::new(Executor::new(
+            &format!("{:#x}", key.address()),
+            crate::commands::Ledger::open(&dir.path().join(crate::commands::FILE)),
+            requests_tx,
+            spool.clone(),
+        ));
         let reporter = Reporter::new(
             base,
-            PrivateKeySigner::random(),
+            key,
             aggregator,
             status_tx,
             heads,
@@ -630,12 +684,14 @@ mod tests {
             metrics.clone(),
             ReadinessConfig::default(),
             dir.path().join("geth.ipc"),
-        );
+        )
+        .with_commands(executor);
         Harness {
             reporter,
             spool,
             metrics,
             status,
+            requests,
             _dir: dir,
         }
     }
@@ -644,7 +700,7 @@ mod tests {
     async fn a_reply_signed_by_the_aggregator_for_this_request_is_applied() {
         let key = PrivateKeySigner::random();
         let (base, times) = serve(Signing::Honest(key.clone())).await;
-        let h = reporter(&base, key.address());
+        let mut h = reporter(&base, key.address());
         h.spool
             .push(EventKind::Blocked {
                 reason: "test".into(),
@@ -671,6 +727,18 @@ mod tests {
         assert_eq!(times.len(), 21);
         assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
         assert!(!h.metrics.encode().contains("replies_rejected_total{"));
+        // The command came in all 21 replies and reached the control path once.
+        let request = tokio::time::timeout(Duration::from_secs(10), h.requests.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(request.command, Command::Restart);
+        let _ = request.reply.send(geth_wire::control::Outcome::Starting);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            h.requests.try_recv().is_err(),
+            "a re-delivered command ran again"
+        );
     }
 
     #[tokio::test]
@@ -708,6 +776,10 @@ mod tests {
             assert!(
                 h.reporter.known_peers.is_empty(),
                 "{reason}: no peer dialled"
+            );
+            assert!(
+                h.requests.try_recv().is_err(),
+                "{reason}: a command of an untrusted reply reached the supervisor"
             );
             let metrics = h.metrics.encode();
             let line =

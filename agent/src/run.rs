@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::admin::{self, AdminState, PeerCheckedListener};
+use crate::commands::{Executor, Ledger};
 use crate::config::RunConfig;
 use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
@@ -155,19 +156,34 @@ async fn start(
             report::load_node_key(config.geth.nodekey.as_deref().ok_or(RunError::NoNodeKey)?)?;
         let (heads_tx, heads_rx) = mpsc::channel(64);
         monitor.heads = Some(heads_tx);
-        reporter = Some(Reporter::new(
-            url,
-            key,
-            config
-                .aggregator_address
-                .ok_or(RunError::NoAggregatorAddress)?,
-            status_tx,
-            heads_rx,
+        let executor = Arc::new(Executor::new(
+            &format!("{:#x}", key.address()),
+            Ledger::open(
+                &config
+                    .geth
+                    .datadir
+                    .join("geth-agent")
+                    .join(crate::commands::FILE),
+            ),
+            requests_tx.clone(),
             spool.clone(),
-            metrics.clone(),
-            config.readiness,
-            config.geth.ipc_path(),
         ));
+        reporter = Some(
+            Reporter::new(
+                url,
+                key,
+                config
+                    .aggregator_address
+                    .ok_or(RunError::NoAggregatorAddress)?,
+                status_tx,
+                heads_rx,
+                spool.clone(),
+                metrics.clone(),
+                config.readiness,
+                config.geth.ipc_path(),
+            )
+            .with_commands(executor),
+        );
         supervisor = supervisor.with_spool(spool);
         tracing::info!(aggregator = %url, "reporting to the aggregator");
     }

@@ -23,6 +23,8 @@ pub struct FleetMetrics {
     store_dropped: IntCounter,
     store_failed_commits: IntCounter,
     store_failing: IntGauge,
+    restart_state: IntGaugeVec,
+    restart_step: IntGauge,
 }
 
 impl Default for FleetMetrics {
@@ -103,6 +105,15 @@ impl Default for FleetMetrics {
                 "clique_fleet_store_failing",
                 "1 while the last database commit failed; writing resumes when it works again.",
             ),
+            restart_state: gv(
+                "clique_fleet_restart_plan",
+                "1 for the state of the newest rolling restart plan (running, failed, aborted, done).",
+                &["state"],
+            ),
+            restart_step: g(
+                "clique_fleet_restart_step",
+                "1-based step of the newest restart plan (0: none).",
+            ),
             registry: r,
         }
     }
@@ -115,6 +126,23 @@ impl FleetMetrics {
 
     pub fn rejected(&self, reason: &str) {
         self.rejected.with_label_values(&[reason]).inc();
+    }
+
+    /// The newest restart plan's state and step.
+    pub fn restart(&self, plan: Option<&crate::restarts::Plan>) {
+        for state in ["running", "failed", "aborted", "done"] {
+            let now = plan.is_some_and(|p| {
+                serde_json::to_value(p.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(|s| s == state))
+                    == Some(true)
+            });
+            self.restart_state
+                .with_label_values(&[state])
+                .set(i64::from(now));
+        }
+        self.restart_step
+            .set(plan.map_or(0, |p| (p.current + 1).min(p.steps.len()) as i64));
     }
 
     pub fn encode(&self, live: &Live, store: StoreHealth) -> String {

@@ -193,6 +193,10 @@ pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
             // Only what the live view kept: a node cannot grow the store with
             // endless branches or repeats.
             if sighted {
+                app.restarts.on_sealed(
+                    block.signer.as_deref(),
+                    block.timestamp.saturating_mul(1000),
+                );
                 app.store.sighting(&id, block);
             }
         }
@@ -202,6 +206,7 @@ pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
             }
             app.metrics.report("stats");
             stats.name = name.clone();
+            app.restarts.on_stats(&id, &stats, now);
             let latency = now.saturating_sub(verified.time_ms);
             app.live().on_stats(&id, &stats, now, Some(latency));
             app.store.node(
@@ -221,6 +226,7 @@ pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
             }
             app.metrics.report("events");
             let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+            let for_restarts = events.clone();
             if let Err(e) = app.store.events(&id, events).await {
                 // A failing store logs for itself, once a minute.
                 if !app.store.health().failing {
@@ -233,10 +239,16 @@ pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
                     &serde_json::json!({ "error": "events could not be stored; retry" }),
                 );
             }
+            // Before the ack: a restart step moved by these events is stored.
+            app.restarts.on_events(&id, &for_restarts, now);
             reply.acked = seqs;
         }
     }
     reply.reference = app.live().reference();
+    // A step moved by this report goes on at once (not at the next second's
+    // tick), and a command it produced for this node rides on this reply.
+    app.restarts.tick(now);
+    reply.commands = app.restarts.commands_for(&id);
     signed_json(&app, sig, StatusCode::OK, &reply)
 }
 
@@ -606,5 +618,92 @@ mod tests {
             1,
             "stored exactly once"
         );
+    }
+
+    #[tokio::test]
+    async fn commands_ride_on_the_target_nodes_signed_replies_until_the_outcome_is_stored() {
+        use crate::restarts::{Member, Restarts, Timeouts};
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (PrivateKeySigner::random(), PrivateKeySigner::random());
+        let mut registry = Registry::default();
+        let mut members = Vec::new();
+        for (key, name) in [(&a, "node-a"), (&b, "node-b")] {
+            registry.insert(
+                key.address(),
+                KnownNode {
+                    name: name.into(),
+                    enode: enode_of(key, "127.0.0.1:30303"),
+                    signer: None,
+                },
+            );
+            members.push(Member {
+                id: format!("{:#x}", key.address()),
+                name: name.into(),
+                signer: None,
+            });
+        }
+        let store = Store::open(&dir.path().join("db"), 100).unwrap();
+        let mut app = App::new(
+            registry,
+            Live::unconfigured(),
+            store.clone(),
+            HashMap::new(),
+            Identity::random(),
+        );
+        app.restarts = Restarts::load(members, store.clone()).unwrap();
+        let app = Arc::new(app);
+        let (ida, idb) = (format!("{:#x}", a.address()), format!("{:#x}", b.address()));
+        let ready = br#"{"type":"stats","name":"x","ready":true,"head":5}"#;
+        for (key, id) in [(&a, &ida), (&b, &idb)] {
+            let (code, body) = send(&app, signed(key, id, ready)).await;
+            assert_eq!(code, StatusCode::OK, "{body}");
+        }
+        let order = ["node-a".to_owned()];
+        app.restarts
+            .create(Some(&order), Timeouts::default(), now_ms())
+            .unwrap();
+        app.restarts.tick(now_ms());
+
+        // node-a's reply carries the command, signed for that request; node-b's not.
+        let request = signed(&a, &ida, ready);
+        let request_sig = request.headers()[HEADER_SIGNATURE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let (code, headers, body) = send_full(&app, request).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        let reply: ReportReply = serde_json::from_str(&body).unwrap();
+        assert_eq!(reply.commands.len(), 1, "{body}");
+        let command = &reply.commands[0];
+        assert_eq!(
+            (command.id.as_str(), command.node.as_str()),
+            ("restart-1-1-1", ida.as_str())
+        );
+        assert!(command.expires_ms > now_ms());
+        geth_agent::report::verify_reply(
+            app.identity.address(),
+            &request_sig,
+            headers
+                .get(HEADER_REPLY_SIGNATURE)
+                .and_then(|v| v.to_str().ok()),
+            body.as_bytes(),
+        )
+        .expect("signed by the aggregator for this request");
+        let (_, body) = send(&app, signed(&b, &idb, ready)).await;
+        let reply: ReportReply = serde_json::from_str(&body).unwrap();
+        assert!(reply.commands.is_empty(), "{body}");
+
+        // The outcome moves the step (stored before the ack); the command stops.
+        let events = format!(
+            r#"{{"type":"events","events":[{{"spool":"s","seq":1,"at_ms":{},"kind":{{"kind":"command","id":"restart-1-1-1","command":"restart","outcome":{{"outcome":"restarting","verdict":{{"clean":true,"reason":"saved","exit_code":0,"killed":false,"duration_ms":5,"at":1}}}}}}}}]}}"#,
+            now_ms()
+        );
+        let (code, body) = send(&app, signed(&a, &ida, events.as_bytes())).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        let reply: ReportReply = serde_json::from_str(&body).unwrap();
+        assert_eq!(reply.acked, vec![1]);
+        assert!(reply.commands.is_empty(), "{body}");
+        let stored = store.latest_restart_plan().unwrap().unwrap();
+        assert!(stored.contains(r#""phase":"returning""#), "{stored}");
     }
 }

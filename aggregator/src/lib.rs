@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod live;
 pub mod refusals;
 pub mod registry;
+pub mod restarts;
 pub mod routes;
 pub mod state;
 pub mod store;
@@ -37,16 +38,24 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 #[command(
     name = "geth-aggregator",
     version,
-    about = "Live dashboard, signed node reports and fleet metrics for a geth clique network"
+    about = "Live dashboard, signed node reports and fleet metrics for a geth clique network",
+    subcommand_negates_reqs = true
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Subcommand>,
     /// Address to serve the dashboard, API and ethstats `/api` on.
     #[arg(long, env = "GETH_AGGREGATOR_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: std::net::SocketAddr,
     /// The network description written by `geth-agent network new`: which nodes
     /// (by node key) may report, their names and the signers.
-    #[arg(long, env = "GETH_AGGREGATOR_NETWORK", value_name = "network.json")]
-    pub network: PathBuf,
+    #[arg(
+        long,
+        env = "GETH_AGGREGATOR_NETWORK",
+        value_name = "network.json",
+        required = true
+    )]
+    pub network: Option<PathBuf>,
     /// SQLite database file (created if missing).
     #[arg(long, env = "GETH_AGGREGATOR_DB", default_value = "aggregator.db")]
     pub db: PathBuf,
@@ -87,6 +96,18 @@ pub struct Cli {
     /// default: `aggregator.key` of network.json, relative to its folder.
     #[arg(long = "key", env = "GETH_AGGREGATOR_KEY", value_name = "FILE")]
     pub key: Option<PathBuf>,
+    /// File holding the admin token that operator endpoints (rolling
+    /// restarts) require as `Authorization: Bearer <token>`; without it they
+    /// answer 401.
+    #[arg(long, env = "GETH_AGGREGATOR_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Subcommand {
+    /// Rolling restart of the network's nodes, one at a time, quorum-safe:
+    /// `restart --order 2,3,1`, `restart --auto`, `restart status|resume|abort`.
+    Restart(restarts::cli::RestartArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,8 +136,41 @@ pub fn build(cli: &Cli) -> Result<Arc<App>, SetupError> {
             })?;
         secrets.insert(name.to_owned(), secret.to_owned());
     }
-    let network = geth_wire::network::Network::load_file(&cli.network)?;
-    let registry = Registry::from_network(&network, &cli.network)?;
+    let network_path = cli
+        .network
+        .as_deref()
+        .ok_or_else(|| SetupError::Config("--network is required".into()))?;
+    let admin_token = match &cli.admin_token_file {
+        Some(path) => {
+            let token = std::fs::read_to_string(path)
+                .map_err(|e| {
+                    SetupError::Config(format!("--admin-token-file {}: {e}", path.display()))
+                })?
+                .trim()
+                .to_owned();
+            if token.len() < 16 {
+                return Err(SetupError::Config(format!(
+                    "--admin-token-file {}: the token must be at least 16 characters",
+                    path.display()
+                )));
+            }
+            Some(token)
+        }
+        None => None,
+    };
+    let network = geth_wire::network::Network::load_file(network_path)?;
+    let registry = Registry::from_network(&network, network_path)?;
+    let members: Vec<restarts::Member> = network
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            Some(restarts::Member {
+                id: format!("{:#x}", registry::enode_address(&n.enode)?),
+                name: n.name.clone(),
+                signer: n.signer.map(|s| format!("{s:#x}")),
+            })
+        })
+        .collect();
     let signers: Vec<String> = network
         .signers()
         .filter_map(|n| n.signer.map(|s| format!("{s:#x}")))
@@ -131,7 +185,7 @@ pub fn build(cli: &Cli) -> Result<Arc<App>, SetupError> {
             })
         })
         .collect();
-    let loaded = identity::load(&network, &cli.network, cli.key.as_deref())?;
+    let loaded = identity::load(&network, network_path, cli.key.as_deref())?;
     if let Some(warning) = &loaded.warning {
         tracing::warn!("{warning}");
     }
@@ -157,13 +211,11 @@ pub fn build(cli: &Cli) -> Result<Arc<App>, SetupError> {
         },
     )?;
     restore(&store, &registry, &mut live)?;
-    Ok(Arc::new(App::new(
-        registry,
-        live,
-        store,
-        secrets,
-        loaded.identity,
-    )))
+    let restarts = restarts::Restarts::load(members, store.clone())?;
+    let mut app = App::new(registry, live, store, secrets, loaded.identity);
+    app.admin_token = admin_token;
+    app.restarts = restarts;
+    Ok(Arc::new(app))
 }
 
 /// Replays stored history into the live view, so a restart shows the same page.

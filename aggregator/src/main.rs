@@ -4,8 +4,11 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
-    let cli = geth_aggregator::Cli::parse();
+    let mut cli = geth_aggregator::Cli::parse();
     init_logging();
+    if let Some(geth_aggregator::Subcommand::Restart(args)) = cli.command.take() {
+        return client(args);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -48,6 +51,27 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// `geth-aggregator restart …`: a client of a running aggregator.
+fn client(args: geth_aggregator::restarts::cli::RestartArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("geth-aggregator: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(geth_aggregator::restarts::cli::run(args)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("geth-aggregator restart: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
 }
 
 fn init_logging() {

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::{now_ms, App};
-use crate::{ethstats, ingest, web};
+use crate::{ethstats, ingest, restarts, web};
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -26,6 +26,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/report", post(ingest::report))
         .route("/api", get(ethstats::upgrade))
         .route("/metrics", get(web::metrics))
+        .route(
+            "/api/restarts",
+            get(restarts::api::history).post(restarts::api::create),
+        )
+        .route("/api/restarts/latest", get(restarts::api::latest))
+        .route("/api/restarts/latest/abort", post(restarts::api::abort))
+        .route("/api/restarts/latest/resume", post(restarts::api::resume))
         .layer(DefaultBodyLimit::max(geth_wire::MAX_REPORT_BYTES))
         .with_state(app)
 }
@@ -44,7 +51,13 @@ pub async fn serve(
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => app.live().tick(now_ms()),
+                    _ = tick.tick() => {
+                        let now = now_ms();
+                        app.live().tick(now);
+                        app.restarts.tick(now);
+                        let progress = app.restarts.progress();
+                        app.live().set_restart(progress);
+                    }
                 }
             }
         })

@@ -13,6 +13,7 @@ use crate::identity::Identity;
 use crate::live::Live;
 use crate::refusals::{Refusal, RefusalLog};
 use crate::registry::Registry;
+use crate::restarts::Restarts;
 use crate::store::Store;
 
 pub struct App {
@@ -29,6 +30,10 @@ pub struct App {
     pub refusal_log: RefusalLog,
     /// Unauthenticated ethstats connections.
     pub logins: LoginGate,
+    /// Operator endpoints need this token (none: they are refused).
+    pub admin_token: Option<String>,
+    /// Rolling restart plans.
+    pub restarts: Restarts,
 }
 
 impl App {
@@ -39,6 +44,8 @@ impl App {
         ethstats_secrets: HashMap<String, String>,
         identity: Identity,
     ) -> Self {
+        // `build` loads the stored plans with the network's nodes.
+        let restarts = Restarts::empty(store.clone());
         Self {
             registry,
             live: Mutex::new(live),
@@ -49,6 +56,8 @@ impl App {
             replay: ReplayGuard::default(),
             refusal_log: RefusalLog::default(),
             logins: LoginGate::default(),
+            admin_token: None,
+            restarts,
         }
     }
 

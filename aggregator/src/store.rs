@@ -38,7 +38,12 @@ PRAGMA synchronous = NORMAL;
 
 /// Schema migrations: entry `i` brings the database from version `i` to
 /// `i + 1`. Never edit one that has shipped; append.
-pub const MIGRATIONS: [&str; 3] = [SCHEMA_V1, MIGRATE_V2_SPOOL, MIGRATE_V3_PRUNE_INDEXES];
+pub const MIGRATIONS: [&str; 4] = [
+    SCHEMA_V1,
+    MIGRATE_V2_SPOOL,
+    MIGRATE_V3_PRUNE_INDEXES,
+    MIGRATE_V4_RESTART_PLANS,
+];
 
 /// Version 1: the first, unversioned schema (`user_version` 0 with tables).
 const SCHEMA_V1: &str = "
@@ -101,6 +106,16 @@ UPDATE sightings SET number = COALESCE((SELECT number FROM blocks WHERE blocks.h
 CREATE INDEX sightings_number ON sightings (number);
 CREATE INDEX events_node_at ON events (node, at_ms);
 CREATE INDEX events_at ON events (at_ms);
+";
+
+/// Version 4: rolling restart plans (the whole plan as JSON, one row each).
+const MIGRATE_V4_RESTART_PLANS: &str = "
+CREATE TABLE restart_plans (
+    id INTEGER PRIMARY KEY,
+    state TEXT NOT NULL,
+    body TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
 ";
 
 /// The schema version this code writes.
@@ -457,6 +472,50 @@ impl Store {
         let rows = stmt.query_map([], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? as u64))
         })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Writes a restart plan at once (not through the batching writer: a
+    /// plan's step must be durable before the event that moved it is acked).
+    pub fn save_restart_plan(&self, id: u64, body: &str) -> Result<(), StoreError> {
+        let state = serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("state").and_then(|s| s.as_str()).map(str::to_owned))
+            .unwrap_or_default();
+        self.lock().execute(
+            "INSERT INTO restart_plans (id, state, body, updated_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body, updated_ms = excluded.updated_ms",
+            params![id as i64, state, body, geth_wire::now_ms() as i64],
+        )?;
+        Ok(())
+    }
+
+    /// The newest restart plan's JSON.
+    pub fn latest_restart_plan(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT body FROM restart_plans ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn max_restart_plan_id(&self) -> Result<u64, StoreError> {
+        let n: i64 =
+            self.lock()
+                .query_row("SELECT COALESCE(MAX(id), 0) FROM restart_plans", [], |r| {
+                    r.get(0)
+                })?;
+        Ok(n as u64)
+    }
+
+    /// Restart plans' JSON, newest first.
+    pub fn restart_plans(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT body FROM restart_plans ORDER BY id DESC LIMIT ?1")?;
+        let rows = stmt.query_map([limit as i64], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

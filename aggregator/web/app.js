@@ -33,6 +33,7 @@
     blocks: [],
     signers: [],
     alarms: { fork: null, stall: null },
+    restart: null,
   };
   var stallSeenAt = 0; // client time (ms) when the current stall alarm arrived
   var snapshots = 0; // full snapshots applied from the stream
@@ -207,6 +208,7 @@
       .slice(0, MAX_BLOCKS);
     S.signers = Array.isArray(s.signers) ? s.signers.filter(Boolean) : [];
     applyAlarms(s.alarms);
+    applyRestart(s.restart);
     dirty.all = true;
     schedule();
   }
@@ -265,6 +267,47 @@
     dirty.alarms = true;
     schedule();
   }
+
+  // Rolling restart progress: rare changes, rendered at once (and every
+  // second while a plan runs, for the time spent in the current phase).
+  function applyRestart(r) {
+    S.restart = r && typeof r === 'object' ? r : null;
+    renderRestart();
+  }
+
+  function renderRestart() {
+    var panel = $('restart-panel');
+    var r = S.restart;
+    if (!panel) return;
+    if (!r || !Array.isArray(r.steps)) { panel.hidden = true; return; }
+    panel.hidden = false;
+    var steps = r.steps;
+    var done = steps.filter(function (s) { return s && s.phase === 'done'; }).length;
+    setText($('restart-title'), 'Rolling restart ' + r.id + ': ' + r.state + ' (' + done + '/' + steps.length + ')');
+    var cur = steps[r.current];
+    var detail = '';
+    if (r.state === 'running' && cur) {
+      var secs = isNum(cur.since_ms) ? Math.max(0, Math.round((Date.now() - cur.since_ms) / 1000)) : 0;
+      detail = 'step ' + (r.current + 1) + ': ' + cur.node + ' ' + cur.phase + ' for ' + secs + ' s';
+    } else if (r.reason) {
+      detail = r.reason;
+    }
+    setText($('restart-detail'), detail);
+    var list = $('restart-steps');
+    while (list.firstChild) list.removeChild(list.firstChild);
+    steps.forEach(function (s) {
+      var li = document.createElement('li');
+      var took = isNum(s.started_ms) && isNum(s.finished_ms) ? ' in ' + Math.round((s.finished_ms - s.started_ms) / 1000) + ' s' : '';
+      var verdict = s.clean === true ? ', clean' : s.clean === false ? ', UNCLEAN' : '';
+      li.textContent = s.node + ': ' + s.phase + took + verdict;
+      li.className = 'restart-' + s.phase;
+      list.appendChild(li);
+    });
+  }
+
+  setInterval(function () {
+    if (S.restart && S.restart.state === 'running') renderRestart();
+  }, 1000);
 
   // ---------------------------------------------------------- rendering
 
@@ -890,6 +933,7 @@
     es.addEventListener('best', handler(applyBest));
     es.addEventListener('signers', handler(applySigners));
     es.addEventListener('alarms', handler(applyAlarms));
+    es.addEventListener('restart', handler(applyRestart));
   }
 
   function fetchState(always) {

@@ -1,6 +1,7 @@
 //! Lifecycle control of one node's geth: the commands an operator (admin
-//! socket) or, later, the aggregator sends to an agent, and the outcome the
-//! agent answers with. The outcome of a stop carries the shutdown verdict.
+//! socket) or the aggregator (in its signed replies) sends to an agent, and
+//! the outcome the agent answers with. The outcome of a stop carries the
+//! shutdown verdict.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,20 @@ pub enum Command {
     Start,
     /// Stop geth cleanly, then start it again (attach mode: the platform does).
     Restart,
+}
+
+/// A command from the aggregator, carried in a signed [`crate::ReportReply`].
+/// The agent runs each id at most once (it remembers ids on disk), only when
+/// addressed to its own node and not expired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentCommand {
+    /// Unique id, chosen by the aggregator.
+    pub id: String,
+    /// The target node's address (of its devp2p key), lower-case 0x hex.
+    pub node: String,
+    /// Not to be started after this time (Unix milliseconds).
+    pub expires_ms: u64,
+    pub command: Command,
 }
 
 /// What the agent did.

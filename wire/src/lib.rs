@@ -164,6 +164,13 @@ pub enum EventKind {
     },
     /// geth was not started: genesis mismatch or unsupported geth.
     Blocked { reason: String },
+    /// A command from the aggregator ran (or was refused) on this node.
+    Command {
+        /// The [`control::AgentCommand`] id.
+        id: String,
+        command: control::Command,
+        outcome: control::Outcome,
+    },
 }
 
 /// A block by number and hash.
@@ -184,6 +191,9 @@ pub struct ReportReply {
     /// The fleet's reference head for the sync gate: the highest block that a
     /// majority of the signer set holds (never one node's claim).
     pub reference: Option<BlockRef>,
+    /// Commands for the reporting node (re-sent until their outcome event is
+    /// stored; the agent runs each id once).
+    pub commands: Vec<control::AgentCommand>,
 }
 
 /// Live peers for discovery (`GET /api/peers`).

@@ -79,6 +79,8 @@ pub struct Live {
     pub stall_periods: u64,
     /// Pre-rendered SSE events (`event: …\ndata: …\n\n`).
     updates: broadcast::Sender<Bytes>,
+    /// The newest rolling restart plan, as the dashboard shows it.
+    restart: Value,
 }
 
 fn normalise(set: &[String]) -> Vec<String> {
@@ -138,6 +140,7 @@ impl Live {
             fork_since_ms: None,
             stall_periods,
             updates: broadcast::channel(4096).0,
+            restart: Value::Null,
         }
     }
 
@@ -649,7 +652,16 @@ impl Live {
             "blocks": self.recent_blocks(SHOWN_BLOCKS),
             "signers": self.signers(),
             "alarms": self.alarms,
+            "restart": self.restart,
         })
+    }
+
+    /// The restart progress shown on the page; published when it changes.
+    pub fn set_restart(&mut self, restart: Value) {
+        if self.restart != restart {
+            self.publish("restart", &restart);
+            self.restart = restart;
+        }
     }
 }
 
