@@ -1,8 +1,9 @@
-//! Benchmark: what the agent costs geth. Two identical 1-signer clique
-//! networks (period 1) run side by side: one geth alone (HTTP on), one geth
-//! under the agent reporting to an aggregator. Over the same window both
-//! geths' CPU (utime + stime from /proc) and the agent's CPU and RSS are
-//! sampled; the difference is what the agent adds. Targets: at most
+//! Benchmark: what the agent costs geth. Identical 1-signer clique networks
+//! (period 1) run side by side: geth alone (HTTP on), a second geth alone (how
+//! much two identical geths differ), and geth under the agent reporting to an
+//! aggregator. Over the same window the geths' CPU (utime + stime from /proc)
+//! and the agent's CPU and RSS are sampled; what geth under the agent uses
+//! over the mean of the two alone is what the agent adds. Targets: at most
 //! 0.05 s CPU per minute added to geth, agent RSS <= 9 MiB; the bench exits
 //! non-zero when either is missed.
 //!
@@ -78,6 +79,31 @@ fn aggregator_bin() -> Result<PathBuf> {
     Ok(dir.join("geth-aggregator"))
 }
 
+/// geth alone, as an operator would run it without the agent (HTTP on; a
+/// signer with HTTP needs --allow-insecure-unlock, loopback only here).
+fn geth_alone() -> Result<TestNetwork> {
+    let http = free_ports(1)?[0];
+    TestNetwork::generate(&NetworkOptions {
+        signers: 1,
+        period: 1,
+        launcher: Launcher::Geth,
+        geth_args: vec![(
+            0,
+            [
+                "--http",
+                "--http.addr",
+                "127.0.0.1",
+                "--http.port",
+                &http.to_string(),
+                "--allow-insecure-unlock",
+            ]
+            .map(String::from)
+            .to_vec(),
+        )],
+        ..Default::default()
+    })
+}
+
 /// `clique_agent_ipc_calls_total` by method, and the connections counter.
 async fn ipc_counts(agent: SocketAddr) -> Result<(BTreeMap<String, f64>, f64)> {
     let (code, text) = http_get(agent, "/metrics").await?;
@@ -119,28 +145,9 @@ async fn main() -> Result<ExitCode> {
         ticks_per_s: nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64,
     };
 
-    // geth alone, as an operator would run it without the agent (HTTP on;
-    // a signer with HTTP needs --allow-insecure-unlock, loopback only here).
-    let http = free_ports(1)?[0];
-    let mut alone = TestNetwork::generate(&NetworkOptions {
-        signers: 1,
-        period: 1,
-        launcher: Launcher::Geth,
-        geth_args: vec![(
-            0,
-            [
-                "--http",
-                "--http.addr",
-                "127.0.0.1",
-                "--http.port",
-                &http.to_string(),
-                "--allow-insecure-unlock",
-            ]
-            .map(String::from)
-            .to_vec(),
-        )],
-        ..Default::default()
-    })?;
+    let mut alone = geth_alone()?;
+    // A second geth alone: how much two identical geths differ in one window.
+    let mut control = geth_alone()?;
 
     // The same network under the agent, reporting to an aggregator.
     let aggregator_addr: SocketAddr = ([127, 0, 0, 1], free_ports(1)?[0]).into();
@@ -162,10 +169,13 @@ async fn main() -> Result<ExitCode> {
     watched.spawn_other(0, command)?;
     watched.spawn(0)?;
     alone.spawn(0)?;
+    control.spawn(0)?;
     alone.apply_startup_policy().await?;
+    control.apply_startup_policy().await?;
 
     let startup = Duration::from_secs(180);
     alone.wait_for_block(0, 5, startup).await?;
+    control.wait_for_block(0, 5, startup).await?;
     watched.wait_for_block(0, 5, startup).await?;
     let agent_addr: SocketAddr = ([127, 0, 0, 1], watched.nodes[0].info.ports.agent).into();
     testnet::eventually("the agent ready", startup, || async move {
@@ -173,6 +183,9 @@ async fn main() -> Result<ExitCode> {
     })
     .await?;
     let geth_alone = alone.nodes[0].pid().context("geth alone running")?;
+    let geth_control = control.nodes[0]
+        .pid()
+        .context("second geth alone running")?;
     let agent = watched.nodes[0].pid().context("agent running")?;
     let geth_watched = geth_agent::process::find_geth(&geth_agent::process::AttachTarget {
         datadir: watched.nodes[0].datadir.clone(),
@@ -196,6 +209,7 @@ async fn main() -> Result<ExitCode> {
         cpu.seconds(geth_alone)?,
         cpu.seconds(geth_watched)?,
         cpu.seconds(agent)?,
+        cpu.seconds(geth_control)?,
     );
     let (mut rss_max, mut rss_sum, mut samples) = (0, 0, 0);
     let mut not_ready = 0;
@@ -214,6 +228,7 @@ async fn main() -> Result<ExitCode> {
         cpu.seconds(geth_alone)?,
         cpu.seconds(geth_watched)?,
         cpu.seconds(agent)?,
+        cpu.seconds(geth_control)?,
     );
     let wall = started.elapsed().as_secs_f64();
     let (calls1, conns1) = ipc_counts(agent_addr).await?;
@@ -225,7 +240,9 @@ async fn main() -> Result<ExitCode> {
     let per_min = |s: f64| s / wall * 60.0;
     let alone_cpu = per_min(end.0 - start.0);
     let watched_cpu = per_min(end.1 - start.1);
-    let added = watched_cpu - alone_cpu;
+    let control_cpu = per_min(end.3 - start.3);
+    // Against both geths alone: half the noise of either one.
+    let added = watched_cpu - (alone_cpu + control_cpu) / 2.0;
     let agent_cpu = per_min(end.2 - start.2);
     let rss_avg = rss_sum as f64 / samples as f64 / 1024.0;
     let rss_peak = rss_max as f64 / 1024.0;
@@ -235,10 +252,17 @@ async fn main() -> Result<ExitCode> {
         blocks.0, blocks.1
     );
     println!("geth alone:            {alone_cpu:.3} s CPU per minute");
+    println!(
+        "second geth alone:     {control_cpu:.3} s CPU per minute \
+         (two identical geths differ by {:.3})",
+        (alone_cpu - control_cpu).abs()
+    );
     println!("geth under the agent:  {watched_cpu:.3} s CPU per minute");
     let cpu_ok = added <= TARGET_ADDED_S_PER_MIN;
     println!(
-        "added by the agent:    {added:.3} s CPU per minute (target <= {TARGET_ADDED_S_PER_MIN}) {}",
+        "added by the agent:    {added:.3} s CPU per minute over the mean of the two alone, \
+         {:.3} over the first (target <= {TARGET_ADDED_S_PER_MIN}) {}",
+        watched_cpu - alone_cpu,
         verdict(cpu_ok)
     );
     let rss_ok = rss_peak <= TARGET_RSS_MIB;
@@ -329,6 +353,30 @@ async fn per_call_cost(
             (spent / n as f64 * 1e6).max(0.0)
         );
     }
+    // The same kinds of call, four to a JSON-RPC batch (one message each way).
+    let mut batch = geth_agent::rpc::BatchConn::connect(&net.nodes[0].ipc()).await?;
+    let calls: Vec<geth_agent::rpc::BatchCall> = [
+        "eth_syncing",
+        "txpool_status",
+        "eth_mining",
+        "clique_proposals",
+    ]
+    .into_iter()
+    .map(|m| (m, Value::Array(vec![])))
+    .collect();
+    let t = Instant::now();
+    let before = cpu.seconds(pid)?;
+    for _ in 0..n {
+        for answer in batch.call(&calls).await? {
+            answer?;
+        }
+    }
+    let spent = cpu.seconds(pid)? - before - idle_per_s * t.elapsed().as_secs_f64();
+    println!(
+        "  {:<28} {:>7.1} us",
+        "batch: syncing+pool+mining+votes",
+        (spent / n as f64 * 1e6).max(0.0)
+    );
     Ok(())
 }
 

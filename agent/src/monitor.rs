@@ -12,8 +12,10 @@
 //! - head and sync state are asked each second only while no head arrived in
 //!   the last second, while syncing, or without the head subscription, and
 //!   every 5 s otherwise;
-//! - pool, sealing state and proposals every 5 s; signers, `clique_status` and
-//!   the advised gas price only when the head moved since the last read;
+//! - pool, sealing state and proposals every 5 s; `clique_status`, signers and
+//!   the advised gas price every 15 s when the head moved since the last read,
+//!   and signers right after a block that carries a vote (the only kind of
+//!   block that can change them);
 //! - client version and node info once per geth start;
 //! - the calls of one moment go to geth as one JSON-RPC batch.
 
@@ -41,6 +43,9 @@ const TICK: Duration = Duration::from_secs(1);
 const SLOW_EVERY: u64 = 5;
 /// Peers read again every this many ticks, besides on peer events.
 const PEERS_EVERY: u64 = 15;
+/// Values that change only with a block (`clique_status` walks the last 64
+/// headers, the dearest call) every this many ticks, if the head moved.
+const PER_BLOCK_EVERY: u64 = 15;
 /// Datadir size (a folder walk) every this many ticks.
 const SIZE_EVERY: u64 = 60;
 /// Without a new head for this long, head and sync state are asked each tick
@@ -69,6 +74,8 @@ pub struct Monitor {
     syncing: bool,
     /// Peers must be read again (a peer event, or never read).
     peers_due: bool,
+    /// Signers must be read again (a block with a vote, or a walk over IPC).
+    signers_due: bool,
     /// New heads for the aggregator reporter, if one runs.
     pub heads: Option<tokio::sync::mpsc::Sender<geth_wire::BlockReport>>,
 }
@@ -81,11 +88,14 @@ struct Ask {
     peers: bool,
     /// Pool, mining, proposals, sync state.
     slow: bool,
-    /// Signers, clique status, advised gas price (they change only with a block).
+    /// Clique status, advised gas price (they change only with a block).
     per_block: bool,
+    /// Signers.
+    signers: bool,
 }
 
 /// The calls of one tick, from what is due. Pure, for the cadence tests.
+#[allow(clippy::too_many_arguments, clippy::fn_params_excessive_bools)]
 fn plan(
     tick: u64,
     head_subscribed: bool,
@@ -94,13 +104,15 @@ fn plan(
     peer_events: bool,
     peers_due: bool,
     head_moved: bool,
+    signers_due: bool,
 ) -> Ask {
-    let slow = tick % SLOW_EVERY == 0;
+    let per_block = tick % PER_BLOCK_EVERY == 0 && head_moved;
     Ask {
         chain: !head_subscribed || head_quiet || syncing,
         peers: !peer_events || peers_due || tick % PEERS_EVERY == 0,
-        slow,
-        per_block: slow && head_moved,
+        slow: tick % SLOW_EVERY == 0,
+        per_block,
+        signers: per_block || signers_due,
     }
 }
 
@@ -123,6 +135,7 @@ impl Monitor {
             read_at_head: None,
             syncing: false,
             peers_due: true,
+            signers_due: true,
             heads: None,
         }
     }
@@ -179,6 +192,7 @@ impl Monitor {
         self.head_seen = None;
         self.read_at_head = None;
         self.peers_due = true;
+        self.signers_due = true;
         // Once per geth start: what does not change while it runs.
         self.read_identity(&mut batch).await?;
         let all = Ask {
@@ -186,6 +200,7 @@ impl Monitor {
             peers: true,
             slow: true,
             per_block: true,
+            signers: true,
         };
         self.ask(rpc, &mut batch, all).await?;
         self.sample_process();
@@ -218,6 +233,7 @@ impl Monitor {
                         peer_events.is_some(),
                         self.peers_due,
                         head_moved,
+                        self.signers_due,
                     );
                     self.ask(rpc, &mut batch, due).await?;
                     self.on_tick();
@@ -273,10 +289,12 @@ impl Monitor {
         let clique_status = due.per_block && self.tracker.highest().unwrap_or(0) >= 2;
         if due.per_block {
             calls.push(("eth_gasPrice", json!([])));
-            calls.push(("clique_getSigners", json!([])));
             if clique_status {
                 calls.push(("clique_status", json!([])));
             }
+        }
+        if due.signers {
+            calls.push(("clique_getSigners", json!([])));
         }
         if calls.is_empty() {
             return Ok(());
@@ -338,18 +356,21 @@ impl Monitor {
             self.metrics.on_gas_price_suggested(advised);
             self.status
                 .send_if_modified(|s| s.suggested_gas_price_wei.replace(advised) != Some(advised));
-            let signers: Vec<Address> = decode("clique_getSigners", take("clique_getSigners"))?;
-            self.tracker.set_signers(signers.clone());
-            self.status.send_modify(|s| {
-                s.is_signer = s.signer.map(|me| signers.contains(&me));
-                s.signers = Some(signers);
-            });
             if clique_status {
                 match take("clique_status") {
                     Ok(v) => self.on_clique_status(&v),
                     Err(e) => tracing::debug!(error = %e, "clique_status"),
                 }
             }
+        }
+        if due.signers {
+            let signers: Vec<Address> = decode("clique_getSigners", take("clique_getSigners"))?;
+            self.signers_due = false;
+            self.tracker.set_signers(signers.clone());
+            self.status.send_modify(|s| {
+                s.is_signer = s.signer.map(|me| signers.contains(&me));
+                s.signers = Some(signers);
+            });
         }
         if due.chain {
             let head: U64 = decode("eth_blockNumber", take("eth_blockNumber"))?;
@@ -418,6 +439,10 @@ impl Monitor {
         if !follows || self.tracker.signers().is_empty() {
             return self.on_head(rpc, number).await;
         }
+        // A vote (beneficiary set) may pass and change the signers.
+        if !header.beneficiary.is_zero() {
+            self.signers_due = true;
+        }
         let facts = facts_from_header(rpc, &header).await?;
         if let Some(counted) = self.tracker.observe(&facts) {
             self.metrics.on_block(&facts, &counted);
@@ -428,6 +453,8 @@ impl Monitor {
 
     /// Counts every block up to `head` not counted yet (backfill, gaps, reorgs).
     async fn on_head(&mut self, rpc: &GethRpc, head: u64) -> Result<(), RpcError> {
+        // Blocks walked here are not looked at for votes: read the signers again.
+        self.signers_due = true;
         if self.tracker.signers().is_empty() {
             let signers: Vec<Address> = rpc.call("clique_getSigners", ()).await?;
             self.tracker.set_signers(signers);
@@ -642,7 +669,7 @@ mod tests {
     /// `plan` with everything quiet on a steady chain: both subscriptions
     /// live, a head within the last second, not syncing, peers read.
     fn steady(tick: u64) -> Ask {
-        plan(tick, true, false, false, true, false, true)
+        plan(tick, true, false, false, true, false, true, false)
     }
 
     #[test]
@@ -651,31 +678,45 @@ mod tests {
             assert_eq!(steady(tick), Ask::default(), "tick {tick}");
         }
         let five = steady(SLOW_EVERY);
-        assert!(five.slow && five.per_block && !five.chain && !five.peers);
+        assert!(five.slow && !five.per_block && !five.signers && !five.chain && !five.peers);
+        let fifteen = steady(PER_BLOCK_EVERY);
+        assert!(fifteen.per_block && fifteen.signers);
         assert!(
             steady(PEERS_EVERY).peers,
             "peers are read again now and then"
         );
-        // Signers and friends only when a block came since the last read.
-        let still = plan(SLOW_EVERY, true, false, false, true, false, false);
-        assert!(still.slow && !still.per_block);
+        // Values that change with a block only when a block came since the last read.
+        let still = plan(
+            PER_BLOCK_EVERY,
+            true,
+            false,
+            false,
+            true,
+            false,
+            false,
+            false,
+        );
+        assert!(still.slow && !still.per_block && !still.signers);
+        // A block with a vote: signers at the next tick.
+        let vote = plan(1, true, false, false, true, false, true, true);
+        assert!(vote.signers && !vote.per_block);
     }
 
     #[test]
     fn head_and_sync_state_are_asked_each_second_when_heads_do_not_come() {
         for tick in 1..=SLOW_EVERY {
             // No head for a second, no head subscription, or syncing.
-            assert!(plan(tick, true, true, false, true, false, false).chain);
-            assert!(plan(tick, false, false, false, true, false, false).chain);
-            assert!(plan(tick, true, false, true, true, false, false).chain);
+            assert!(plan(tick, true, true, false, true, false, false, false).chain);
+            assert!(plan(tick, false, false, false, true, false, false, false).chain);
+            assert!(plan(tick, true, false, true, true, false, false, false).chain);
         }
     }
 
     #[test]
     fn peers_are_asked_each_second_without_peer_events_or_after_one() {
         for tick in 1..=SLOW_EVERY {
-            assert!(plan(tick, true, false, false, false, false, false).peers);
-            assert!(plan(tick, true, false, false, true, true, false).peers);
+            assert!(plan(tick, true, false, false, false, false, false, false).peers);
+            assert!(plan(tick, true, false, false, true, true, false, false).peers);
         }
     }
 
