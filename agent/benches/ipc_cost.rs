@@ -9,7 +9,8 @@
 //!
 //! `cargo bench -p geth-agent --bench ipc_cost` (BENCH_SECS sets the window,
 //! default 120; PER_CALL sets how many calls of each kind are timed against
-//! geth afterwards, default 2000, 0 skips).
+//! geth afterwards, default 2000, 0 skips; SUB_SECS how long geth's cost of
+//! the `newHeads` subscription alone is measured, default 60, 0 skips).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -300,6 +301,10 @@ async fn main() -> Result<ExitCode> {
     if per_call > 0 {
         per_call_cost(&alone, geth_alone, &cpu, alone_cpu / 60.0, per_call).await?;
     }
+    let sub_secs = env_u64("SUB_SECS", 60);
+    if sub_secs > 0 {
+        subscription_cost(&control, geth_control, geth_alone, &cpu, sub_secs).await?;
+    }
     Ok(if cpu_ok && rss_ok {
         ExitCode::SUCCESS
     } else {
@@ -376,6 +381,42 @@ async fn per_call_cost(
         "  {:<28} {:>7.1} us",
         "batch: syncing+pool+mining+votes",
         (spent / n as f64 * 1e6).max(0.0)
+    );
+    Ok(())
+}
+
+/// geth's CPU for the `newHeads` subscription alone: the second geth alone
+/// with only that subscription against the first with no client at all.
+async fn subscription_cost(
+    net: &TestNetwork,
+    pid: u32,
+    reference: u32,
+    cpu: &Cpu,
+    secs: u64,
+) -> Result<()> {
+    use tokio_stream::StreamExt;
+    let rpc = GethRpc::connect(&net.nodes[0].ipc()).await?;
+    let mut heads = rpc.subscribe_heads().await?.into_stream();
+    let started = Instant::now();
+    let before = (cpu.seconds(pid)?, cpu.seconds(reference)?);
+    let mut seen = 0u64;
+    while started.elapsed() < Duration::from_secs(secs) {
+        if tokio::time::timeout(Duration::from_secs(5), heads.next())
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            seen += 1;
+        }
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let with = (cpu.seconds(pid)? - before.0) / wall * 60.0;
+    let without = (cpu.seconds(reference)? - before.1) / wall * 60.0;
+    println!(
+        "newHeads subscription alone ({secs} s, {seen} heads): geth {with:.3} s CPU per minute \
+         with it, {without:.3} without, {:.3} added",
+        with - without
     );
     Ok(())
 }
