@@ -177,6 +177,9 @@ pub struct Reporter {
     client: reqwest::Client,
     started: Instant,
     known_peers: HashMap<String, String>, // node id → enode last added
+    /// Hashes of the heads reported: the own hash at a recent reference height
+    /// without asking geth.
+    recent: crate::monitor::RecentHashes,
     clock: RequestClock,
     /// Each kind of failure is logged at most once per [`WARN_EVERY`].
     warnings: Mutex<KeyedLimiter<String>>,
@@ -218,6 +221,7 @@ impl Reporter {
             client,
             started: Instant::now(),
             known_peers: HashMap::new(),
+            recent: Default::default(),
             clock: RequestClock::default(),
             warnings: Mutex::new(KeyedLimiter::new(WARN_EVERY, 64)),
             commands: None,
@@ -241,10 +245,13 @@ impl Reporter {
         loop {
             let result = tokio::select! {
                 _ = cancel.cancelled() => break,
-                Some(head) = self.heads.recv() => match self.send(&Report::Block(head)).await {
-                    Ok(_) if self.readiness_changed() => self.send_stats().await,
-                    other => other.map(|_| ()),
-                },
+                Some(head) = self.heads.recv() => {
+                    self.recent.record(&head);
+                    match self.send(&Report::Block(head)).await {
+                        Ok(_) if self.readiness_changed() => self.send_stats().await,
+                        other => other.map(|_| ()),
+                    }
+                }
                 _ = stats.tick() => self.send_stats().await,
                 _ = spool.tick() => self.flush_spool().await,
                 _ = peers.tick() => self.discover_peers().await,
@@ -369,6 +376,9 @@ impl Reporter {
     /// The canonical block hash geth holds at `number`, if any. Bounded in
     /// time: a geth that does not answer must not stall the reports.
     async fn hash_at(&self, number: u64) -> Option<String> {
+        if let Some(hash) = self.recent.get(number) {
+            return Some(hash.to_owned());
+        }
         let lookup = async {
             let rpc = GethRpc::connect(&self.ipc).await.ok()?;
             let block: Option<serde_json::Value> = rpc

@@ -75,6 +75,8 @@ pub struct Metrics {
     last_shutdown_clean: LazyGauge,
     // agent
     ipc_requests: IntCounter,
+    ipc_calls: IntCounterVec,
+    ipc_connections: IntCounter,
     report_failures: IntCounter,
     replies_rejected: IntCounterVec,
     spool_depth: IntGauge,
@@ -369,6 +371,17 @@ impl Metrics {
                 "clique_agent_ipc_requests_total",
                 "JSON-RPC requests the agent made to geth.",
             ),
+            ipc_calls: counter_vec(
+                &r,
+                "clique_agent_ipc_calls_total",
+                "JSON-RPC requests the agent made to geth, by method.",
+                &["method"],
+            ),
+            ipc_connections: counter(
+                &r,
+                "clique_agent_ipc_connections_total",
+                "IPC connections the agent opened to geth.",
+            ),
             report_failures: counter(
                 &r,
                 "clique_agent_report_failures_total",
@@ -441,6 +454,17 @@ impl Metrics {
         let counted = self.ipc_requests.get();
         if made > counted {
             self.ipc_requests.inc_by(made - counted);
+        }
+        for (method, made) in crate::rpc::requests_by_method() {
+            let series = self.ipc_calls.with_label_values(&[method]);
+            let counted = series.get();
+            if made > counted {
+                series.inc_by(made - counted);
+            }
+        }
+        let (made, counted) = (crate::rpc::connections_made(), self.ipc_connections.get());
+        if made > counted {
+            self.ipc_connections.inc_by(made - counted);
         }
         let mut buf = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {

@@ -1,7 +1,8 @@
 //! Who sealed what: the clique bookkeeping behind the sealing metrics.
 //!
-//! Each canonical block is counted once per height. Its real sealer comes from
-//! `clique_getSigner` (the header's `miner` is not the sealer in clique).
+//! Each canonical block is counted once per height. Its real sealer is
+//! recovered from the header's seal, as `clique_getSigner` does it (the
+//! header's `miner` is not the sealer in clique).
 //! Difficulty 2 means the sealer was in turn; difficulty 1 means the in-turn
 //! signer — `signers[number % len]`, signers sorted ascending — missed its slot.
 //! A height seen again with another hash is a reorg: the new sealer is counted
@@ -9,7 +10,25 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use alloy::primitives::{Address, B256};
+use alloy::primitives::{Address, Signature, B256};
+
+/// Length of the clique seal at the end of `extraData`.
+const SEAL_LEN: usize = 65;
+
+/// The clique sealer of `header`: the seal (the last 65 bytes of `extraData`)
+/// recovered over the seal hash, the header's hash without the seal — what
+/// geth's `clique_getSigner` computes, without asking geth. `None` when the
+/// header carries no seal that recovers.
+pub fn recover_sealer(header: &alloy::consensus::Header) -> Option<Address> {
+    let extra = &header.extra_data;
+    let split = extra.len().checked_sub(SEAL_LEN)?;
+    let signature = Signature::from_raw(&extra[split..]).ok()?;
+    let mut unsealed = header.clone();
+    unsealed.extra_data = alloy::primitives::Bytes::copy_from_slice(&extra[..split]);
+    signature
+        .recover_address_from_prehash(&unsealed.hash_slow())
+        .ok()
+}
 
 /// What the agent needs to know about one block.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +183,34 @@ mod tests {
         let mut t = SealingTracker::default();
         t.set_signers(vec![signer(3), signer(1), signer(2)]);
         t
+    }
+
+    #[test]
+    fn the_sealer_is_recovered_from_the_seal() {
+        use alloy::signers::{local::PrivateKeySigner, SignerSync};
+        let key = PrivateKeySigner::random();
+        let mut header = alloy::consensus::Header {
+            number: 7,
+            difficulty: alloy::primitives::U256::from(2),
+            gas_limit: 30_000_000,
+            timestamp: 1_700_000_000,
+            base_fee_per_gas: Some(7),
+            extra_data: vec![0u8; 32].into(),
+            ..Default::default()
+        };
+        let seal = key.sign_hash_sync(&header.hash_slow()).unwrap();
+        let mut extra = header.extra_data.to_vec();
+        // Clique writes v as 0/1.
+        extra.extend_from_slice(&seal.as_bytes()[..64]);
+        extra.push(u8::from(seal.v()));
+        header.extra_data = extra.into();
+        assert_eq!(recover_sealer(&header), Some(key.address()));
+        // Any change to a sealed field changes the recovered address.
+        header.gas_used = 1;
+        assert_ne!(recover_sealer(&header), Some(key.address()));
+        // No room for a seal: nothing to recover.
+        header.extra_data = vec![0u8; 64].into();
+        assert_eq!(recover_sealer(&header), None);
     }
 
     #[test]
