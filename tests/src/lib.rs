@@ -210,6 +210,7 @@ impl TestNetwork {
             accounts: 1,
             host: "127.0.0.1".into(),
             ports,
+            durability: None,
         };
         let network_dir = dir.path().join("network");
         let network = network::generate(&spec, &network_dir)?;

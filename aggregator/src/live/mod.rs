@@ -25,7 +25,10 @@ use tokio::sync::broadcast;
 
 use crate::refusals::Refusal;
 use crate::validate::{self, ChainContext};
-pub use view::{Alarms, BlockView, Fork, Head, NetworkInfo, NodeView, SignerView, Stall};
+pub use view::{
+    Alarms, BlockView, Fork, Head, HistoryRewrite, NetworkInfo, NodeView, RewrittenBlock,
+    SignerView, Stall,
+};
 
 /// Heights kept in memory (the store keeps more).
 const KEPT_HEIGHTS: usize = 256;
@@ -41,6 +44,12 @@ const SMALL_FLEET: usize = 32;
 const REFERENCE_EVERY_MS: u64 = 100;
 /// A node is offline when it has not reported for this long.
 pub const OFFLINE_AFTER_MS: u64 = 30_000;
+/// Heights of the reference chain remembered for the history-rewritten alarm.
+const HISTORY_HEIGHTS: usize = 4096;
+/// Replaced blocks named in the alarm.
+const REWRITES_SHOWN: usize = 64;
+pub const DEFAULT_REWRITE_CONFIRMATIONS: u64 = 6;
+pub const DEFAULT_REWRITE_ALARM_MS: u64 = 3_600_000;
 /// Shown when no node reports its gas price.
 pub const UNKNOWN: &str = "unknown";
 
@@ -77,6 +86,18 @@ pub struct Live {
     /// Since when the fork condition holds (debounce).
     fork_since_ms: Option<u64>,
     pub stall_periods: u64,
+    /// height → hash the reference chain had there (newest knowledge).
+    history: BTreeMap<u64, String>,
+    /// Highest reference head ever seen.
+    history_top: u64,
+    /// A block replaced at this depth or deeper is rewritten history.
+    pub rewrite_confirmations: u64,
+    /// How long the alarm stays raised after the last rewritten block.
+    pub rewrite_alarm_ms: u64,
+    rewrites: Vec<RewrittenBlock>,
+    rewrites_total: u64,
+    rewrite_news: bool,
+    rewrite_at_ms: Option<u64>,
     /// Pre-rendered SSE events (`event: …\ndata: …\n\n`).
     updates: broadcast::Sender<Bytes>,
 }
@@ -137,6 +158,14 @@ impl Live {
             alarms: Alarms::default(),
             fork_since_ms: None,
             stall_periods,
+            history: BTreeMap::new(),
+            history_top: 0,
+            rewrite_confirmations: DEFAULT_REWRITE_CONFIRMATIONS,
+            rewrite_alarm_ms: DEFAULT_REWRITE_ALARM_MS,
+            rewrites: Vec::new(),
+            rewrites_total: 0,
+            rewrite_news: false,
+            rewrite_at_ms: None,
             updates: broadcast::channel(4096).0,
         }
     }
@@ -436,6 +465,7 @@ impl Live {
         }
         self.reference = reference;
         self.recompute_shown();
+        self.remember_history();
         if let Some(best) = self.best() {
             self.publish("block", best);
         }
@@ -543,6 +573,53 @@ impl Live {
                 self.shown.insert(*height, h);
             }
         }
+    }
+
+    /// Compares the reference chain with what it was at each height: a block
+    /// replaced after at least `rewrite_confirmations` blocks were built on
+    /// it (counted from the highest reference head seen) is rewritten history.
+    fn remember_history(&mut self) {
+        let Some((top, _)) = &self.reference else {
+            return;
+        };
+        let top = *top;
+        for (height, hash) in &self.shown {
+            let old = self.history.insert(*height, hash.clone());
+            let Some(old) = old.filter(|old| old != hash) else {
+                continue;
+            };
+            let depth = self.history_top.saturating_sub(*height);
+            if depth < self.rewrite_confirmations {
+                continue;
+            }
+            tracing::error!(
+                height,
+                old = %old,
+                new = %hash,
+                depth,
+                "history rewritten: a confirmed block was replaced"
+            );
+            self.rewrites.push(RewrittenBlock {
+                height: *height,
+                old_hash: old,
+                new_hash: hash.clone(),
+                depth,
+            });
+            self.rewrites_total += 1;
+            self.rewrite_news = true;
+        }
+        if self.rewrites.len() > REWRITES_SHOWN {
+            self.rewrites.drain(..self.rewrites.len() - REWRITES_SHOWN);
+        }
+        self.history_top = self.history_top.max(top);
+        while self.history.len() > HISTORY_HEIGHTS {
+            self.history.pop_first();
+        }
+    }
+
+    /// Confirmed blocks replaced since the aggregator started.
+    pub fn rewrites_total(&self) -> u64 {
+        self.rewrites_total
     }
 
     /// The fleet's reference head, sent to agents for their sync gate.
@@ -939,6 +1016,80 @@ mod tests {
         );
         l.tick(4700);
         assert!(l.alarms.fork.is_none());
+    }
+
+    /// Every signer node reports `from..=to` of `branch`, the first of them
+    /// on `parent_branch`.
+    fn branch(l: &mut Live, from: u64, to: u64, branch: u64, parent_branch: u64, at: u64) {
+        for n in from..=to {
+            let parent = if n == from { parent_branch } else { branch };
+            for node in ["n1", "n2", "n3"] {
+                l.on_block(
+                    node,
+                    node,
+                    "agent",
+                    &report(n, branch, parent, "0xa", at),
+                    at,
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_power_cut_that_reseals_confirmed_heights_raises_history_rewritten() {
+        let mut l = live();
+        chain(&mut l, &["n1", "n2", "n3"], 12);
+        l.tick(12_000);
+        assert_eq!(l.alarms.history_rewritten, None);
+        // Every node comes back at block 4 and seals 5.. again.
+        branch(&mut l, 4, 4, 0, 0, 13_000);
+        assert_eq!(l.reference().map(|r| r.number), Some(4));
+        branch(&mut l, 5, 8, 1, 0, 14_000);
+        l.tick(15_000);
+        let alarm = l.alarms.history_rewritten.clone().expect("alarm raised");
+        // Heights 5 and 6 were 7 and 6 blocks deep (>= 6 confirmations); 7 only 5.
+        let named: Vec<(u64, String, String, u64)> = alarm
+            .blocks
+            .iter()
+            .map(|b| (b.height, b.old_hash.clone(), b.new_hash.clone(), b.depth))
+            .collect();
+        assert_eq!(
+            named,
+            vec![(5, h(5, 0), h(5, 1), 7), (6, h(6, 0), h(6, 1), 6)]
+        );
+        assert_eq!(alarm.total, 2);
+        assert_eq!(l.rewrites_total(), 2);
+        assert_eq!(
+            l.snapshot()["alarms"]["history_rewritten"]["blocks"][0]["height"],
+            5
+        );
+        // Held while the operator looks, then cleared.
+        l.tick(15_000 + DEFAULT_REWRITE_ALARM_MS - 1);
+        assert!(l.alarms.history_rewritten.is_some());
+        l.tick(15_000 + DEFAULT_REWRITE_ALARM_MS);
+        assert_eq!(l.alarms.history_rewritten, None);
+        assert_eq!(l.rewrites_total(), 2, "the count stays");
+    }
+
+    #[test]
+    fn a_shallow_reorg_is_not_rewritten_history() {
+        let mut l = live();
+        chain(&mut l, &["n1", "n2", "n3"], 12);
+        // The top 5 blocks replaced: a race below the confirmation depth.
+        branch(&mut l, 8, 14, 1, 0, 13_000);
+        l.tick(14_000);
+        assert_eq!(l.reference().map(|r| r.number), Some(14));
+        assert_eq!(l.alarms.history_rewritten, None);
+        assert_eq!(l.rewrites_total(), 0);
+        // With a lower threshold the same reorg counts.
+        let mut l = live();
+        l.rewrite_confirmations = 4;
+        chain(&mut l, &["n1", "n2", "n3"], 12);
+        branch(&mut l, 8, 14, 1, 0, 13_000);
+        l.tick(14_000);
+        let alarm = l.alarms.history_rewritten.clone().expect("alarm");
+        assert_eq!(alarm.blocks.len(), 1, "{alarm:?}");
+        assert_eq!(alarm.blocks[0].height, 8);
     }
 
     #[test]
