@@ -287,8 +287,8 @@ impl Metrics {
             history_rewrites: counter(
                 &r,
                 "clique_history_rewrites_total",
-                "Blocks replaced after at least the configured confirmations \
-                 (rewrite_confirmations) were built on them: rewritten history.",
+                "Reorgs that replaced a block with at least rewrite_confirmations blocks \
+                 built on it: rewritten history.",
             ),
             history_rewrite_depth: gauge(
                 &r,
