@@ -21,6 +21,7 @@ pub const DEFAULT_MIN_GAS_PRICE_WEI: u64 = 0;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9101";
 pub const DEFAULT_RESTART_BACKOFF_MAX_SECS: u64 = 60;
 pub const DEFAULT_REWRITE_CONFIRMATIONS: u64 = 6;
+pub const DEFAULT_RECOVERY_HOLD_SECS: u64 = 120;
 
 /// Options of `geth-agent run`. Every option can also come from the TOML file
 /// given by `--config` (same names, with `_` for `-`).
@@ -127,6 +128,11 @@ pub struct RunArgs {
     /// rewritten history (clique_history_rewrites_total) [default: 6].
     #[arg(long, env = "GETH_AGENT_REWRITE_CONFIRMATIONS", value_name = "BLOCKS")]
     pub rewrite_confirmations: Option<u64>,
+    /// After an unclean stop a signer reporting to an aggregator holds sealing
+    /// until its head reaches the fleet's highest, at most this long; 0: no
+    /// hold [default: 120].
+    #[arg(long, env = "GETH_AGENT_RECOVERY_HOLD_SECS", value_name = "SECS")]
+    pub recovery_hold_secs: Option<u64>,
     /// Extra arguments passed to geth as they are (after `--`).
     #[arg(last = true, value_name = "GETH_ARGS")]
     pub geth_args: Vec<String>,
@@ -165,6 +171,7 @@ struct FileConfig {
     aggregator_address: Option<String>,
     durability: Option<String>,
     rewrite_confirmations: Option<u64>,
+    recovery_hold_secs: Option<u64>,
     #[serde(default)]
     geth_args: Vec<String>,
 }
@@ -194,6 +201,8 @@ pub struct RunConfig {
     pub aggregator_address: Option<Address>,
     /// Depth from which a replaced block counts as rewritten history.
     pub rewrite_confirmations: u64,
+    /// Longest sealing hold after an unclean stop (`None`: no hold).
+    pub recovery_hold: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -490,6 +499,13 @@ impl RunArgs {
             aggregator,
             aggregator_address,
             rewrite_confirmations,
+            recovery_hold: Some(
+                self.recovery_hold_secs
+                    .or(file.recovery_hold_secs)
+                    .unwrap_or(DEFAULT_RECOVERY_HOLD_SECS),
+            )
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs),
         })
     }
 }

@@ -324,6 +324,11 @@ impl Reporter {
         if let Some(reference) = &reply.reference {
             self.take_reference(reference).await;
         }
+        if reply.fleet_head.is_some() {
+            self.status_tx.send_if_modified(|s| {
+                std::mem::replace(&mut s.fleet_head, reply.fleet_head) != reply.fleet_head
+            });
+        }
         Ok(reply)
     }
 
@@ -579,6 +584,7 @@ mod tests {
                                 number: 5,
                                 hash: "0xabcd".into(),
                             }),
+                            fleet_head: Some(9),
                         })
                         .unwrap();
                         reply(&s, &headers, body)
@@ -663,6 +669,7 @@ mod tests {
             })
         );
         assert_eq!(status.hash_at_reference, None, "node below the reference");
+        assert_eq!(status.fleet_head, Some(9));
         // Many requests within the same milliseconds: times strictly increase.
         for _ in 0..20 {
             h.reporter.send_stats().await.unwrap();

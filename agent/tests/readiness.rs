@@ -167,6 +167,7 @@ async fn test_aggregator(fleet: SharedFleet) -> Result<SocketAddr> {
             let reply = geth_wire::ReportReply {
                 acked: Vec::new(),
                 reference: fleet.lock().expect("fleet lock").reference.clone(),
+                ..Default::default()
             };
             signed(&fleet, &headers, serde_json::to_vec(&reply).expect("json"))
         }

@@ -236,7 +236,11 @@ pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
             reply.acked = seqs;
         }
     }
-    reply.reference = app.live().reference();
+    {
+        let live = app.live();
+        reply.reference = live.reference();
+        reply.fleet_head = live.highest_signer_head();
+    }
     signed_json(&app, sig, StatusCode::OK, &reply)
 }
 

@@ -358,6 +358,7 @@ impl TestNetwork {
                     min_peers: signers - 1,
                     max_wait: Duration::from_secs(30),
                     period: self.network.period,
+                    recovery_hold: None,
                 }),
             };
             tasks.push(tokio::spawn(async move {

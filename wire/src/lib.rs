@@ -184,6 +184,11 @@ pub struct ReportReply {
     /// The fleet's reference head for the sync gate: the highest block that a
     /// majority of the signer set holds (never one node's claim).
     pub reference: Option<BlockRef>,
+    /// The highest head an online signer node reports now (one node's claim;
+    /// absent from aggregators that predate it). Only orders sealing after an
+    /// unclean stop: an agent holds sealing until its own head reaches it, for
+    /// a bounded time, so the longest surviving history is sealed on first.
+    pub fleet_head: Option<u64>,
 }
 
 /// Live peers for discovery (`GET /api/peers`).

@@ -82,14 +82,16 @@ pub struct Live {
     reference_at_ms: u64,
     /// height → hash of the block shown there (the reference chain).
     shown: BTreeMap<u64, String>,
+    /// Lowest height of `shown` reached from the reference by parent links
+    /// alone (below it the most-seen block is shown: a guess, not history).
+    shown_linked_from: u64,
     pub alarms: Alarms,
     /// Since when the fork condition holds (debounce).
     fork_since_ms: Option<u64>,
     pub stall_periods: u64,
-    /// height → hash the reference chain had there (newest knowledge).
-    history: BTreeMap<u64, String>,
-    /// Highest reference head ever seen.
-    history_top: u64,
+    /// height → hash the reference chain has there, and the highest
+    /// reference head that block was part of.
+    history: BTreeMap<u64, (String, u64)>,
     /// A block replaced at this depth or deeper is rewritten history.
     pub rewrite_confirmations: u64,
     /// How long the alarm stays raised after the last rewritten block.
@@ -155,11 +157,11 @@ impl Live {
             reference_dirty: false,
             reference_at_ms: 0,
             shown: BTreeMap::new(),
+            shown_linked_from: u64::MAX,
             alarms: Alarms::default(),
             fork_since_ms: None,
             stall_periods,
             history: BTreeMap::new(),
-            history_top: 0,
             rewrite_confirmations: DEFAULT_REWRITE_CONFIRMATIONS,
             rewrite_alarm_ms: DEFAULT_REWRITE_ALARM_MS,
             rewrites: Vec::new(),
@@ -555,12 +557,19 @@ impl Live {
     /// (the most-seen block where a link is unknown).
     fn recompute_shown(&mut self) {
         self.shown.clear();
+        self.shown_linked_from = u64::MAX;
         let Some((top, hash)) = &self.reference else {
             return;
         };
         let mut next = Some(hash.clone());
+        let mut linked = true;
         for (height, at) in self.blocks.range(..=*top).rev() {
-            let chosen = next.filter(|h| at.contains_key(h)).or_else(|| {
+            let by_link = next.filter(|h| at.contains_key(h));
+            linked &= by_link.is_some();
+            if linked {
+                self.shown_linked_from = *height;
+            }
+            let chosen = by_link.or_else(|| {
                 at.values()
                     .max_by_key(|b| (b.seen.len(), std::cmp::Reverse(b.first_seen_ms)))
                     .map(|b| b.hash.clone())
@@ -576,19 +585,30 @@ impl Live {
     }
 
     /// Compares the reference chain with what it was at each height: a block
-    /// replaced after at least `rewrite_confirmations` blocks were built on
-    /// it (counted from the highest reference head seen) is rewritten history.
+    /// replaced after at least `rewrite_confirmations` blocks had been built
+    /// on it (the highest reference head it was part of, minus its height) is
+    /// rewritten history.
     fn remember_history(&mut self) {
         let Some((top, _)) = &self.reference else {
             return;
         };
         let top = *top;
-        for (height, hash) in &self.shown {
-            let old = self.history.insert(*height, hash.clone());
-            let Some(old) = old.filter(|old| old != hash) else {
-                continue;
+        // Only the part linked to the reference is history; a guessed block
+        // below a gap may be replaced by the real one without any reorg.
+        for (height, hash) in self.shown.range(self.shown_linked_from..) {
+            let (old, old_top) = match self.history.get_mut(height) {
+                Some((known, seen_top)) if known == hash => {
+                    *seen_top = (*seen_top).max(top);
+                    continue;
+                }
+                Some((known, seen_top)) => (known.clone(), *seen_top),
+                None => {
+                    self.history.insert(*height, (hash.clone(), top));
+                    continue;
+                }
             };
-            let depth = self.history_top.saturating_sub(*height);
+            self.history.insert(*height, (hash.clone(), top));
+            let depth = old_top.saturating_sub(*height);
             if depth < self.rewrite_confirmations {
                 continue;
             }
@@ -611,10 +631,21 @@ impl Live {
         if self.rewrites.len() > REWRITES_SHOWN {
             self.rewrites.drain(..self.rewrites.len() - REWRITES_SHOWN);
         }
-        self.history_top = self.history_top.max(top);
         while self.history.len() > HISTORY_HEIGHTS {
             self.history.pop_first();
         }
+    }
+
+    /// The highest head an online signer node reports (any online node when
+    /// the network file names no signer node), for the recovery order.
+    pub fn highest_signer_head(&self) -> Option<u64> {
+        let online = self.nodes.values().filter(|n| n.online);
+        let heads = online.filter(|n| {
+            self.signer_nodes.is_empty() || self.signer_nodes.iter().any(|s| s.id == n.id)
+        });
+        heads
+            .filter_map(|n| n.head.as_ref().map(|h| h.number))
+            .max()
     }
 
     /// Confirmed blocks replaced since the aggregator started.
@@ -1069,6 +1100,66 @@ mod tests {
         l.tick(15_000 + DEFAULT_REWRITE_ALARM_MS);
         assert_eq!(l.alarms.history_rewritten, None);
         assert_eq!(l.rewrites_total(), 2, "the count stays");
+    }
+
+    #[test]
+    fn the_fleet_head_is_the_highest_online_signer_head() {
+        let mut l = live();
+        assert_eq!(l.highest_signer_head(), None);
+        chain(&mut l, &["n1", "n2"], 5);
+        l.on_block("n3", "n3", "agent", &report(1, 0, 0, "0xa", 1000), 1000);
+        // A node outside the signer nodes does not count.
+        l.on_block("v1", "v1", "agent", &report(6, 0, 0, "0xa", 1000), 1000);
+        assert_eq!(l.highest_signer_head(), Some(5));
+        // n1 came back lower after a crash: its new report counts.
+        l.on_block("n1", "n1", "agent", &report(3, 0, 0, "0xa", 1000), 1000);
+        assert_eq!(l.highest_signer_head(), Some(5), "n2 still holds 5");
+        l.on_block("n2", "n2", "agent", &report(3, 0, 0, "0xa", 1000), 1000);
+        assert_eq!(l.highest_signer_head(), Some(3));
+        // Silent nodes go offline and stop counting.
+        l.on_block("n3", "n3", "agent", &report(2, 0, 0, "0xa", 40_000), 40_000);
+        l.tick(40_000);
+        assert_eq!(l.highest_signer_head(), Some(2));
+    }
+
+    #[test]
+    fn a_guess_below_a_gap_is_not_history() {
+        let mut l = live();
+        // Block 1 of two branches; the reference chain's block 2 is reported
+        // only later, so block 1 of the reference chain is first a guess.
+        for node in ["n1", "n2"] {
+            l.on_block(node, node, "agent", &report(1, 1, 0, "0xa", 1000), 1000);
+        }
+        l.on_block("n3", "n3", "agent", &report(1, 2, 0, "0xa", 1000), 1000);
+        for n in 3..=12 {
+            for node in ["n1", "n2", "n3"] {
+                let parent = if n == 3 { 2 } else { 0 };
+                l.on_block(
+                    node,
+                    node,
+                    "agent",
+                    &report(n, 0, parent, "0xa", n * 1000),
+                    n * 1000,
+                );
+            }
+        }
+        // Block 2 (on branch 2's block 1) arrives late from another node:
+        // height 1 shows another block from the next head on, but the first
+        // one was never linked to the reference.
+        l.on_block("v1", "v1", "agent", &report(2, 2, 2, "0xa", 13_000), 13_000);
+        for node in ["n1", "n2", "n3"] {
+            l.on_block(
+                node,
+                node,
+                "agent",
+                &report(13, 0, 0, "0xa", 13_000),
+                13_000,
+            );
+        }
+        assert_eq!(l.shown.get(&1), Some(&h(1, 2)));
+        l.tick(14_000);
+        assert_eq!(l.alarms.history_rewritten, None);
+        assert_eq!(l.rewrites_total(), 0);
     }
 
     #[test]
