@@ -97,6 +97,8 @@ struct Setup {
     /// Whether signers hold sealing after the unclean stop until the heads are
     /// compared (the default); off, they seal at once, as agents did before.
     recovery_hold: bool,
+    /// Signers whose agent.toml sets `durability = "standard"`.
+    standard_signers: &'static [usize],
 }
 
 /// 3 signers and a validator under agents reporting to an aggregator.
@@ -123,6 +125,12 @@ async fn start(setup: Setup) -> Result<(TestNetwork, SocketAddr)> {
         ..Default::default()
     };
     let mut net = TestNetwork::generate(&options)?;
+    for i in setup.standard_signers {
+        let file = net.node_dir(*i).join("agent.toml");
+        let mut toml = std::fs::read_to_string(&file)?;
+        toml.push_str("durability = \"standard\"\n");
+        std::fs::write(&file, toml)?;
+    }
     let db = net.path().join("aggregator.db");
     let cmd = net.aggregator_command(Path::new(AGGREGATOR), addr, &db);
     net.spawn_other(0, cmd)?;
@@ -325,6 +333,7 @@ async fn with_default_durability_a_power_cut_keeps_every_confirmed_transfer_in_i
     let cut = power_cut(Setup {
         durability: None,
         recovery_hold: true,
+        standard_signers: &[],
     })
     .await?;
     println!("default durability: {}", cut.describe());
@@ -372,6 +381,7 @@ async fn with_standard_durability_a_power_cut_rewrites_history_and_raises_the_al
     let setup = Setup {
         durability: Some("standard"),
         recovery_hold: false,
+        standard_signers: &[],
     };
     let mut cut = power_cut(setup).await?;
     println!("standard durability, first cut: {}", cut.describe());
@@ -455,5 +465,50 @@ async fn with_standard_durability_a_power_cut_rewrites_history_and_raises_the_al
     }
     println!("clique_history_rewrites_total per node: {per_node:?}");
     assert!(per_node.iter().any(|n| *n >= 1.0), "{per_node:?}");
+    Ok(())
+}
+
+/// Recovery order: one archive signer keeps its head through the cut, two
+/// standard signers resume from an older block. The two hold sealing until
+/// they caught up with the archive signer's head (they are a majority and
+/// could otherwise seal over it), so every confirmed transfer stays.
+#[tokio::test]
+async fn after_a_power_cut_the_signer_with_the_longest_history_seals_first() -> Result<()> {
+    let cut = power_cut(Setup {
+        durability: None,
+        recovery_hold: true,
+        standard_signers: &[1, 2],
+    })
+    .await?;
+    println!("one archive signer, two standard: {}", cut.describe());
+    let behind: Vec<usize> = (1..SIGNERS)
+        .filter(|i| cut.loaded[*i] < cut.loaded[0])
+        .collect();
+    for i in &behind {
+        let log = cut.net.nodes[*i].log_text();
+        let after_cut = &log[log.find("after an unclean stop").context("hold logged")?..];
+        assert!(
+            after_cut.contains("holding sealing until this node reaches the fleet's highest head"),
+            "{} resumed below signer-1 and did not wait for it",
+            cut.net.nodes[*i].info.name
+        );
+    }
+    println!("signers that resumed below signer-1 and waited: {behind:?}");
+    assert!(
+        !behind.is_empty(),
+        "no standard signer resumed below the archive one: {}",
+        cut.describe()
+    );
+    assert!(
+        cut.moved().is_empty(),
+        "confirmed transfers moved: {}",
+        cut.describe()
+    );
+    let s = state(cut.aggregator).await?;
+    assert!(
+        s["alarms"]["history_rewritten"].is_null(),
+        "{}",
+        s["alarms"]
+    );
     Ok(())
 }
