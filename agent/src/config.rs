@@ -118,10 +118,11 @@ pub struct RunArgs {
     /// replies not signed by it are ignored. Required with --aggregator.
     #[arg(long, env = "GETH_AGENT_AGGREGATOR_ADDRESS", value_name = "ADDRESS")]
     pub aggregator_address: Option<String>,
-    /// archive: geth keeps every block's state on disk (`--gcmode=archive`),
+    /// archive: geth keeps every block's state on disk (`--gcmode archive`),
     /// so a power cut of the whole network loses no confirmed block. standard:
     /// geth's default, recent state in memory [default: archive for signers,
-    /// standard for validators].
+    /// standard for validators; attach mode: standard, and the setting only
+    /// describes the platform's geth].
     #[arg(long, env = "GETH_AGENT_DURABILITY", value_name = "archive|standard")]
     pub durability: Option<String>,
     /// A block replaced after this many blocks were built on it counts as
@@ -408,6 +409,9 @@ impl RunArgs {
         let mut geth_args = file.geth_args;
         geth_args.extend(self.geth_args);
         let durability = match self.durability.or(file.durability) {
+            // In attach mode the platform starts geth: the setting only
+            // describes its --gcmode, so nothing is assumed.
+            None if mode == Mode::Attach => Durability::Standard,
             None => Durability::default_for(if signer.is_some() {
                 geth_wire::network::Role::Signer
             } else {
@@ -787,6 +791,14 @@ mod tests {
         args.config = Some(file);
         assert_eq!(args.resolve().unwrap().geth.durability, Durability::Archive);
         assert_eq!(config.rewrite_confirmations, DEFAULT_REWRITE_CONFIRMATIONS);
+        // Attach mode: geth is the platform's; archive only when said so.
+        let mut args = signer_args(dir.path());
+        args.mode = Some("attach".into());
+        args.geth_log_file = Some(dir.path().join("geth.log"));
+        assert_eq!(
+            args.resolve().unwrap().geth.durability,
+            Durability::Standard
+        );
     }
 
     #[test]
