@@ -56,10 +56,15 @@ pub enum RecoveryTurn {
     Seal { own: u64 },
 }
 
+/// How far below the fleet's highest head a signer may be and still seal:
+/// the holder of the highest head seals a block or two on its own before
+/// clique's signer limit stops it, while the others still hold.
+pub const RECOVERY_SLACK: u64 = 2;
+
 pub fn recovery_turn(own: u64, fleet_head: Option<u64>) -> RecoveryTurn {
     match fleet_head {
         None => RecoveryTurn::Unknown,
-        Some(fleet) if fleet > own => RecoveryTurn::Behind { own, fleet },
+        Some(fleet) if fleet > own + RECOVERY_SLACK => RecoveryTurn::Behind { own, fleet },
         Some(_) => RecoveryTurn::Seal { own },
     }
 }
@@ -431,6 +436,12 @@ mod tests {
             recovery_turn(12, Some(21)),
             RecoveryTurn::Behind { own: 12, fleet: 21 }
         );
+        assert_eq!(
+            recovery_turn(18, Some(21)),
+            RecoveryTurn::Behind { own: 18, fleet: 21 }
+        );
+        // The holder sealed a block alone before clique's limit stopped it.
+        assert_eq!(recovery_turn(19, Some(21)), RecoveryTurn::Seal { own: 19 });
         assert_eq!(recovery_turn(21, Some(21)), RecoveryTurn::Seal { own: 21 });
         assert_eq!(recovery_turn(22, Some(21)), RecoveryTurn::Seal { own: 22 });
     }
