@@ -75,6 +75,11 @@ pub struct NewArgs {
     /// Host name or IP in every enode (how peers reach the nodes).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+    /// Durability of every node (archive|standard), written into each
+    /// agent.toml [default: none written: archive for signers, standard for
+    /// validators].
+    #[arg(long, value_name = "archive|standard")]
+    pub durability: Option<geth_wire::network::Durability>,
     /// p2p port of the first node; node i uses port + i.
     #[arg(long, default_value_t = 30303)]
     pub p2p_port: u16,
@@ -223,6 +228,7 @@ fn new_network(args: &NewArgs) -> ExitCode {
             accounts: args.accounts,
             host: args.host.clone(),
             ports,
+            durability: args.durability,
         };
         network::generate(&spec, &args.out)
     });

@@ -10,7 +10,7 @@ use alloy::primitives::Address;
 use clap::Args;
 use serde::Deserialize;
 
-use crate::geth::{GethCommand, SignerArgs};
+use crate::geth::{Durability, GethCommand, SignerArgs};
 use crate::readiness::ReadinessConfig;
 use crate::status::Mode;
 
@@ -20,6 +20,8 @@ pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 120;
 pub const DEFAULT_MIN_GAS_PRICE_WEI: u64 = 0;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9101";
 pub const DEFAULT_RESTART_BACKOFF_MAX_SECS: u64 = 60;
+pub const DEFAULT_REWRITE_CONFIRMATIONS: u64 = 6;
+pub const DEFAULT_RECOVERY_HOLD_SECS: u64 = 120;
 
 /// Options of `geth-agent run`. Every option can also come from the TOML file
 /// given by `--config` (same names, with `_` for `-`).
@@ -116,6 +118,22 @@ pub struct RunArgs {
     /// replies not signed by it are ignored. Required with --aggregator.
     #[arg(long, env = "GETH_AGENT_AGGREGATOR_ADDRESS", value_name = "ADDRESS")]
     pub aggregator_address: Option<String>,
+    /// archive: geth keeps every block's state on disk (`--gcmode archive`),
+    /// so a power cut of the whole network loses no confirmed block. standard:
+    /// geth's default, recent state in memory [default: archive for signers,
+    /// standard for validators; attach mode: standard, and the setting only
+    /// describes the platform's geth].
+    #[arg(long, env = "GETH_AGENT_DURABILITY", value_name = "archive|standard")]
+    pub durability: Option<String>,
+    /// A block replaced after this many blocks were built on it counts as
+    /// rewritten history (clique_history_rewrites_total) [default: 6].
+    #[arg(long, env = "GETH_AGENT_REWRITE_CONFIRMATIONS", value_name = "BLOCKS")]
+    pub rewrite_confirmations: Option<u64>,
+    /// After an unclean stop a signer reporting to an aggregator holds sealing
+    /// until its head reaches the fleet's highest, at most this long; 0: no
+    /// hold [default: 120].
+    #[arg(long, env = "GETH_AGENT_RECOVERY_HOLD_SECS", value_name = "SECS")]
+    pub recovery_hold_secs: Option<u64>,
     /// Extra arguments passed to geth as they are (after `--`).
     #[arg(last = true, value_name = "GETH_ARGS")]
     pub geth_args: Vec<String>,
@@ -152,6 +170,9 @@ struct FileConfig {
     restart_backoff_max_secs: Option<u64>,
     aggregator: Option<String>,
     aggregator_address: Option<String>,
+    durability: Option<String>,
+    rewrite_confirmations: Option<u64>,
+    recovery_hold_secs: Option<u64>,
     #[serde(default)]
     geth_args: Vec<String>,
 }
@@ -179,6 +200,10 @@ pub struct RunConfig {
     pub aggregator: Option<String>,
     /// The key that must sign the aggregator's replies (set whenever `aggregator` is).
     pub aggregator_address: Option<Address>,
+    /// Depth from which a replaced block counts as rewritten history.
+    pub rewrite_confirmations: u64,
+    /// Longest sealing hold after an unclean stop (`None`: no hold).
+    pub recovery_hold: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -188,11 +213,7 @@ pub struct ConfigError(pub Vec<String>);
 impl RunConfig {
     /// Archive nodes write state every block and log no state lines on shutdown.
     pub fn archive(&self) -> bool {
-        let args = &self.geth.extra_args;
-        args.iter().any(|a| a == "--gcmode=archive")
-            || args
-                .windows(2)
-                .any(|w| w[0] == "--gcmode" && w[1] == "archive")
+        self.geth.durability == Durability::Archive
     }
 }
 
@@ -387,6 +408,36 @@ impl RunArgs {
         };
         let mut geth_args = file.geth_args;
         geth_args.extend(self.geth_args);
+        let durability = match self.durability.or(file.durability) {
+            // In attach mode the platform starts geth: the setting only
+            // describes its --gcmode, so nothing is assumed.
+            None if mode == Mode::Attach => Durability::Standard,
+            None => Durability::default_for(if signer.is_some() {
+                geth_wire::network::Role::Signer
+            } else {
+                geth_wire::network::Role::Validator
+            }),
+            Some(text) => text.parse().unwrap_or_else(|e| {
+                errors.push(format!("durability: {e}"));
+                Durability::Archive
+            }),
+        };
+        if let Some(arg) = geth_args.iter().find(|a| {
+            let name = a.trim_start_matches('-');
+            a.starts_with('-') && name.split('=').next() == Some("gcmode")
+        }) {
+            errors.push(format!(
+                "geth_args: {arg:?} refused: the durability setting chooses geth's gcmode \
+                 (durability = \"archive\" or \"standard\")"
+            ));
+        }
+        let rewrite_confirmations = self
+            .rewrite_confirmations
+            .or(file.rewrite_confirmations)
+            .unwrap_or(DEFAULT_REWRITE_CONFIRMATIONS);
+        if rewrite_confirmations == 0 {
+            errors.push("rewrite_confirmations: must be at least 1".into());
+        }
         if signer.is_some() {
             errors.extend(signer_rpc_problems(
                 http,
@@ -428,6 +479,7 @@ impl RunArgs {
         geth.netrestrict = netrestrict;
         geth.log_file = geth_log_file;
         geth.min_gas_price_wei = Some(min_gas_price_wei);
+        geth.durability = durability;
         geth.extra_args = geth_args;
         Ok(RunConfig {
             name,
@@ -450,6 +502,14 @@ impl RunArgs {
             period: period.flatten().unwrap_or(0),
             aggregator,
             aggregator_address,
+            rewrite_confirmations,
+            recovery_hold: Some(
+                self.recovery_hold_secs
+                    .or(file.recovery_hold_secs)
+                    .unwrap_or(DEFAULT_RECOVERY_HOLD_SECS),
+            )
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs),
         })
     }
 }
@@ -690,6 +750,78 @@ mod tests {
         .resolve()
         .unwrap();
         assert_eq!(config.aggregator_address, Some(address.parse().unwrap()));
+    }
+
+    #[test]
+    fn durability_is_archive_for_signers_by_default_and_sets_gcmode() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = signer_args(dir.path()).resolve().unwrap();
+        assert_eq!(signer.geth.durability, Durability::Archive);
+        assert!(signer.archive());
+        let line: Vec<String> = signer
+            .geth
+            .args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            line.windows(2)
+                .any(|w| w[0] == "--gcmode" && w[1] == "archive"),
+            "{line:?}"
+        );
+        let mut validator = signer_args(dir.path());
+        validator.signer = None;
+        let validator = validator.resolve().unwrap();
+        assert_eq!(validator.geth.durability, Durability::Standard);
+        assert!(!validator.archive());
+        // Chosen explicitly, from a flag or the TOML file.
+        let mut args = signer_args(dir.path());
+        args.durability = Some("standard".into());
+        let config = args.resolve().unwrap();
+        assert_eq!(config.geth.durability, Durability::Standard);
+        assert!(!config
+            .geth
+            .args()
+            .iter()
+            .any(|a| a.to_string_lossy().contains("gcmode")));
+        let file = dir.path().join("agent.toml");
+        std::fs::write(&file, "durability = \"archive\"\n").unwrap();
+        let mut args = signer_args(dir.path());
+        args.signer = None;
+        args.config = Some(file);
+        assert_eq!(args.resolve().unwrap().geth.durability, Durability::Archive);
+        assert_eq!(config.rewrite_confirmations, DEFAULT_REWRITE_CONFIRMATIONS);
+        // Attach mode: geth is the platform's; archive only when said so.
+        let mut args = signer_args(dir.path());
+        args.mode = Some("attach".into());
+        args.geth_log_file = Some(dir.path().join("geth.log"));
+        assert_eq!(
+            args.resolve().unwrap().geth.durability,
+            Durability::Standard
+        );
+    }
+
+    #[test]
+    fn bad_durability_and_a_second_gcmode_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = signer_args(dir.path());
+        args.durability = Some("full".into());
+        args.rewrite_confirmations = Some(0);
+        let err = args.resolve().unwrap_err();
+        assert_eq!(err.0.len(), 2, "{err}");
+        assert!(err.0[0].contains("durability: \"full\""), "{err}");
+        assert!(err.0[1].contains("rewrite_confirmations"), "{err}");
+        for flags in [
+            vec!["--gcmode=archive"],
+            vec!["--gcmode", "full"],
+            vec!["-gcmode=full"],
+        ] {
+            let mut args = signer_args(dir.path());
+            args.geth_args = flags.iter().map(|f| (*f).to_owned()).collect();
+            let err = args.resolve().unwrap_err();
+            assert_eq!(err.0.len(), 1, "{err}");
+            assert!(err.0[0].contains("durability setting"), "{err}");
+        }
     }
 
     #[test]

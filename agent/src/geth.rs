@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use alloy::primitives::Address;
+pub use geth_wire::network::Durability;
 
 /// The only geth release line the agent drives (the last that seals clique).
 pub const SUPPORTED_VERSION: &str = "1.13.15";
@@ -45,6 +46,8 @@ pub struct GethCommand {
     /// The gas price floor (wei) the agent applies with `miner_setGasPrice`;
     /// also sets what `eth_gasPrice` advises wallets (see [`gas_price_args`]).
     pub min_gas_price_wei: Option<u64>,
+    /// `archive` adds `--gcmode archive`; `standard` leaves geth's default.
+    pub durability: Durability,
     /// Appended verbatim.
     pub extra_args: Vec<String>,
 }
@@ -61,6 +64,7 @@ impl GethCommand {
             netrestrict: "127.0.0.0/8".into(),
             log_file: None,
             min_gas_price_wei: None,
+            durability: Durability::Standard,
             extra_args: Vec::new(),
         }
     }
@@ -87,6 +91,10 @@ impl GethCommand {
         push("--netrestrict", &self.netrestrict);
         push("--nat", &"none");
         push("--syncmode", &"full");
+        if self.durability == Durability::Archive {
+            // Commit every block's state: nothing imported is lost to a power cut.
+            push("--gcmode", &"archive");
+        }
         push("--log.format", &"json");
         push("--verbosity", &"3");
         // The engine API listener is unused by clique; bind it to loopback on a
@@ -193,6 +201,14 @@ mod tests {
         // Even if HTTP were set, geth must refuse to unlock: no --allow-insecure-unlock.
         cmd.http = Some("127.0.0.1:8545".parse().unwrap());
         assert!(!joined(&cmd).contains("--allow-insecure-unlock"));
+    }
+
+    #[test]
+    fn archive_durability_sets_the_gc_mode() {
+        let mut cmd = GethCommand::new("geth".into(), "/d".into());
+        assert!(!joined(&cmd).contains("--gcmode"), "geth's default");
+        cmd.durability = Durability::Archive;
+        assert!(joined(&cmd).contains("--gcmode archive"));
     }
 
     #[test]

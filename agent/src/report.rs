@@ -352,6 +352,11 @@ impl Reporter {
         if let Some(reference) = &reply.reference {
             self.take_reference(reference).await;
         }
+        if reply.fleet_head.is_some() {
+            self.status_tx.send_if_modified(|s| {
+                std::mem::replace(&mut s.fleet_head, reply.fleet_head) != reply.fleet_head
+            });
+        }
         Ok(reply)
     }
 
@@ -633,6 +638,7 @@ mod tests {
                                 expires_ms: now_ms() + 600_000,
                                 command: Command::Restart,
                             }],
+                            fleet_head: Some(9),
                         })
                         .unwrap();
                         reply(&s, &headers, body)
@@ -729,6 +735,7 @@ mod tests {
             })
         );
         assert_eq!(status.hash_at_reference, None, "node below the reference");
+        assert_eq!(status.fleet_head, Some(9));
         // Many requests within the same milliseconds: times strictly increase.
         for _ in 0..20 {
             h.reporter.send_stats().await.unwrap();

@@ -133,6 +133,7 @@ async fn start(
     ));
     let (requests_tx, requests_rx) = mpsc::channel(16);
     let metrics = Arc::new(Metrics::new(config.geth.signer.as_ref().map(|s| s.address)));
+    metrics.set_rewrite_confirmations(config.rewrite_confirmations);
     let mut monitor = Monitor::new(
         config.geth.ipc_path(),
         config.geth.datadir.clone(),

@@ -39,6 +39,44 @@ pub struct SealingStart {
     pub max_wait: Duration,
     /// Clique block period (seconds), to judge a chain stuck at block 1.
     pub period: u64,
+    /// After an unclean stop, hold sealing up to this long until this node's
+    /// head reaches the fleet's highest (from the aggregator); `None`: no hold.
+    pub recovery_hold: Option<Duration>,
+}
+
+/// Whether a signer that stopped uncleanly may seal now (see
+/// docs/OPERATIONS.md, "After a power cut").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryTurn {
+    /// The heads are not compared yet (no aggregator reply since this start).
+    Unknown,
+    /// Another signer holds a longer history: sealing now would seal over it.
+    Behind { own: u64, fleet: u64 },
+    /// This node holds the fleet's highest head (or has caught up with it).
+    Seal { own: u64 },
+}
+
+/// How far below the fleet's highest head a signer may be and still seal:
+/// the holder of the highest head seals a block or two on its own before
+/// clique's signer limit stops it, while the others still hold.
+pub const RECOVERY_SLACK: u64 = 2;
+
+pub fn recovery_turn(own: u64, fleet_head: Option<u64>) -> RecoveryTurn {
+    match fleet_head {
+        None => RecoveryTurn::Unknown,
+        Some(fleet) if fleet > own + RECOVERY_SLACK => RecoveryTurn::Behind { own, fleet },
+        Some(_) => RecoveryTurn::Seal { own },
+    }
+}
+
+/// Whether geth's last stop was unclean: the agent's verdict, or geth's own
+/// start-up evidence (a power cut also takes the agent down).
+pub fn after_unclean_stop(status: &NodeStatus) -> bool {
+    status.last_shutdown.as_ref().is_some_and(|v| !v.clean)
+        || status
+            .last_start
+            .as_ref()
+            .is_some_and(|e| e.after_unclean_stop || e.blocks_lost > 0 || e.new_unclean_boots > 0)
 }
 
 /// `[Node.P2P] StaticNodes` of a geth config TOML: the dialable peer addresses.
@@ -119,7 +157,7 @@ pub async fn apply_reporting(
             }
         }
     };
-    let (_, sealing) = tokio::join!(gas, start_sealing(rpc, policy, cancel));
+    let (_, sealing) = tokio::join!(gas, start_sealing(rpc, policy, status, cancel));
     sealing
 }
 
@@ -171,6 +209,7 @@ pub async fn suggested_gas_price(rpc: &GethRpc) -> Result<u64, RpcError> {
 async fn start_sealing(
     rpc: &GethRpc,
     policy: &StartupPolicy,
+    status: Option<&watch::Sender<NodeStatus>>,
     cancel: &CancellationToken,
 ) -> Result<(), RpcError> {
     let Some(sealing) = policy.sealing else {
@@ -197,6 +236,12 @@ async fn start_sealing(
             _ = tokio::time::sleep(PEER_POLL) => {}
         }
     }
+    if let (Some(hold), Some(status)) = (sealing.recovery_hold, status) {
+        let own_head = || async { rpc.block_number().await };
+        if !hold_after_unclean_stop(own_head, status, hold, cancel).await? {
+            return Ok(());
+        }
+    }
     if !wait_until_signer_unlocked(rpc, cancel).await? {
         return Ok(());
     }
@@ -206,6 +251,81 @@ async fn start_sealing(
         unwedge_block_one(rpc, sealing.period, &policy.static_nodes, cancel).await?;
     }
     Ok(())
+}
+
+/// After an unclean stop of this node's geth, sealing waits until the heads
+/// were compared through the aggregator and this node holds the fleet's
+/// highest one (it catches up by syncing from the signer that has it), so the
+/// longest surviving history is sealed on first instead of being sealed over.
+/// Never longer than `hold`: a lone node (aggregator down, peers gone) seals
+/// after it. Returns false when cancelled.
+pub async fn hold_after_unclean_stop<F, Fut>(
+    mut own_head: F,
+    status: &watch::Sender<NodeStatus>,
+    hold: Duration,
+    cancel: &CancellationToken,
+) -> Result<bool, RpcError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<u64, RpcError>>,
+{
+    let started = Instant::now();
+    // geth's start-up evidence arrives with its first answers.
+    while status.borrow().last_start.is_none() && started.elapsed() < hold {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(false),
+            _ = tokio::time::sleep(PEER_POLL) => {}
+        }
+    }
+    if !after_unclean_stop(&status.borrow()) {
+        return Ok(true);
+    }
+    // A head from before the stop compares nothing: wait for a fresh reply.
+    status.send_modify(|s| s.fleet_head = None);
+    let mut logged = None;
+    loop {
+        let own = own_head().await?;
+        let turn = recovery_turn(own, status.borrow().fleet_head);
+        match turn {
+            RecoveryTurn::Seal { own } => {
+                tracing::info!(
+                    head = own,
+                    "after an unclean stop: this node holds the fleet's highest head, sealing resumes"
+                );
+                return Ok(true);
+            }
+            _ if started.elapsed() >= hold => {
+                tracing::warn!(
+                    ?turn,
+                    "after an unclean stop: sealing resumes after {hold:?} without this node \
+                     holding the fleet's highest head"
+                );
+                return Ok(true);
+            }
+            RecoveryTurn::Behind { fleet, .. } if logged != Some(fleet) => {
+                logged = Some(fleet);
+                tracing::warn!(
+                    head = own,
+                    fleet_head = fleet,
+                    "after an unclean stop: holding sealing until this node reaches the \
+                     fleet's highest head (another signer kept a longer history)"
+                );
+            }
+            RecoveryTurn::Unknown if logged.is_none() => {
+                logged = Some(0);
+                tracing::info!(
+                    head = own,
+                    "after an unclean stop: holding sealing until the heads are compared \
+                     through the aggregator"
+                );
+            }
+            _ => {}
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(false),
+            _ = tokio::time::sleep(PEER_POLL) => {}
+        }
+    }
 }
 
 /// geth opens its IPC before `--unlock` has decrypted the keystore (scrypt:
@@ -297,6 +417,97 @@ mod tests {
     use super::*;
     use crate::status::Mode;
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn evidence(after_unclean_stop: bool) -> crate::crash::StartEvidence {
+        crate::crash::StartEvidence {
+            loaded_head: Some(12),
+            previous_head: Some(12),
+            blocks_lost: 0,
+            repaired: false,
+            new_unclean_boots: 0,
+            after_unclean_stop,
+        }
+    }
+
+    #[test]
+    fn the_highest_head_seals_first() {
+        assert_eq!(recovery_turn(12, None), RecoveryTurn::Unknown);
+        assert_eq!(
+            recovery_turn(12, Some(21)),
+            RecoveryTurn::Behind { own: 12, fleet: 21 }
+        );
+        assert_eq!(
+            recovery_turn(18, Some(21)),
+            RecoveryTurn::Behind { own: 18, fleet: 21 }
+        );
+        // The holder sealed a block alone before clique's limit stopped it.
+        assert_eq!(recovery_turn(19, Some(21)), RecoveryTurn::Seal { own: 19 });
+        assert_eq!(recovery_turn(21, Some(21)), RecoveryTurn::Seal { own: 21 });
+        assert_eq!(recovery_turn(22, Some(21)), RecoveryTurn::Seal { own: 22 });
+    }
+
+    #[tokio::test]
+    async fn after_an_unclean_stop_sealing_waits_for_the_fleets_highest_head() {
+        let mut node = NodeStatus::new("n".into(), Mode::Spawn, 1);
+        node.last_start = Some(evidence(true));
+        node.fleet_head = Some(99); // from before the stop: not trusted
+        let (status, _rx) = watch::channel(node);
+        let own = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(12));
+        let (status_ref, own_ref) = (status.clone(), own.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            status_ref.send_modify(|s| s.fleet_head = Some(21));
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            own_ref.store(21, Ordering::SeqCst);
+        });
+        let started = Instant::now();
+        let own_head = || {
+            let own = own.clone();
+            async move { Ok(own.load(Ordering::SeqCst)) }
+        };
+        let go = hold_after_unclean_stop(
+            own_head,
+            &status,
+            Duration::from_secs(60),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        assert!(go);
+        assert!(
+            started.elapsed() >= Duration::from_millis(1000),
+            "held until the head caught up: {:?}",
+            started.elapsed()
+        );
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
+
+    #[tokio::test]
+    async fn a_lone_node_seals_after_the_hold_and_a_clean_one_at_once() {
+        let mut node = NodeStatus::new("n".into(), Mode::Spawn, 1);
+        node.last_start = Some(evidence(true));
+        let (status, _rx) = watch::channel(node);
+        let own_head = || async { Ok(12) };
+        let started = Instant::now();
+        let hold = Duration::from_millis(1200);
+        let cancel = CancellationToken::new();
+        assert!(hold_after_unclean_stop(own_head, &status, hold, &cancel)
+            .await
+            .unwrap());
+        assert!(
+            started.elapsed() >= hold,
+            "no aggregator: held the whole time"
+        );
+        // A clean stop holds nothing.
+        status.send_modify(|s| s.last_start = Some(evidence(false)));
+        let started = Instant::now();
+        assert!(
+            hold_after_unclean_stop(own_head, &status, Duration::from_secs(60), &cancel)
+                .await
+                .unwrap()
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
 
     #[tokio::test]
     async fn a_failed_gas_floor_is_retried_with_backoff_and_counted() {

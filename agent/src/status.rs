@@ -102,6 +102,10 @@ pub struct NodeStatus {
     /// This node's canonical block hash at `reference.number`, read from geth
     /// when that reply arrived (`None` while the node is below that height).
     pub hash_at_reference: Option<String>,
+    /// The highest head an online signer reports, from the aggregator's last
+    /// verified reply (the recovery order after an unclean stop).
+    #[serde(default)]
+    pub fleet_head: Option<u64>,
 }
 
 impl NodeStatus {
@@ -137,6 +141,7 @@ impl NodeStatus {
             gas_price_set_failures: 0,
             reference: None,
             hash_at_reference: None,
+            fleet_head: None,
         }
     }
 }

@@ -323,6 +323,12 @@ impl Supervisor {
                 min_peers: self.config.mine_min_peers,
                 max_wait: self.config.mine_wait,
                 period: self.config.period,
+                // The heads are compared through the aggregator.
+                recovery_hold: self
+                    .config
+                    .aggregator
+                    .as_ref()
+                    .and(self.config.recovery_hold),
             }),
         };
         let ipc = self.config.geth.ipc_path();

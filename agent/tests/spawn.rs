@@ -16,6 +16,9 @@ async fn sigterm_stops_geth_cleanly_and_records_the_head() -> Result<()> {
     let options = NetworkOptions {
         signers: 1,
         launcher: Launcher::Agent(AGENT.into()),
+        // geth logs the state it writes at the stop in standard durability
+        // only (an archive signer, the default, has written every block).
+        agent_args: vec!["--durability".into(), "standard".into()],
         ..Default::default()
     };
     let mut net = TestNetwork::start(options).await?;

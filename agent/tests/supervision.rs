@@ -20,11 +20,17 @@ use tokio::time::Instant;
 const AGENT: &str = env!("CARGO_BIN_EXE_geth-agent");
 const MINUTE: Duration = Duration::from_secs(60);
 
+/// Standard durability: the shutdown proofs here are geth's state lines, and
+/// an archive signer (the default) writes every block without any.
 fn one_signer(agent_args: &[&str]) -> NetworkOptions {
     NetworkOptions {
         signers: 1,
         launcher: Launcher::Agent(AGENT.into()),
-        agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
+        agent_args: ["--durability", "standard"]
+            .iter()
+            .chain(agent_args)
+            .map(|a| a.to_string())
+            .collect(),
         ..Default::default()
     }
 }

@@ -16,6 +16,8 @@ pub struct FleetMetrics {
     best: IntGauge,
     fork: IntGauge,
     stall: IntGauge,
+    history_rewritten: IntGauge,
+    rewritten_blocks: IntCounter,
     signer_last_sealed: IntGaugeVec,
     signer_missed: IntGaugeVec,
     reports: IntCounterVec,
@@ -72,6 +74,15 @@ impl Default for FleetMetrics {
             stall: g(
                 "clique_fleet_stall",
                 "1 while no new block arrived for the stall threshold.",
+            ),
+            history_rewritten: g(
+                "clique_fleet_history_rewritten",
+                "1 while the history-rewritten alarm is raised: a confirmed block of the \
+                 reference chain was replaced.",
+            ),
+            rewritten_blocks: c(
+                "clique_fleet_rewritten_blocks_total",
+                "Confirmed blocks of the reference chain replaced by another block.",
             ),
             signer_last_sealed: gv(
                 "clique_fleet_signer_last_sealed_block",
@@ -180,6 +191,12 @@ impl FleetMetrics {
         self.best.set(live.best().map_or(0, |b| b.number as i64));
         self.fork.set(i64::from(live.alarms.fork.is_some()));
         self.stall.set(i64::from(live.alarms.stall.is_some()));
+        self.history_rewritten
+            .set(i64::from(live.alarms.history_rewritten.is_some()));
+        self.rewritten_blocks.inc_by(
+            live.rewrites_total()
+                .saturating_sub(self.rewritten_blocks.get()),
+        );
         // Only the current set: signers voted out disappear.
         self.signer_last_sealed.reset();
         self.signer_missed.reset();
@@ -238,6 +255,30 @@ mod tests {
         let text = metrics.encode(&live, Default::default());
         assert!(!text.contains(r#"signer="0xc""#), "{text}");
         assert!(text.contains(r#"signer="0xa""#), "{text}");
+    }
+
+    #[test]
+    fn the_alert_rules_use_exported_fleet_metrics() {
+        let text = FleetMetrics::default().encode(&Live::unconfigured(), Default::default());
+        let rules = include_str!("../../monitoring/alerts.yml");
+        let mut used = 0;
+        for (i, _) in rules.match_indices("clique_fleet_") {
+            let name: String = rules[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} is used but not exported"
+            );
+            used += 1;
+        }
+        assert!(used > 0);
+        assert!(text.contains("clique_fleet_history_rewritten 0"), "{text}");
+        assert!(
+            text.contains("clique_fleet_rewritten_blocks_total 0"),
+            "{text}"
+        );
     }
 
     #[test]

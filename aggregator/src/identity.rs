@@ -151,6 +151,7 @@ mod tests {
             nodes: vec![],
             accounts: vec![],
             aggregator,
+            durability: None,
         }
     }
 

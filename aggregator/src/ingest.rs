@@ -244,7 +244,11 @@ pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
             reply.acked = seqs;
         }
     }
-    reply.reference = app.live().reference();
+    {
+        let live = app.live();
+        reply.reference = live.reference();
+        reply.fleet_head = live.highest_signer_head();
+    }
     // A step moved by this report goes on at once (not at the next second's
     // tick), and a command it produced for this node rides on this reply.
     app.restarts.tick(now);

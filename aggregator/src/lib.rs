@@ -71,6 +71,15 @@ pub struct Cli {
     /// Raise the stall alarm after this many block periods without a block.
     #[arg(long, env = "GETH_AGGREGATOR_STALL_PERIODS", default_value_t = 10)]
     pub stall_periods: u64,
+    /// Raise "history rewritten" when a block of the reference chain is
+    /// replaced after this many blocks were built on it.
+    #[arg(
+        long,
+        env = "GETH_AGGREGATOR_REWRITE_CONFIRMATIONS",
+        default_value_t = live::DEFAULT_REWRITE_CONFIRMATIONS,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub rewrite_confirmations: u64,
     /// Blocks kept in the database.
     #[arg(
         long,
@@ -200,6 +209,7 @@ pub fn build(cli: &Cli) -> Result<Arc<App>, SetupError> {
         signer_nodes,
         cli.stall_periods,
     );
+    live.rewrite_confirmations = cli.rewrite_confirmations;
     let store = Store::open_with(
         &cli.db,
         store::StoreOptions {

@@ -32,7 +32,7 @@
     nodes: new Map(),
     blocks: [],
     signers: [],
-    alarms: { fork: null, stall: null },
+    alarms: { fork: null, stall: null, rewritten: null },
     restart: null,
   };
   var stallSeenAt = 0; // client time (ms) when the current stall alarm arrived
@@ -263,7 +263,7 @@
     if (stall && (!prev || prev.since !== stall.since || prev.seconds !== stall.seconds)) {
       stallSeenAt = Date.now();
     }
-    S.alarms = { fork: a.fork || null, stall: stall };
+    S.alarms = { fork: a.fork || null, stall: stall, rewritten: a.history_rewritten || null };
     dirty.alarms = true;
     schedule();
   }
@@ -600,6 +600,31 @@
       fa.hidden = false;
     } else {
       fa.hidden = true;
+    }
+
+    var rw = S.alarms.rewritten;
+    var ra = $('rewrite-alarm');
+    if (rw && typeof rw === 'object') {
+      setText($('rewrite-total'), isNum(rw.total) ? rw.total + ' block(s)' : 'unknown count');
+      var rlist = $('rewrite-blocks');
+      var blocks = Array.isArray(rw.blocks) ? rw.blocks : [];
+      var ritems = blocks.map(function (b) {
+        var li = el('li');
+        li.appendChild(el('span', 'who', '#' + (isNum(b.height) ? b.height : '?') +
+          (isNum(b.depth) ? ' (' + b.depth + ' deep)' : '')));
+        var old = el('span', 'hash', shortHash(str(b.old_hash)));
+        old.setAttribute('title', str(b.old_hash));
+        li.appendChild(old);
+        li.appendChild(el('span', 'who', '→'));
+        var now = el('span', 'hash', shortHash(str(b.new_hash)));
+        now.setAttribute('title', str(b.new_hash));
+        li.appendChild(now);
+        return li;
+      });
+      rlist.replaceChildren.apply(rlist, ritems);
+      ra.hidden = false;
+    } else {
+      ra.hidden = true;
     }
 
     var stall = S.alarms.stall;

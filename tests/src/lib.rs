@@ -210,6 +210,7 @@ impl TestNetwork {
             accounts: 1,
             host: "127.0.0.1".into(),
             ports,
+            durability: None,
         };
         let network_dir = dir.path().join("network");
         let network = network::generate(&spec, &network_dir)?;
@@ -357,6 +358,7 @@ impl TestNetwork {
                     min_peers: signers - 1,
                     max_wait: Duration::from_secs(30),
                     period: self.network.period,
+                    recovery_hold: None,
                 }),
             };
             tasks.push(tokio::spawn(async move {

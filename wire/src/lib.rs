@@ -194,6 +194,11 @@ pub struct ReportReply {
     /// Commands for the reporting node (re-sent until their outcome event is
     /// stored; the agent runs each id once).
     pub commands: Vec<control::AgentCommand>,
+    /// The highest head an online signer node reports now (one node's claim;
+    /// absent from aggregators that predate it). Only orders sealing after an
+    /// unclean stop: an agent holds sealing until its own head reaches it, for
+    /// a bounded time, so the longest surviving history is sealed on first.
+    pub fleet_head: Option<u64>,
 }
 
 /// Live peers for discovery (`GET /api/peers`).

@@ -16,6 +16,58 @@ pub enum Role {
     Validator,
 }
 
+/// How eagerly a node writes chain state to disk (see docs/OPERATIONS.md,
+/// "Durability"). `archive` (geth `--gcmode=archive`) commits the state of
+/// every block, so a power cut loses nothing a node had imported; `standard`
+/// (geth's default) keeps recent state in memory and, when every node stops
+/// uncleanly at once, the network resumes from an older block and seals over
+/// confirmed history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    Archive,
+    Standard,
+}
+
+impl Durability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Archive => "archive",
+            Self::Standard => "standard",
+        }
+    }
+
+    /// The default for a node: signers keep every block's state.
+    pub fn default_for(role: Role) -> Self {
+        match role {
+            Role::Signer => Self::Archive,
+            Role::Validator => Self::Standard,
+        }
+    }
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not archive or standard")]
+pub struct UnknownDurability(pub String);
+
+impl std::str::FromStr for Durability {
+    type Err = UnknownDurability;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "archive" => Ok(Self::Archive),
+            "standard" => Ok(Self::Standard),
+            other => Err(UnknownDurability(other.to_owned())),
+        }
+    }
+}
+
 /// Ports of one node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodePorts {
@@ -70,6 +122,11 @@ pub struct Network {
     /// Absent in networks written before the aggregator signed its replies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggregator: Option<AggregatorInfo>,
+    /// Durability every node's agent.toml was written with; absent in networks
+    /// written before the setting existed (agents then default to archive for
+    /// signers, standard for validators).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durability: Option<Durability>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,5 +166,36 @@ impl Network {
 
     pub fn signers(&self) -> impl Iterator<Item = &NodeInfo> {
         self.nodes.iter().filter(|n| n.role == Role::Signer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durability_reads_and_writes_lowercase_and_defaults_by_role() {
+        for d in [Durability::Archive, Durability::Standard] {
+            assert_eq!(d.as_str().parse::<Durability>(), Ok(d));
+            assert_eq!(
+                serde_json::to_string(&d).unwrap(),
+                format!("\"{}\"", d.as_str())
+            );
+        }
+        assert!("Archive".parse::<Durability>().is_err());
+        assert!("full".parse::<Durability>().is_err());
+        assert_eq!(Durability::default_for(Role::Signer), Durability::Archive);
+        assert_eq!(
+            Durability::default_for(Role::Validator),
+            Durability::Standard
+        );
+    }
+
+    #[test]
+    fn network_files_without_durability_still_load() {
+        let json = r#"{"name":"n","chain_id":1,"period":1,"nodes":[]}"#;
+        let net: Network = serde_json::from_str(json).unwrap();
+        assert_eq!(net.durability, None);
+        assert!(!serde_json::to_string(&net).unwrap().contains("durability"));
     }
 }

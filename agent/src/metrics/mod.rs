@@ -48,6 +48,10 @@ pub struct Metrics {
     signer_last_sealed_timestamp: IntGaugeVec,
     signer_last_sealed_age: GaugeVec,
     replaced_blocks: IntCounter,
+    history_rewrites: IntCounter,
+    history_rewrite_depth: IntGauge,
+    /// Depth from which a replaced block counts as rewritten history.
+    rewrite_confirmations: std::sync::atomic::AtomicU64,
     inturn_ratio: Gauge,
     signer_recent_blocks: IntGaugeVec,
     // network
@@ -168,6 +172,12 @@ fn addr(a: &Address) -> String {
 
 impl Metrics {
     /// `me`: this node's signer account, if it is configured as one.
+    /// From the agent's `rewrite_confirmations`.
+    pub fn set_rewrite_confirmations(&self, blocks: u64) {
+        self.rewrite_confirmations
+            .store(blocks, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn new(me: Option<Address>) -> Self {
         let r = Registry::new();
         let m = Self {
@@ -275,6 +285,20 @@ impl Metrics {
                 &r,
                 "clique_replaced_blocks_total",
                 "Counted blocks later replaced by a reorg.",
+            ),
+            history_rewrites: counter(
+                &r,
+                "clique_history_rewrites_total",
+                "Reorgs that replaced a block with at least rewrite_confirmations blocks \
+                 built on it: rewritten history.",
+            ),
+            history_rewrite_depth: gauge(
+                &r,
+                "clique_history_rewrite_depth_blocks",
+                "Depth of the deepest rewritten block seen since the agent started (0: none).",
+            ),
+            rewrite_confirmations: std::sync::atomic::AtomicU64::new(
+                crate::config::DEFAULT_REWRITE_CONFIRMATIONS,
             ),
             inturn_ratio: fgauge(
                 &r,
@@ -489,6 +513,21 @@ impl Metrics {
         }
         if counted.replaced.is_some() {
             self.replaced_blocks.inc();
+        }
+        let confirmations = self
+            .rewrite_confirmations
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(depth) = counted.replaced_depth.filter(|d| *d >= confirmations) {
+            tracing::error!(
+                block = block.number,
+                hash = %block.hash,
+                depth,
+                "history rewritten: a block {depth} deep was replaced"
+            );
+            self.history_rewrites.inc();
+            if depth as i64 > self.history_rewrite_depth.get() {
+                self.history_rewrite_depth.set(depth as i64);
+            }
         }
         if let Some(interval) = counted.interval {
             self.block_interval_seconds.observe(interval as f64);
@@ -707,6 +746,7 @@ mod tests {
             in_turn: false,
             missed_by: Some(signer),
             replaced: None,
+            replaced_depth: None,
             interval: Some(1),
         };
         m.on_block(&block, &counted);
@@ -757,6 +797,10 @@ mod tests {
                         .chars()
                         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                         .collect();
+                    if name.starts_with("clique_fleet_") {
+                        // The aggregator's; checked by its own tests.
+                        continue;
+                    }
                     let base = ["_bucket", "_sum", "_count"]
                         .iter()
                         .find_map(|s| name.strip_suffix(s))
@@ -768,6 +812,45 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn only_deep_replacements_count_as_rewritten_history() {
+        let me = Address::repeat_byte(1);
+        let m = Metrics::new(Some(me));
+        m.set_rewrite_confirmations(6);
+        let block = BlockFacts {
+            number: 5,
+            hash: B256::ZERO,
+            parent_hash: B256::ZERO,
+            timestamp: 10,
+            difficulty: 2,
+            signer: me,
+            transactions: 0,
+            gas_used: 0,
+            gas_limit: 1,
+            base_fee: None,
+        };
+        let replaced = |depth| Counted {
+            signer: me,
+            in_turn: true,
+            missed_by: None,
+            replaced: Some(me),
+            replaced_depth: Some(depth),
+            interval: None,
+        };
+        m.on_block(&block, &replaced(5));
+        let text = m.encode();
+        assert!(text.contains("clique_history_rewrites_total 0"), "{text}");
+        assert!(text.contains("clique_replaced_blocks_total 1"), "{text}");
+        m.on_block(&block, &replaced(25));
+        m.on_block(&block, &replaced(7));
+        let text = m.encode();
+        assert!(text.contains("clique_history_rewrites_total 2"), "{text}");
+        assert!(
+            text.contains("clique_history_rewrite_depth_blocks 25"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -791,6 +874,7 @@ mod tests {
             in_turn: false,
             missed_by: Some(Address::repeat_byte(2)),
             replaced: None,
+            replaced_depth: None,
             interval: Some(1),
         };
         m.on_block(&block, &counted);

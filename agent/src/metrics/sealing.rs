@@ -54,6 +54,10 @@ pub struct Counted {
     pub missed_by: Option<Address>,
     /// The sealer of the block this one replaced at the same height.
     pub replaced: Option<Address>,
+    /// How many blocks had been counted on top of the replaced block (the
+    /// highest counted height minus this one): a deep replacement is
+    /// rewritten history, e.g. after a power cut of every node.
+    pub replaced_depth: Option<u64>,
     /// Seconds since the parent block, when the parent was counted.
     pub interval: Option<u64>,
 }
@@ -103,6 +107,9 @@ impl SealingTracker {
             Some((_, signer, _)) => Some(*signer),
             None => None,
         };
+        let replaced_depth = replaced
+            .and(self.highest())
+            .map(|h| h.saturating_sub(block.number));
         if replaced.is_some() {
             // Everything above a replaced height belongs to the old branch.
             self.seen.split_off(&(block.number + 1));
@@ -142,6 +149,7 @@ impl SealingTracker {
             in_turn,
             missed_by,
             replaced,
+            replaced_depth,
             interval,
         })
     }
@@ -251,6 +259,24 @@ mod tests {
         t.observe(&block(7, 2, 1, 0)).unwrap();
         let c = t.observe(&block(6, 3, 2, 0xff)).unwrap();
         assert_eq!(c.replaced, Some(signer(1)));
+        assert_eq!(c.replaced_depth, Some(1), "block 7 was built on the old 6");
         assert_eq!(t.highest(), Some(6), "the old branch above 6 is forgotten");
+    }
+
+    #[test]
+    fn resealing_after_a_power_cut_reports_the_depth_of_the_replaced_block() {
+        let mut t = tracker();
+        for n in 1..=30 {
+            assert_eq!(t.observe(&block(n, 1, 1, 0)).unwrap().replaced_depth, None);
+        }
+        // geth came back at 4 and the network sealed 5 again.
+        assert!(t.observe(&block(4, 1, 1, 0)).is_none());
+        let c = t.observe(&block(5, 2, 2, 0xee)).unwrap();
+        assert_eq!(c.replaced_depth, Some(25));
+        let c = t.observe(&block(6, 2, 2, 0xee)).unwrap();
+        assert_eq!(
+            c.replaced_depth, None,
+            "6 was forgotten with the old branch"
+        );
     }
 }

@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use alloy::primitives::{Address, U256};
 use serde_json::Value;
 
-pub use geth_wire::network::{AccountInfo, AggregatorInfo, Network, NodeInfo, NodePorts, Role};
+pub use geth_wire::network::{
+    AccountInfo, AggregatorInfo, Durability, Network, NodeInfo, NodePorts, Role,
+};
 pub use keys::NodeKey;
 
 /// Largest network `network new` writes; clique itself has no hard limit.
@@ -99,6 +101,8 @@ pub struct NetworkSpec {
     pub host: String,
     /// Ports per node, signers first; `signers + validators` entries.
     pub ports: Vec<NodePorts>,
+    /// Written into every agent.toml when set (else the agents' per-role default).
+    pub durability: Option<Durability>,
 }
 
 impl NetworkSpec {
@@ -226,7 +230,7 @@ pub fn generate(spec: &NetworkSpec, out: &Path) -> Result<Network, NetworkError>
         let other_signers = signers.len() - usize::from(node.role == Role::Signer);
         write(
             &dir.join("agent.toml"),
-            &agent_toml(node, other_signers, &aggregator),
+            &agent_toml(node, other_signers, &aggregator, spec.durability),
         )?;
     }
 
@@ -237,6 +241,7 @@ pub fn generate(spec: &NetworkSpec, out: &Path) -> Result<Network, NetworkError>
         nodes,
         accounts,
         aggregator: Some(aggregator),
+        durability: spec.durability,
     };
     let json = serde_json::to_value(&network).expect("network serialises");
     write(&out.join(Network::FILE), &pretty(&json))?;
@@ -258,7 +263,12 @@ fn geth_config_toml(node: &NodeInfo, peers: &[&str]) -> String {
 }
 
 /// The node's geth-agent config; paths are relative to this file's folder.
-fn agent_toml(node: &NodeInfo, other_signers: usize, aggregator: &AggregatorInfo) -> String {
+fn agent_toml(
+    node: &NodeInfo,
+    other_signers: usize,
+    aggregator: &AggregatorInfo,
+    durability: Option<Durability>,
+) -> String {
     let mut toml =
         String::from("# geth-agent config for this node, written by `geth-agent network new`.\n");
     toml.push_str("# Paths are relative to this file. The datadir is given at run time.\n");
@@ -272,6 +282,9 @@ fn agent_toml(node: &NodeInfo, other_signers: usize, aggregator: &AggregatorInfo
         let _ = writeln!(toml, "http = \"127.0.0.1:{}\"", node.ports.http);
     }
     let _ = writeln!(toml, "listen = \"127.0.0.1:{}\"", node.ports.agent);
+    if let Some(durability) = durability {
+        let _ = writeln!(toml, "durability = \"{durability}\"");
+    }
     if let Some(signer) = node.signer {
         toml.push_str("keystore = \"keystore\"\n");
         toml.push_str("password_file = \"password\"\n");
@@ -315,6 +328,7 @@ mod tests {
             accounts: 1,
             host: "127.0.0.1".into(),
             ports: sequential_ports(base, signers + validators).unwrap(),
+            durability: None,
         }
     }
 
@@ -374,6 +388,33 @@ mod tests {
                 "{agent}"
             );
         }
+    }
+
+    #[test]
+    fn a_chosen_durability_reaches_every_agent_toml_and_network_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("net");
+        let mut spec = spec(1, 1);
+        spec.durability = Some(Durability::Standard);
+        let network = generate(&spec, &out).unwrap();
+        assert_eq!(network.durability, Some(Durability::Standard));
+        assert_eq!(Network::load(&out).unwrap(), network);
+        for node in &network.nodes {
+            let agent =
+                std::fs::read_to_string(Network::node_dir(&out, &node.name).join("agent.toml"))
+                    .unwrap();
+            assert!(agent.contains("durability = \"standard\""), "{agent}");
+        }
+        // Unset: nothing written, the agents decide by role.
+        let out = dir.path().join("net2");
+        generate(&spec_default(), &out).unwrap();
+        let agent = std::fs::read_to_string(Network::node_dir(&out, "signer-1").join("agent.toml"))
+            .unwrap();
+        assert!(!agent.contains("durability"), "{agent}");
+    }
+
+    fn spec_default() -> NetworkSpec {
+        spec(1, 0)
     }
 
     #[test]

@@ -1,8 +1,8 @@
-//! The fork and stall alarms, re-evaluated every second.
+//! The fork, stall and history-rewritten alarms, re-evaluated every second.
 
 use std::collections::BTreeMap;
 
-use super::view::{Alarms, Fork, NodeView, Stall};
+use super::view::{Alarms, Fork, HistoryRewrite, NodeView, Stall};
 use super::Live;
 
 impl Live {
@@ -33,10 +33,30 @@ impl Live {
                 since: best.timestamp,
             })
         });
-        let alarms = Alarms { fork, stall };
+        if std::mem::take(&mut self.rewrite_news) {
+            self.rewrite_at_ms = Some(now_ms);
+        }
+        let raised = self
+            .rewrite_at_ms
+            .filter(|at| now_ms.saturating_sub(*at) < self.rewrite_alarm_ms);
+        if raised.is_none() {
+            self.rewrite_at_ms = None;
+            self.rewrites.clear();
+        }
+        let history_rewritten = raised.map(|at| HistoryRewrite {
+            blocks: self.rewrites.clone(),
+            total: self.rewrites_total,
+            last_at_ms: at,
+        });
+        let alarms = Alarms {
+            fork,
+            stall,
+            history_rewritten,
+        };
         // The stall duration ticks every second; only its start/end is news.
         let news = alarms.fork != self.alarms.fork
-            || alarms.stall.is_some() != self.alarms.stall.is_some();
+            || alarms.stall.is_some() != self.alarms.stall.is_some()
+            || alarms.history_rewritten != self.alarms.history_rewritten;
         self.alarms = alarms;
         if news {
             self.publish("alarms", &self.alarms);

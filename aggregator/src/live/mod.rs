@@ -25,7 +25,10 @@ use tokio::sync::broadcast;
 
 use crate::refusals::Refusal;
 use crate::validate::{self, ChainContext};
-pub use view::{Alarms, BlockView, Fork, Head, NetworkInfo, NodeView, SignerView, Stall};
+pub use view::{
+    Alarms, BlockView, Fork, Head, HistoryRewrite, NetworkInfo, NodeView, RewrittenBlock,
+    SignerView, Stall,
+};
 
 /// Heights kept in memory (the store keeps more).
 const KEPT_HEIGHTS: usize = 256;
@@ -41,6 +44,12 @@ const SMALL_FLEET: usize = 32;
 const REFERENCE_EVERY_MS: u64 = 100;
 /// A node is offline when it has not reported for this long.
 pub const OFFLINE_AFTER_MS: u64 = 30_000;
+/// Heights of the reference chain remembered for the history-rewritten alarm.
+const HISTORY_HEIGHTS: usize = 4096;
+/// Replaced blocks named in the alarm.
+const REWRITES_SHOWN: usize = 64;
+pub const DEFAULT_REWRITE_CONFIRMATIONS: u64 = 6;
+pub const DEFAULT_REWRITE_ALARM_MS: u64 = 3_600_000;
 /// Shown when no node reports its gas price.
 pub const UNKNOWN: &str = "unknown";
 
@@ -73,10 +82,24 @@ pub struct Live {
     reference_at_ms: u64,
     /// height → hash of the block shown there (the reference chain).
     shown: BTreeMap<u64, String>,
+    /// Lowest height of `shown` reached from the reference by parent links
+    /// alone (below it the most-seen block is shown: a guess, not history).
+    shown_linked_from: u64,
     pub alarms: Alarms,
     /// Since when the fork condition holds (debounce).
     fork_since_ms: Option<u64>,
     pub stall_periods: u64,
+    /// height → hash the reference chain has there, and the highest
+    /// reference head that block was part of.
+    history: BTreeMap<u64, (String, u64)>,
+    /// A block replaced at this depth or deeper is rewritten history.
+    pub rewrite_confirmations: u64,
+    /// How long the alarm stays raised after the last rewritten block.
+    pub rewrite_alarm_ms: u64,
+    rewrites: Vec<RewrittenBlock>,
+    rewrites_total: u64,
+    rewrite_news: bool,
+    rewrite_at_ms: Option<u64>,
     /// Pre-rendered SSE events (`event: …\ndata: …\n\n`).
     updates: broadcast::Sender<Bytes>,
     /// The newest rolling restart plan, as the dashboard shows it.
@@ -136,9 +159,17 @@ impl Live {
             reference_dirty: false,
             reference_at_ms: 0,
             shown: BTreeMap::new(),
+            shown_linked_from: u64::MAX,
             alarms: Alarms::default(),
             fork_since_ms: None,
             stall_periods,
+            history: BTreeMap::new(),
+            rewrite_confirmations: DEFAULT_REWRITE_CONFIRMATIONS,
+            rewrite_alarm_ms: DEFAULT_REWRITE_ALARM_MS,
+            rewrites: Vec::new(),
+            rewrites_total: 0,
+            rewrite_news: false,
+            rewrite_at_ms: None,
             updates: broadcast::channel(4096).0,
             restart: Value::Null,
         }
@@ -439,6 +470,7 @@ impl Live {
         }
         self.reference = reference;
         self.recompute_shown();
+        self.remember_history();
         if let Some(best) = self.best() {
             self.publish("block", best);
         }
@@ -528,12 +560,19 @@ impl Live {
     /// (the most-seen block where a link is unknown).
     fn recompute_shown(&mut self) {
         self.shown.clear();
+        self.shown_linked_from = u64::MAX;
         let Some((top, hash)) = &self.reference else {
             return;
         };
         let mut next = Some(hash.clone());
+        let mut linked = true;
         for (height, at) in self.blocks.range(..=*top).rev() {
-            let chosen = next.filter(|h| at.contains_key(h)).or_else(|| {
+            let by_link = next.filter(|h| at.contains_key(h));
+            linked &= by_link.is_some();
+            if linked {
+                self.shown_linked_from = *height;
+            }
+            let chosen = by_link.or_else(|| {
                 at.values()
                     .max_by_key(|b| (b.seen.len(), std::cmp::Reverse(b.first_seen_ms)))
                     .map(|b| b.hash.clone())
@@ -546,6 +585,75 @@ impl Live {
                 self.shown.insert(*height, h);
             }
         }
+    }
+
+    /// Compares the reference chain with what it was at each height: a block
+    /// replaced after at least `rewrite_confirmations` blocks had been built
+    /// on it (the highest reference head it was part of, minus its height) is
+    /// rewritten history.
+    fn remember_history(&mut self) {
+        let Some((top, _)) = &self.reference else {
+            return;
+        };
+        let top = *top;
+        // Only the part linked to the reference is history; a guessed block
+        // below a gap may be replaced by the real one without any reorg.
+        for (height, hash) in self.shown.range(self.shown_linked_from..) {
+            let (old, old_top) = match self.history.get_mut(height) {
+                Some((known, seen_top)) if known == hash => {
+                    *seen_top = (*seen_top).max(top);
+                    continue;
+                }
+                Some((known, seen_top)) => (known.clone(), *seen_top),
+                None => {
+                    self.history.insert(*height, (hash.clone(), top));
+                    continue;
+                }
+            };
+            self.history.insert(*height, (hash.clone(), top));
+            let depth = old_top.saturating_sub(*height);
+            if depth < self.rewrite_confirmations {
+                continue;
+            }
+            tracing::error!(
+                height,
+                old = %old,
+                new = %hash,
+                depth,
+                "history rewritten: a confirmed block was replaced"
+            );
+            self.rewrites.push(RewrittenBlock {
+                height: *height,
+                old_hash: old,
+                new_hash: hash.clone(),
+                depth,
+            });
+            self.rewrites_total += 1;
+            self.rewrite_news = true;
+        }
+        if self.rewrites.len() > REWRITES_SHOWN {
+            self.rewrites.drain(..self.rewrites.len() - REWRITES_SHOWN);
+        }
+        while self.history.len() > HISTORY_HEIGHTS {
+            self.history.pop_first();
+        }
+    }
+
+    /// The highest head an online signer node reports (any online node when
+    /// the network file names no signer node), for the recovery order.
+    pub fn highest_signer_head(&self) -> Option<u64> {
+        let online = self.nodes.values().filter(|n| n.online);
+        let heads = online.filter(|n| {
+            self.signer_nodes.is_empty() || self.signer_nodes.iter().any(|s| s.id == n.id)
+        });
+        heads
+            .filter_map(|n| n.head.as_ref().map(|h| h.number))
+            .max()
+    }
+
+    /// Confirmed blocks replaced since the aggregator started.
+    pub fn rewrites_total(&self) -> u64 {
+        self.rewrites_total
     }
 
     /// The fleet's reference head, sent to agents for their sync gate.
@@ -951,6 +1059,140 @@ mod tests {
         );
         l.tick(4700);
         assert!(l.alarms.fork.is_none());
+    }
+
+    /// Every signer node reports `from..=to` of `branch`, the first of them
+    /// on `parent_branch`.
+    fn branch(l: &mut Live, from: u64, to: u64, branch: u64, parent_branch: u64, at: u64) {
+        for n in from..=to {
+            let parent = if n == from { parent_branch } else { branch };
+            for node in ["n1", "n2", "n3"] {
+                l.on_block(
+                    node,
+                    node,
+                    "agent",
+                    &report(n, branch, parent, "0xa", at),
+                    at,
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_power_cut_that_reseals_confirmed_heights_raises_history_rewritten() {
+        let mut l = live();
+        chain(&mut l, &["n1", "n2", "n3"], 12);
+        l.tick(12_000);
+        assert_eq!(l.alarms.history_rewritten, None);
+        // Every node comes back at block 4 and seals 5.. again.
+        branch(&mut l, 4, 4, 0, 0, 13_000);
+        assert_eq!(l.reference().map(|r| r.number), Some(4));
+        branch(&mut l, 5, 8, 1, 0, 14_000);
+        l.tick(15_000);
+        let alarm = l.alarms.history_rewritten.clone().expect("alarm raised");
+        // Heights 5 and 6 were 7 and 6 blocks deep (>= 6 confirmations); 7 only 5.
+        let named: Vec<(u64, String, String, u64)> = alarm
+            .blocks
+            .iter()
+            .map(|b| (b.height, b.old_hash.clone(), b.new_hash.clone(), b.depth))
+            .collect();
+        assert_eq!(
+            named,
+            vec![(5, h(5, 0), h(5, 1), 7), (6, h(6, 0), h(6, 1), 6)]
+        );
+        assert_eq!(alarm.total, 2);
+        assert_eq!(l.rewrites_total(), 2);
+        assert_eq!(
+            l.snapshot()["alarms"]["history_rewritten"]["blocks"][0]["height"],
+            5
+        );
+        // Held while the operator looks, then cleared.
+        l.tick(15_000 + DEFAULT_REWRITE_ALARM_MS - 1);
+        assert!(l.alarms.history_rewritten.is_some());
+        l.tick(15_000 + DEFAULT_REWRITE_ALARM_MS);
+        assert_eq!(l.alarms.history_rewritten, None);
+        assert_eq!(l.rewrites_total(), 2, "the count stays");
+    }
+
+    #[test]
+    fn the_fleet_head_is_the_highest_online_signer_head() {
+        let mut l = live();
+        assert_eq!(l.highest_signer_head(), None);
+        chain(&mut l, &["n1", "n2"], 5);
+        l.on_block("n3", "n3", "agent", &report(1, 0, 0, "0xa", 1000), 1000);
+        // A node outside the signer nodes does not count.
+        l.on_block("v1", "v1", "agent", &report(6, 0, 0, "0xa", 1000), 1000);
+        assert_eq!(l.highest_signer_head(), Some(5));
+        // n1 came back lower after a crash: its new report counts.
+        l.on_block("n1", "n1", "agent", &report(3, 0, 0, "0xa", 1000), 1000);
+        assert_eq!(l.highest_signer_head(), Some(5), "n2 still holds 5");
+        l.on_block("n2", "n2", "agent", &report(3, 0, 0, "0xa", 1000), 1000);
+        assert_eq!(l.highest_signer_head(), Some(3));
+        // Silent nodes go offline and stop counting.
+        l.on_block("n3", "n3", "agent", &report(2, 0, 0, "0xa", 40_000), 40_000);
+        l.tick(40_000);
+        assert_eq!(l.highest_signer_head(), Some(2));
+    }
+
+    #[test]
+    fn a_guess_below_a_gap_is_not_history() {
+        let mut l = live();
+        // Block 1 of two branches; the reference chain's block 2 is reported
+        // only later, so block 1 of the reference chain is first a guess.
+        for node in ["n1", "n2"] {
+            l.on_block(node, node, "agent", &report(1, 1, 0, "0xa", 1000), 1000);
+        }
+        l.on_block("n3", "n3", "agent", &report(1, 2, 0, "0xa", 1000), 1000);
+        for n in 3..=12 {
+            for node in ["n1", "n2", "n3"] {
+                let parent = if n == 3 { 2 } else { 0 };
+                l.on_block(
+                    node,
+                    node,
+                    "agent",
+                    &report(n, 0, parent, "0xa", n * 1000),
+                    n * 1000,
+                );
+            }
+        }
+        // Block 2 (on branch 2's block 1) arrives late from another node:
+        // height 1 shows another block from the next head on, but the first
+        // one was never linked to the reference.
+        l.on_block("v1", "v1", "agent", &report(2, 2, 2, "0xa", 13_000), 13_000);
+        for node in ["n1", "n2", "n3"] {
+            l.on_block(
+                node,
+                node,
+                "agent",
+                &report(13, 0, 0, "0xa", 13_000),
+                13_000,
+            );
+        }
+        assert_eq!(l.shown.get(&1), Some(&h(1, 2)));
+        l.tick(14_000);
+        assert_eq!(l.alarms.history_rewritten, None);
+        assert_eq!(l.rewrites_total(), 0);
+    }
+
+    #[test]
+    fn a_shallow_reorg_is_not_rewritten_history() {
+        let mut l = live();
+        chain(&mut l, &["n1", "n2", "n3"], 12);
+        // The top 5 blocks replaced: a race below the confirmation depth.
+        branch(&mut l, 8, 14, 1, 0, 13_000);
+        l.tick(14_000);
+        assert_eq!(l.reference().map(|r| r.number), Some(14));
+        assert_eq!(l.alarms.history_rewritten, None);
+        assert_eq!(l.rewrites_total(), 0);
+        // With a lower threshold the same reorg counts.
+        let mut l = live();
+        l.rewrite_confirmations = 4;
+        chain(&mut l, &["n1", "n2", "n3"], 12);
+        branch(&mut l, 8, 14, 1, 0, 13_000);
+        l.tick(14_000);
+        let alarm = l.alarms.history_rewritten.clone().expect("alarm");
+        assert_eq!(alarm.blocks.len(), 1, "{alarm:?}");
+        assert_eq!(alarm.blocks[0].height, 8);
     }
 
     #[test]

@@ -104,6 +104,30 @@ pub struct SignerView {
 pub struct Alarms {
     pub fork: Option<Fork>,
     pub stall: Option<Stall>,
+    /// Confirmed blocks of the reference chain were replaced.
+    pub history_rewritten: Option<HistoryRewrite>,
+}
+
+/// One height of the reference chain whose block was replaced after `depth`
+/// blocks had been built on it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RewrittenBlock {
+    pub height: u64,
+    pub old_hash: String,
+    pub new_hash: String,
+    pub depth: u64,
+}
+
+/// The "history rewritten" alarm: raised by the first replaced confirmed
+/// block, held for a while after the last one (see `Live::rewrite_alarm_ms`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct HistoryRewrite {
+    /// The most recent replaced heights (oldest first, bounded).
+    pub blocks: Vec<RewrittenBlock>,
+    /// Replaced confirmed blocks since the aggregator started.
+    pub total: u64,
+    /// When the last one was seen (aggregator clock, ms).
+    pub last_at_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
