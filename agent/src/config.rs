@@ -121,8 +121,8 @@ pub struct RunArgs {
     /// archive: geth keeps every block's state on disk (`--gcmode archive`),
     /// so a power cut of the whole network loses no confirmed block. standard:
     /// geth's default, recent state in memory [default: archive for signers,
-    /// standard for validators; attach mode: standard, and the setting only
-    /// describes the platform's geth].
+    /// standard for validators; in attach mode `geth-agent geth` applies it,
+    /// and shutdowns are judged by the running geth's own --gcmode].
     #[arg(long, env = "GETH_AGENT_DURABILITY", value_name = "archive|standard")]
     pub durability: Option<String>,
     /// A block replaced after this many blocks were built on it counts as
@@ -408,10 +408,10 @@ impl RunArgs {
         };
         let mut geth_args = file.geth_args;
         geth_args.extend(self.geth_args);
+        // In attach mode `geth-agent geth` (the platform's launcher) applies
+        // the same default; the shutdown judge reads the running geth's own
+        // --gcmode, so a geth started otherwise is never judged as archive.
         let durability = match self.durability.or(file.durability) {
-            // In attach mode the platform starts geth: the setting only
-            // describes its --gcmode, so nothing is assumed.
-            None if mode == Mode::Attach => Durability::Standard,
             None => Durability::default_for(if signer.is_some() {
                 geth_wire::network::Role::Signer
             } else {
@@ -791,14 +791,11 @@ mod tests {
         args.config = Some(file);
         assert_eq!(args.resolve().unwrap().geth.durability, Durability::Archive);
         assert_eq!(config.rewrite_confirmations, DEFAULT_REWRITE_CONFIRMATIONS);
-        // Attach mode: geth is the platform's; archive only when said so.
+        // Attach mode: the same default, which `geth-agent geth` applies.
         let mut args = signer_args(dir.path());
         args.mode = Some("attach".into());
         args.geth_log_file = Some(dir.path().join("geth.log"));
-        assert_eq!(
-            args.resolve().unwrap().geth.durability,
-            Durability::Standard
-        );
+        assert_eq!(args.resolve().unwrap().geth.durability, Durability::Archive);
     }
 
     #[test]

@@ -315,6 +315,29 @@ fn is_geth(cmdline: &[u8], exe: Option<&Path>, binary: Option<&Path>) -> bool {
     }
 }
 
+/// Whether the running geth `pid` keeps every block's state (`--gcmode
+/// archive` on its command line); `None` when its command line is unreadable.
+pub fn runs_archive(pid: u32) -> Option<bool> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(gcmode_is_archive(&cmdline))
+}
+
+fn gcmode_is_archive(cmdline: &[u8]) -> bool {
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let mut archive = false;
+    for (i, arg) in args.iter().enumerate() {
+        let name = arg.strip_prefix(b"--").or_else(|| arg.strip_prefix(b"-"));
+        let Some(name) = name else { continue };
+        // The last --gcmode wins, as in geth's flag parser.
+        if name == b"gcmode" {
+            archive = args.get(i + 1).is_some_and(|v| *v == b"archive");
+        } else if let Some(value) = name.strip_prefix(b"gcmode=") {
+            archive = value == b"archive";
+        }
+    }
+    archive
+}
+
 /// Whether a NUL-separated command line carries `--datadir <want>` and is not a
 /// one-off subcommand (`geth init`, `geth attach`, …).
 fn serves_datadir(cmdline: &[u8], want: &Path) -> bool {
@@ -656,5 +679,25 @@ mod tests {
     fn own_process_has_a_start_time() {
         assert!(start_time(std::process::id()).is_some());
         assert!(start_time(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn the_gcmode_is_read_from_the_command_line() {
+        let line = |args: &[&str]| args.join("\0").into_bytes();
+        assert!(gcmode_is_archive(&line(&["geth", "--gcmode", "archive"])));
+        assert!(gcmode_is_archive(&line(&["geth", "-gcmode=archive"])));
+        assert!(!gcmode_is_archive(&line(&["geth", "--gcmode=full"])));
+        assert!(!gcmode_is_archive(&line(&["geth", "--gcmode"])));
+        assert!(!gcmode_is_archive(&line(&[
+            "geth",
+            "--gcmode",
+            "archive",
+            "--gcmode=full"
+        ])));
+        assert!(!gcmode_is_archive(&line(&[
+            "geth",
+            "--syncmode",
+            "archive"
+        ])));
     }
 }

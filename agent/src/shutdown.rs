@@ -29,6 +29,9 @@ pub struct ShutdownLog {
     pub head_written: Option<PersistedBlock>,
     pub tries_persisted: usize,
     pub path_scheme_persisted: bool,
+    /// The last block geth logged as written (imported or sealed): on an
+    /// archive node its state was committed with it.
+    pub last_written: Option<PersistedBlock>,
     pub blockchain_stopped: bool,
     pub errors: Vec<String>,
 }
@@ -43,6 +46,14 @@ impl ShutdownLog {
             "Writing cached state to disk" if self.head_written.is_none() => {
                 if let (Some(number), Some(hash)) = (line.u64("block"), line.str("hash")) {
                     self.head_written = Some(PersistedBlock {
+                        number,
+                        hash: hash.to_owned(),
+                    });
+                }
+            }
+            "Imported new chain segment" | "Successfully sealed new block" => {
+                if let (Some(number), Some(hash)) = (line.u64("number"), line.str("hash")) {
+                    self.last_written = Some(PersistedBlock {
                         number,
                         hash: hash.to_owned(),
                     });
@@ -114,10 +125,21 @@ pub fn judge(
         Exit::Code(_) | Exit::Vanished => String::new(),
     };
     let clean = reason.is_empty();
+    // An archive node writes no state lines on shutdown: its evidence is the
+    // last block it logged as written, whose state was committed with it.
+    let persisted = match (&log.head_written, archive) {
+        (Some(b), _) => Some(b.clone()),
+        (None, true) => log.last_written.clone(),
+        (None, false) => None,
+    };
     let reason = if clean {
-        match &log.head_written {
-            Some(b) => format!("state of block {} saved", b.number),
-            None => "stopped with nothing to save".into(),
+        match (&log.head_written, &persisted) {
+            (Some(b), _) => format!("state of block {} saved", b.number),
+            (None, Some(b)) => format!(
+                "archive node: state of block {} written with the block",
+                b.number
+            ),
+            (None, None) => "stopped with nothing to save".into(),
         }
     } else {
         reason
@@ -126,7 +148,7 @@ pub fn judge(
         clean,
         reason,
         head_before,
-        persisted: log.head_written.clone(),
+        persisted,
         exit_code,
         killed,
         duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
@@ -287,6 +309,38 @@ mod tests {
             CLEAN[6],
         ];
         assert!(judge(&feed(&path), Exit::Code(0), Some(50), false, Duration::ZERO).clean);
+    }
+
+    #[test]
+    fn an_archive_node_proves_its_state_with_the_last_block_it_wrote() {
+        let lines = [
+            r#"{"lvl":"info","msg":"Imported new chain segment","number":"41","hash":"0x41"}"#,
+            r#"{"lvl":"info","msg":"Successfully sealed new block","number":"42","sealhash":"0xs","hash":"0x42"}"#,
+            CLEAN[0],
+            CLEAN[6],
+        ];
+        let v = judge(&feed(&lines), Exit::Code(0), Some(42), true, Duration::ZERO);
+        assert!(v.clean, "{v:?}");
+        assert_eq!(
+            v.persisted,
+            Some(PersistedBlock {
+                number: 42,
+                hash: "0x42".into()
+            })
+        );
+        assert!(
+            v.reason.contains("archive node: state of block 42"),
+            "{v:?}"
+        );
+        // The same lines prove nothing about state on a node that prunes it.
+        let v = judge(
+            &feed(&lines),
+            Exit::Code(0),
+            Some(42),
+            false,
+            Duration::ZERO,
+        );
+        assert!(!v.clean && v.persisted.is_none(), "{v:?}");
     }
 
     #[test]

@@ -73,6 +73,9 @@ pub struct Supervisor {
     session_started: Instant,
     stopping: Option<Stopping>,
     shutdown_log: ShutdownLog,
+    /// Whether this geth session keeps every block's state, read from its
+    /// command line (the platform may start geth in attach mode).
+    archive: bool,
     startup_log: StartupLog,
     startup_task: Option<JoinHandle<()>>,
     /// Spawn mode: geth should be running (false after `stop` or when blocked).
@@ -104,6 +107,7 @@ impl Supervisor {
             s.signer = signer;
         });
         Self {
+            archive: config.archive(),
             config,
             status,
             requests,
@@ -290,8 +294,9 @@ impl Supervisor {
         self.session_started = Instant::now();
         self.stopping = None;
         self.shutdown_log = ShutdownLog::default();
+        self.archive = process::runs_archive(pid).unwrap_or(self.config.archive());
         self.startup_log = StartupLog::default();
-        tracing::info!(pid, mode = ?self.mode(), "geth process up");
+        tracing::info!(pid, mode = ?self.mode(), archive = self.archive, "geth process up");
         let blocked = self.status.borrow().blocked.is_some();
         self.set(|s| {
             s.pid = Some(pid);
@@ -462,13 +467,7 @@ impl Supervisor {
         };
         let head_before = stopping.map_or(self.status.borrow().chain.head, |s| s.head_before);
         let took = stopping.map_or(Duration::ZERO, |s| s.since.elapsed());
-        let verdict = shutdown::judge(
-            &self.shutdown_log,
-            exit,
-            head_before,
-            self.config.archive(),
-            took,
-        );
+        let verdict = shutdown::judge(&self.shutdown_log, exit, head_before, self.archive, took);
         if let Err(e) = shutdown::write_marker(&self.config.geth.datadir, &verdict) {
             tracing::error!(error = %e, "cannot write the shutdown marker");
         }
