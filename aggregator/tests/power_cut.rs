@@ -305,6 +305,34 @@ async fn power_cut(setup: Setup) -> Result<Cut> {
             node.info.name
         );
     }
+    // The dashboard's last-shutdown and blocks-lost columns show the whole
+    // fleet's cut: every node unclean, with the blocks its agent counted lost.
+    for (i, node) in net_ref.nodes.iter().enumerate() {
+        let lost = status(net_ref, i).await?["blocks_lost_total"]
+            .as_u64()
+            .context("blocks_lost_total")?;
+        let name = node.info.name.clone();
+        let shown = eventually("the dashboard to show the cut", 2 * MINUTE, || {
+            let name = name.clone();
+            async move {
+                let s = state(aggregator).await?;
+                let row = s["nodes"]
+                    .as_array()
+                    .context("nodes")?
+                    .iter()
+                    .find(|n| n["name"] == name.as_str())
+                    .cloned();
+                Ok(row.filter(|n| {
+                    n["last_shutdown"]["clean"] == false && n["blocks_lost"].as_u64() == Some(lost)
+                }))
+            }
+        })
+        .await?;
+        println!(
+            "dashboard: {name} last shutdown {} , blocks lost {}",
+            shown["last_shutdown"]["reason"], shown["blocks_lost"]
+        );
+    }
     // The chain continues past where it was.
     let top = heads_before.iter().copied().max().unwrap_or(0);
     for i in 0..net.nodes.len() {
