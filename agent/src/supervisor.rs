@@ -294,7 +294,14 @@ impl Supervisor {
         self.session_started = Instant::now();
         self.stopping = None;
         self.shutdown_log = ShutdownLog::default();
-        self.archive = process::runs_archive(pid).unwrap_or(self.config.archive());
+        // A geth this agent spawned carries the configured --gcmode (and its
+        // /proc cmdline may still be the agent's own until exec); a geth found
+        // running is judged by its own command line.
+        let found = self.mode() == Mode::Attach || self.adopted == Some(pid);
+        self.archive = match found {
+            true => process::runs_archive(pid).unwrap_or(self.config.archive()),
+            false => self.config.archive(),
+        };
         self.startup_log = StartupLog::default();
         tracing::info!(pid, mode = ?self.mode(), archive = self.archive, "geth process up");
         let blocked = self.status.borrow().blocked.is_some();
