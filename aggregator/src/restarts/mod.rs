@@ -197,6 +197,7 @@ impl Restarts {
                 at_ms: now_ms,
                 ready: stats.ready,
                 head: stats.head,
+                last_shutdown_at: stats.last_shutdown.as_ref().map(|v| v.at),
             },
         );
     }
@@ -219,13 +220,16 @@ impl Restarts {
     /// stored before this returns (before the agent gets its acknowledgement).
     pub fn on_events(&self, id: &str, events: &[Event], now_ms: u64) {
         let mut inner = self.lock();
-        // A node that just stopped is down until stats sent after it say otherwise.
-        if events
-            .iter()
-            .any(|e| matches!(e.kind, EventKind::Shutdown { .. }))
-        {
-            if let Some(seen) = inner.fleet.nodes.get_mut(id) {
-                seen.ready = false;
+        // A node that just stopped is down until stats sent after it say
+        // otherwise. The spool may deliver the event after such stats (they
+        // then already carry this shutdown as their last one): those stand.
+        for event in events {
+            if let (EventKind::Shutdown { verdict }, Some(seen)) =
+                (&event.kind, inner.fleet.nodes.get_mut(id))
+            {
+                if seen.last_shutdown_at.is_none_or(|at| at < verdict.at) {
+                    seen.ready = false;
+                }
             }
         }
         let fleet_head = inner.fleet.head();
@@ -335,5 +339,50 @@ mod tests {
         assert!(!restarts.lock().fleet.up("0xa", 1200), "stale ready stats");
         restarts.on_stats("0xa", &ready, 1300);
         assert!(restarts.lock().fleet.up("0xa", 1300));
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_event_delivered_after_stats_that_know_it_keeps_the_node_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db"), 10).unwrap();
+        let restarts = Restarts::load(Vec::new(), store).unwrap();
+        let verdict = geth_wire::ShutdownVerdict {
+            clean: true,
+            reason: "state saved".into(),
+            head_before: Some(9),
+            persisted: None,
+            exit_code: Some(0),
+            killed: false,
+            duration_ms: 10,
+            at: 50,
+        };
+        // geth restarted and its fresh stats (which know the stop) came first.
+        let after_restart = StatsReport {
+            ready: true,
+            last_shutdown: Some(verdict.clone()),
+            ..StatsReport::default()
+        };
+        restarts.on_stats("0xa", &after_restart, 60_000);
+        let late = Event {
+            spool: "s".into(),
+            seq: 2,
+            at_ms: 50_000,
+            kind: EventKind::Shutdown {
+                verdict: verdict.clone(),
+            },
+        };
+        restarts.on_events("0xa", &[late], 61_000);
+        assert!(restarts.lock().fleet.up("0xa", 61_000), "fresh stats stand");
+        // A newer stop than the stats know of still marks it down.
+        let newer = Event {
+            spool: "s".into(),
+            seq: 3,
+            at_ms: 70_000,
+            kind: EventKind::Shutdown {
+                verdict: geth_wire::ShutdownVerdict { at: 70, ..verdict },
+            },
+        };
+        restarts.on_events("0xa", &[newer], 71_000);
+        assert!(!restarts.lock().fleet.up("0xa", 71_000));
     }
 }

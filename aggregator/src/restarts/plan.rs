@@ -190,6 +190,9 @@ pub struct Seen {
     pub at_ms: u64,
     pub ready: bool,
     pub head: Option<u64>,
+    /// When the last shutdown these stats already knew of happened (the
+    /// verdict's `at`, seconds on the agent's clock).
+    pub last_shutdown_at: Option<u64>,
 }
 
 impl Fleet {
@@ -636,6 +639,7 @@ mod tests {
                             at_ms: at,
                             ready: true,
                             head: None,
+                            ..Default::default()
                         },
                     )
                 })
@@ -749,6 +753,7 @@ mod tests {
                 at_ms: 3000,
                 ready: true,
                 head,
+                ..Default::default()
             };
             fleet.nodes.insert(m[3].id.clone(), seen);
             assert!(!plan.advance(&m, &fleet, 3000), "{head:?}");
@@ -757,6 +762,7 @@ mod tests {
             at_ms: 3000,
             ready: true,
             head: Some(11),
+            ..Default::default()
         };
         fleet.nodes.insert(m[3].id.clone(), seen);
         assert!(plan.advance(&m, &fleet, 3000));
@@ -769,6 +775,7 @@ mod tests {
                     at_ms: 3000,
                     ready: true,
                     head: None,
+                    ..Default::default()
                 },
             );
         }
@@ -781,6 +788,7 @@ mod tests {
                 at_ms: 5000,
                 ready: true,
                 head: None,
+                ..Default::default()
             },
         );
         plan.advance(&m, &fleet, 5000);
