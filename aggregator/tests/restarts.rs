@@ -309,7 +309,8 @@ async fn rolling_restarts_keep_order_quorum_and_every_block() -> Result<()> {
         .arg(&fx.token_file)
         .stdout(std::fs::File::create(&cli_out)?)
         .stderr(std::process::Stdio::inherit())
-        .spawn()?;
+        .spawn()
+        .map(KillOnDrop)?;
     let run_started = Instant::now();
     let plan = fx
         .wait_plan("plan A created", 2 * MINUTE, |p| p["state"] == "running")
@@ -321,7 +322,7 @@ async fn rolling_restarts_keep_order_quorum_and_every_block() -> Result<()> {
         .await?;
     assert_eq!(done["state"], "done", "{done}");
     let status = eventually("the CLI to end", 2 * MINUTE, || {
-        let polled = cli.try_wait().map_err(anyhow::Error::from);
+        let polled = cli.0.try_wait().map_err(anyhow::Error::from);
         async move { polled }
     })
     .await?;
@@ -427,7 +428,8 @@ async fn rolling_restarts_keep_order_quorum_and_every_block() -> Result<()> {
         .arg(&fx.token_file)
         .stdout(std::fs::File::create(&cli_out)?)
         .stderr(std::process::Stdio::inherit())
-        .spawn()?;
+        .spawn()
+        .map(KillOnDrop)?;
     fx.wait_plan("step 3 (signer-3) under way", 8 * MINUTE, |p| {
         p["current"] == 2 && ["stopping", "returning", "sealing"].contains(&phase(p, 2).as_str())
     })
@@ -443,7 +445,7 @@ async fn rolling_restarts_keep_order_quorum_and_every_block() -> Result<()> {
         .await?;
     assert_eq!(done["state"], "done", "{done}");
     let status = eventually("the resume CLI to end", 2 * MINUTE, || {
-        let polled = cli.try_wait().map_err(anyhow::Error::from);
+        let polled = cli.0.try_wait().map_err(anyhow::Error::from);
         async move { polled }
     })
     .await?;
@@ -700,5 +702,16 @@ impl Rogue {
             }
         }
         response
+    }
+}
+
+/// A child process that is killed when the test ends, also on failure (a CLI
+/// left following would hold the test runner's output open).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use super::{Phase, Plan, PlanState};
 
+/// How long a following CLI waits for an aggregator that does not answer
+/// (one restarting comes back well within it).
+const FOLLOW_UNREACHABLE_LIMIT: Duration = Duration::from_secs(300);
+
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct RestartArgs {
@@ -189,6 +193,7 @@ pub async fn run(args: RestartArgs) -> Result<u8, CliError> {
     };
     let mut printed = 0;
     let mut plan = plan;
+    let mut unreachable_since: Option<std::time::Instant> = None;
     loop {
         for line in plan.history.iter().skip(printed) {
             println!("{} {}", clock(line.at_ms), line.text);
@@ -202,10 +207,25 @@ pub async fn run(args: RestartArgs) -> Result<u8, CliError> {
             .call(reqwest::Method::GET, "/api/restarts/latest", None)
             .await
         {
-            Ok(p) if p.id == plan.id => plan = p,
+            Ok(p) if p.id == plan.id => {
+                plan = p;
+                unreachable_since = None;
+            }
             Ok(_) => break,
-            // The aggregator may be restarting: its plan survives; keep asking.
-            Err(CliError::Unreachable(e)) => tracing::debug!(error = %e, "aggregator unreachable"),
+            // The aggregator may be restarting: its plan survives; keep asking,
+            // for a while (the run goes on without this follower).
+            Err(CliError::Unreachable(e)) => {
+                let since = *unreachable_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= FOLLOW_UNREACHABLE_LIMIT {
+                    eprintln!(
+                        "geth-aggregator restart: the aggregator has not answered for {} s; \
+                         stopped following (the run goes on: `restart status --follow`)",
+                        FOLLOW_UNREACHABLE_LIMIT.as_secs()
+                    );
+                    return Err(CliError::Unreachable(e));
+                }
+                tracing::debug!(error = %e, "aggregator unreachable");
+            }
             Err(e) => return Err(e),
         }
     }
