@@ -660,14 +660,26 @@ impl Supervisor {
                     tracing::error!(error = %e, "stopping geth failed");
                 }
             }
-            // Attach: geth belongs to the platform. Record a shutdown it already began.
-            Mode::Attach if self.stopping.is_some() => {
+            // Attach: geth belongs to the platform. Record a shutdown it already
+            // began, also one whose lines (or exit) the watcher has not
+            // delivered yet: the platform stops geth first and this agent
+            // right after, sometimes within one watch tick.
+            Mode::Attach if self.pid.is_some() => {
+                let settle = Instant::now() + ATTACH_SETTLE;
                 let deadline = Instant::now() + self.config.shutdown_grace;
-                while let Ok(Some(event)) =
-                    tokio::time::timeout_at(deadline, self.events.recv()).await
-                {
-                    if self.on_event(event).await.is_some() {
-                        break;
+                loop {
+                    let until = if self.stopping.is_some() {
+                        deadline
+                    } else {
+                        settle
+                    };
+                    match tokio::time::timeout_at(until, self.events.recv()).await {
+                        Ok(Some(event)) => {
+                            if self.on_event(event).await.is_some() {
+                                break;
+                            }
+                        }
+                        Ok(None) | Err(_) => break,
                     }
                 }
             }
@@ -675,6 +687,10 @@ impl Supervisor {
         }
     }
 }
+
+/// How long a stopping agent in attach mode waits for the watcher's events in
+/// flight (several watch ticks) before deciding geth is not stopping.
+const ATTACH_SETTLE: Duration = Duration::from_secs(2);
 
 /// 1 s, 2 s, 4 s, … up to `max`.
 pub fn backoff(attempt: u32, max: Duration) -> Duration {

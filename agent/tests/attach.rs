@@ -114,6 +114,24 @@ async fn an_agent_started_after_geth_becomes_ready() -> Result<()> {
         log.contains("its start-up evidence (blocks lost at start) is not available"),
         "{log}"
     );
+
+    // The platform stops geth and then, at once, the agent (compose's `down`,
+    // a pod's deletion): the agent still proves geth's shutdown before it
+    // exits, although the watcher had not delivered geth's last lines yet.
+    let marker = net.nodes[0].datadir.join("geth-agent/last-shutdown.json");
+    ensure!(!marker.exists(), "no shutdown recorded yet");
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    kill(Pid::from_raw(geth as i32), Signal::SIGTERM)?;
+    kill(Pid::from_raw(agent as i32), Signal::SIGTERM)?;
+    let verdict: Value = eventually("the agent's shutdown marker", 2 * MINUTE, || async {
+        Ok(std::fs::read_to_string(&marker)
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok()))
+    })
+    .await
+    .with_context(|| net.nodes[0].log_text())?;
+    assert_eq!(verdict["clean"], true, "{verdict}");
     Ok(())
 }
 
