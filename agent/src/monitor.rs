@@ -556,19 +556,22 @@ async fn next<S: tokio_stream::Stream + Unpin>(stream: &mut Option<S>) -> Option
 async fn fetch(rpc: &GethRpc, number: u64) -> Result<BlockFacts, RpcError> {
     let block = rpc.block(BlockNumberOrTag::Number(number)).await?;
     let signer = sealer(rpc, &block.header).await?;
-    let h = &block.header;
-    Ok(BlockFacts {
+    Ok(facts(&block.header, signer, block.transactions.len()))
+}
+
+fn facts(h: &alloy::rpc::types::Header, signer: Address, transactions: usize) -> BlockFacts {
+    BlockFacts {
         number: h.number,
         hash: h.hash,
         parent_hash: h.parent_hash,
         timestamp: h.timestamp,
         difficulty: h.difficulty.saturating_to::<u64>(),
         signer,
-        transactions: block.transactions.len(),
+        transactions,
         gas_used: h.gas_used,
         gas_limit: h.gas_limit,
         base_fee: h.base_fee_per_gas,
-    })
+    }
 }
 
 /// A block's facts from its header: the transaction count is asked only when
@@ -589,18 +592,7 @@ async fn facts_from_header(
             .await?;
         count.to::<usize>()
     };
-    Ok(BlockFacts {
-        number: h.number,
-        hash: h.hash,
-        parent_hash: h.parent_hash,
-        timestamp: h.timestamp,
-        difficulty: h.difficulty.saturating_to::<u64>(),
-        signer,
-        transactions,
-        gas_used: h.gas_used,
-        gas_limit: h.gas_limit,
-        base_fee: h.base_fee_per_gas,
-    })
+    Ok(facts(h, signer, transactions))
 }
 
 /// The block's sealer, recovered locally when the header we decoded hashes to
