@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use geth_wire::{
-    PeerList, Report, ReportReply, StatsReport, HEADER_REPLY_SIGNATURE, HEADER_SIGNATURE,
+    EventKind, PeerList, Report, ReportReply, StatsReport, HEADER_REPLY_SIGNATURE, HEADER_SIGNATURE,
 };
 use serde::Serialize;
 
@@ -206,7 +206,6 @@ pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
             }
             app.metrics.report("stats");
             stats.name = name.clone();
-            app.restarts.on_stats(&id, &stats, now);
             let latency = now.saturating_sub(verified.time_ms);
             app.live().on_stats(&id, &stats, now, Some(latency));
             app.store.node(
@@ -240,7 +239,13 @@ pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
                 );
             }
             // Before the ack: a restart step moved by these events is stored.
-            app.restarts.on_events(&id, &for_restarts, now);
+            let mut live = app.live();
+            for event in &for_restarts {
+                if let EventKind::Shutdown { verdict } = &event.kind {
+                    live.on_shutdown(&id, verdict);
+                }
+            }
+            app.restarts.on_events(&live, &id, &for_restarts, now);
             reply.acked = seqs;
         }
     }
@@ -251,7 +256,7 @@ pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
     }
     // A step moved by this report goes on at once (not at the next second's
     // tick), and a command it produced for this node rides on this reply.
-    app.restarts.tick(now);
+    app.restarts.tick(&app.live(), now);
     reply.commands = app.restarts.commands_for(&id);
     signed_json(&app, sig, StatusCode::OK, &reply)
 }
@@ -664,9 +669,9 @@ mod tests {
         }
         let order = ["node-a".to_owned()];
         app.restarts
-            .create(Some(&order), Timeouts::default(), now_ms())
+            .create(&app.live(), Some(&order), Timeouts::default(), now_ms())
             .unwrap();
-        app.restarts.tick(now_ms());
+        app.restarts.tick(&app.live(), now_ms());
 
         // node-a's reply carries the command, signed for that request; node-b's not.
         let request = signed(&a, &ida, ready);

@@ -53,8 +53,11 @@ pub async fn serve(
                     _ = shutdown.cancelled() => return,
                     _ = tick.tick() => {
                         let now = now_ms();
-                        app.live().tick(now);
-                        app.restarts.tick(now);
+                        {
+                            let mut live = app.live();
+                            live.tick(now);
+                            app.restarts.tick(&live, now);
+                        }
                         let progress = app.restarts.progress();
                         app.live().set_restart(progress);
                     }

@@ -18,7 +18,7 @@ pub mod view;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bytes::Bytes;
-use geth_wire::{BlockRef, BlockReport, StatsReport};
+use geth_wire::{BlockRef, BlockReport, ShutdownVerdict, StatsReport};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
@@ -389,6 +389,31 @@ impl Live {
                 .insert(node_id.to_owned(), normalise(set));
             self.adopt_signers();
         }
+    }
+
+    /// Node `node_id` reported a geth shutdown: it is not ready until stats
+    /// sent after it say otherwise. The spool may deliver the event after such
+    /// stats (they then already carry this shutdown as their last one): those
+    /// stand.
+    pub fn on_shutdown(&mut self, node_id: &str, verdict: &ShutdownVerdict) {
+        let Some(node) = self.nodes.get_mut(node_id) else {
+            return;
+        };
+        let newer = node
+            .last_shutdown
+            .as_ref()
+            .is_none_or(|known| known.at < verdict.at);
+        if newer && node.ready != Some(false) {
+            node.ready = Some(false);
+            node.not_ready = vec!["geth shut down".to_owned()];
+            let view = node.clone();
+            self.publish("node", &view);
+        }
+    }
+
+    /// Every node the view knows, online or not.
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeView> {
+        self.nodes.values()
     }
 
     /// Marks silent nodes offline and re-evaluates the alarms (every second).

@@ -98,10 +98,12 @@ pub async fn create(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes
         (None, false) => return error(StatusCode::BAD_REQUEST, "give order or auto: true"),
         (order, _) => order.as_deref(),
     };
-    match app
-        .restarts
-        .create(order, request.timeouts.unwrap_or_default(), now_ms())
-    {
+    match app.restarts.create(
+        &app.live(),
+        order,
+        request.timeouts.unwrap_or_default(),
+        now_ms(),
+    ) {
         Ok(plan) => plan_reply(StatusCode::CREATED, &plan),
         Err(e) => refused(&e),
     }

@@ -2,7 +2,10 @@
 //! current step's command rides on the signed replies to the target node's
 //! reports, and the step advances from what the agents report (the command's
 //! outcome event with the shutdown verdict, stats with readiness, blocks
-//! sealed). Every change is written to the store before the reply that
+//! sealed). Whether a node is up comes from the live view, the same one the
+//! dashboard shows (`Live::on_shutdown` marks a stopped node not ready until
+//! newer stats): an operator never sees a node ready that a plan counts as
+//! down. Every change is written to the store before the reply that
 //! acknowledges the event that caused it, so a run survives an aggregator
 //! restart. Operator endpoints (`api`) need the admin token.
 
@@ -10,16 +13,15 @@ pub mod api;
 pub mod cli;
 pub mod plan;
 
+use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use geth_wire::control::AgentCommand;
-use geth_wire::{Event, EventKind, StatsReport};
+use geth_wire::{Event, EventKind};
 
+use crate::live::{Live, OFFLINE_AFTER_MS};
 use crate::store::{Store, StoreError};
 pub use plan::{Fleet, Member, Phase, Plan, PlanError, PlanState, Seen, Timeouts};
-
-/// Nodes whose last stats are older than this are down.
-const ONLINE_MS: u64 = 15_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestartError {
@@ -69,7 +71,7 @@ impl Restarts {
             inner: Mutex::new(Inner {
                 plan,
                 fleet: Fleet {
-                    online_ms: ONLINE_MS,
+                    online_ms: OFFLINE_AFTER_MS,
                     ..Fleet::default()
                 },
             }),
@@ -84,7 +86,7 @@ impl Restarts {
             inner: Mutex::new(Inner {
                 plan: None,
                 fleet: Fleet {
-                    online_ms: ONLINE_MS,
+                    online_ms: OFFLINE_AFTER_MS,
                     ..Fleet::default()
                 },
             }),
@@ -115,11 +117,13 @@ impl Restarts {
     /// break the clique quorum).
     pub fn create(
         &self,
+        live: &Live,
         order: Option<&[String]>,
         timeouts: Timeouts,
         now_ms: u64,
     ) -> Result<Plan, RestartError> {
         let mut inner = self.lock();
+        inner.fleet.nodes = seen_nodes(live);
         if let Some(p) = inner
             .plan
             .as_ref()
@@ -190,18 +194,6 @@ impl Restarts {
             .collect()
     }
 
-    pub fn on_stats(&self, id: &str, stats: &StatsReport, now_ms: u64) {
-        self.lock().fleet.nodes.insert(
-            id.to_owned(),
-            Seen {
-                at_ms: now_ms,
-                ready: stats.ready,
-                head: stats.head,
-                last_shutdown_at: stats.last_shutdown.as_ref().map(|v| v.at),
-            },
-        );
-    }
-
     /// A block sealed by `signer` at `at_ms` (its timestamp: an old block
     /// re-reported by a syncing node does not count as sealed now).
     pub fn on_sealed(&self, signer: Option<&str>, at_ms: u64) {
@@ -216,22 +208,15 @@ impl Restarts {
         }
     }
 
-    /// Stored events of node `id`: command outcomes and shutdowns. The plan is
-    /// stored before this returns (before the agent gets its acknowledgement).
-    pub fn on_events(&self, id: &str, events: &[Event], now_ms: u64) {
+    /// Stored events of node `id`: command outcomes and shutdowns (already
+    /// applied to `live`). The plan is stored before this returns (before the
+    /// agent gets its acknowledgement).
+    pub fn on_events(&self, live: &Live, id: &str, events: &[Event], now_ms: u64) {
         let mut inner = self.lock();
-        // A node that just stopped is down until stats sent after it say
-        // otherwise. The spool may deliver the event after such stats (they
-        // then already carry this shutdown as their last one): those stand.
-        for event in events {
-            if let (EventKind::Shutdown { verdict }, Some(seen)) =
-                (&event.kind, inner.fleet.nodes.get_mut(id))
-            {
-                if seen.last_shutdown_at.is_none_or(|at| at < verdict.at) {
-                    seen.ready = false;
-                }
-            }
+        if inner.plan.is_none() {
+            return;
         }
+        inner.fleet.nodes = seen_nodes(live);
         let fleet_head = inner.fleet.head();
         let Some(plan) = inner.plan.as_mut() else {
             return;
@@ -290,12 +275,13 @@ impl Restarts {
     }
 
     /// Advances the running plan (every second).
-    pub fn tick(&self, now_ms: u64) {
+    pub fn tick(&self, live: &Live, now_ms: u64) {
         let mut inner = self.lock();
         let Inner { plan, fleet } = &mut *inner;
-        let Some(plan) = plan.as_mut() else {
+        let Some(plan) = plan.as_mut().filter(|p| p.state == PlanState::Running) else {
             return;
         };
+        fleet.nodes = seen_nodes(live);
         if plan.advance(&self.members, fleet, now_ms) {
             let plan = plan.clone();
             drop(inner);
@@ -304,49 +290,27 @@ impl Restarts {
     }
 }
 
+/// What a plan needs of each node, from the live view.
+fn seen_nodes(live: &Live) -> HashMap<String, Seen> {
+    live.nodes()
+        .map(|n| {
+            let seen = Seen {
+                at_ms: n.last_seen_ms,
+                ready: n.ready == Some(true),
+                head: n.head.as_ref().map(|h| h.number),
+            };
+            (n.id.clone(), seen)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use geth_wire::{ShutdownVerdict, StatsReport};
 
-    #[tokio::test]
-    async fn a_node_that_reported_a_shutdown_is_down_until_its_next_stats() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db"), 10).unwrap();
-        let restarts = Restarts::load(Vec::new(), store).unwrap();
-        let ready = StatsReport {
-            ready: true,
-            ..StatsReport::default()
-        };
-        restarts.on_stats("0xa", &ready, 1000);
-        assert!(restarts.lock().fleet.up("0xa", 1000));
-        let verdict = geth_wire::ShutdownVerdict {
-            clean: false,
-            reason: "killed".into(),
-            head_before: None,
-            persisted: None,
-            exit_code: None,
-            killed: true,
-            duration_ms: 0,
-            at: 1,
-        };
-        let event = Event {
-            spool: "s".into(),
-            seq: 1,
-            at_ms: 1100,
-            kind: EventKind::Shutdown { verdict },
-        };
-        restarts.on_events("0xa", &[event], 1200);
-        assert!(!restarts.lock().fleet.up("0xa", 1200), "stale ready stats");
-        restarts.on_stats("0xa", &ready, 1300);
-        assert!(restarts.lock().fleet.up("0xa", 1300));
-    }
-
-    #[tokio::test]
-    async fn a_shutdown_event_delivered_after_stats_that_know_it_keeps_the_node_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db"), 10).unwrap();
-        let restarts = Restarts::load(Vec::new(), store).unwrap();
-        let verdict = geth_wire::ShutdownVerdict {
+    fn verdict(at: u64) -> ShutdownVerdict {
+        ShutdownVerdict {
             clean: true,
             reason: "state saved".into(),
             head_before: Some(9),
@@ -354,35 +318,58 @@ mod tests {
             exit_code: Some(0),
             killed: false,
             duration_ms: 10,
-            at: 50,
-        };
-        // geth restarted and its fresh stats (which know the stop) came first.
-        let after_restart = StatsReport {
-            ready: true,
-            last_shutdown: Some(verdict.clone()),
+            at,
+        }
+    }
+
+    fn stats(ready: bool, last_shutdown: Option<ShutdownVerdict>) -> StatsReport {
+        StatsReport {
+            name: "a".into(),
+            ready,
+            last_shutdown,
             ..StatsReport::default()
+        }
+    }
+
+    fn shutdown(live: &mut Live, at: u64) {
+        live.on_shutdown("0xa", &verdict(at));
+    }
+
+    /// A plan counts a node up exactly when the dashboard shows it online and
+    /// ready, through a stop, fresh stats, a late event and silence.
+    #[tokio::test]
+    async fn a_plan_and_the_dashboard_agree_on_which_nodes_are_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db"), 10).unwrap();
+        let restarts = Restarts::load(Vec::new(), store).unwrap();
+        let mut live = Live::unconfigured();
+        let agree = |live: &mut Live, now: u64, expect: bool, what: &str| {
+            live.tick(now);
+            let shown = live
+                .nodes()
+                .any(|n| n.id == "0xa" && n.online && n.ready == Some(true));
+            let mut inner = restarts.lock();
+            inner.fleet.nodes = seen_nodes(live);
+            let counted = inner.fleet.up("0xa", now);
+            assert_eq!((shown, counted), (expect, expect), "{what}");
         };
-        restarts.on_stats("0xa", &after_restart, 60_000);
-        let late = Event {
-            spool: "s".into(),
-            seq: 2,
-            at_ms: 50_000,
-            kind: EventKind::Shutdown {
-                verdict: verdict.clone(),
-            },
-        };
-        restarts.on_events("0xa", &[late], 61_000);
-        assert!(restarts.lock().fleet.up("0xa", 61_000), "fresh stats stand");
-        // A newer stop than the stats know of still marks it down.
-        let newer = Event {
-            spool: "s".into(),
-            seq: 3,
-            at_ms: 70_000,
-            kind: EventKind::Shutdown {
-                verdict: geth_wire::ShutdownVerdict { at: 70, ..verdict },
-            },
-        };
-        restarts.on_events("0xa", &[newer], 71_000);
-        assert!(!restarts.lock().fleet.up("0xa", 71_000));
+        live.on_stats("0xa", &stats(true, None), 1000, None);
+        agree(&mut live, 1000, true, "ready stats");
+        shutdown(&mut live, 2);
+        agree(&mut live, 2500, false, "a reported stop");
+        // Stats sent after the restart, which know the stop.
+        live.on_stats("0xa", &stats(true, Some(verdict(2))), 4000, None);
+        agree(&mut live, 4000, true, "fresh stats");
+        // The same stop delivered late by the spool changes nothing.
+        shutdown(&mut live, 2);
+        agree(&mut live, 4100, true, "a late event of a known stop");
+        // A newer stop than the stats know of marks it down.
+        shutdown(&mut live, 5);
+        agree(&mut live, 5100, false, "a newer stop");
+        live.on_stats("0xa", &stats(true, Some(verdict(5))), 6000, None);
+        agree(&mut live, 6000, true, "back");
+        // Silence: offline on the page, down for a plan, at the same moment.
+        agree(&mut live, 6000 + OFFLINE_AFTER_MS - 1, true, "just in time");
+        agree(&mut live, 6000 + OFFLINE_AFTER_MS, false, "silent");
     }
 }

@@ -177,7 +177,7 @@ pub fn auto_order(members: &[Member]) -> Vec<Member> {
 /// The fleet as the aggregator sees it now.
 #[derive(Debug, Clone, Default)]
 pub struct Fleet {
-    /// Per node id: its last stats.
+    /// Per node id: what the live view knows of it.
     pub nodes: HashMap<String, Seen>,
     /// Per signer address (lower-case): when a block it sealed was first seen.
     pub last_sealed_ms: HashMap<String, u64>,
@@ -187,12 +187,10 @@ pub struct Fleet {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Seen {
+    /// Its last report of any kind.
     pub at_ms: u64,
     pub ready: bool,
     pub head: Option<u64>,
-    /// When the last shutdown these stats already knew of happened (the
-    /// verdict's `at`, seconds on the agent's clock).
-    pub last_shutdown_at: Option<u64>,
 }
 
 impl Fleet {
@@ -204,7 +202,7 @@ impl Fleet {
     pub fn up(&self, id: &str, now_ms: u64) -> bool {
         self.nodes
             .get(id)
-            .is_some_and(|s| s.ready && now_ms.saturating_sub(s.at_ms) <= self.online_ms)
+            .is_some_and(|s| s.ready && now_ms.saturating_sub(s.at_ms) < self.online_ms)
     }
 }
 
@@ -639,7 +637,6 @@ mod tests {
                             at_ms: at,
                             ready: true,
                             head: None,
-                            ..Default::default()
                         },
                     )
                 })
@@ -753,7 +750,6 @@ mod tests {
                 at_ms: 3000,
                 ready: true,
                 head,
-                ..Default::default()
             };
             fleet.nodes.insert(m[3].id.clone(), seen);
             assert!(!plan.advance(&m, &fleet, 3000), "{head:?}");
@@ -762,7 +758,6 @@ mod tests {
             at_ms: 3000,
             ready: true,
             head: Some(11),
-            ..Default::default()
         };
         fleet.nodes.insert(m[3].id.clone(), seen);
         assert!(plan.advance(&m, &fleet, 3000));
@@ -775,7 +770,6 @@ mod tests {
                     at_ms: 3000,
                     ready: true,
                     head: None,
-                    ..Default::default()
                 },
             );
         }
@@ -788,7 +782,6 @@ mod tests {
                 at_ms: 5000,
                 ready: true,
                 head: None,
-                ..Default::default()
             },
         );
         plan.advance(&m, &fleet, 5000);
