@@ -374,6 +374,56 @@ async fn rolling_restarts_keep_order_quorum_and_every_block() -> Result<()> {
         "each once, in order: {events:?}"
     );
     assert_clean(&events);
+
+    // More rounds for the benchmark (`scripts/bench-restarts`): one round's
+    // ratio swings with geth's 10 s forced sync cycle.
+    let rounds: u32 = std::env::var("RESTART_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1);
+    let (mut wholes, mut all_singles) = (whole, singles);
+    for round in 2..=rounds {
+        fx.all_ready().await?;
+        let mut round_singles = Duration::ZERO;
+        for i in [1, 2, 0] {
+            round_singles += single_restart(&fx, i).await?;
+        }
+        fx.all_ready().await?;
+        let (code, plan) = fx
+            .api(
+                reqwest::Method::POST,
+                "/api/restarts",
+                Some(serde_json::json!({"order": ["2", "3", "1"]})),
+            )
+            .await?;
+        assert_eq!(code, 201, "{plan}");
+        let done = fx
+            .wait_plan("a benchmark plan done", 12 * MINUTE, |p| {
+                p["state"] != "running"
+            })
+            .await?;
+        assert_eq!(done["state"], "done", "{done}");
+        let ms =
+            done["updated_ms"].as_u64().unwrap_or(0) - done["created_ms"].as_u64().unwrap_or(0);
+        let round_whole = Duration::from_millis(ms);
+        let created = done["created_ms"].as_u64().unwrap_or(0);
+        for line in done["history"].as_array().into_iter().flatten() {
+            let at = line["at_ms"].as_u64().unwrap_or(0).saturating_sub(created);
+            println!(
+                "benchmark round {round} +{:.1}s {}",
+                at as f64 / 1000.0,
+                line["text"]
+            );
+        }
+        wholes += round_whole;
+        all_singles += round_singles;
+        println!(
+            "benchmark round {round}: rolling restart {round_whole:?}, singles {round_singles:?}, \
+             ratio {:.2}; over {round} rounds {:.2} (target <= 1.5)",
+            round_whole.as_secs_f64() / round_singles.as_secs_f64(),
+            wholes.as_secs_f64() / all_singles.as_secs_f64(),
+        );
+    }
     let mut windows = vec![(pre_head, fx.net.head(0).await?)];
 
     // 4. Auto order; geth of the second node SIGKILLed mid-step; resume.
