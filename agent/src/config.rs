@@ -364,11 +364,11 @@ impl RunArgs {
         if readiness.max_head_age_periods == 0 {
             errors.push("max_head_age_periods: must be at least 1".into());
         }
-        let period = genesis
+        let genesis_json = genesis
             .as_ref()
             .and_then(|g| std::fs::read_to_string(g).ok())
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-            .map(|g| crate::network::genesis::period(&g));
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+        let period = genesis_json.as_ref().map(crate::network::genesis::period);
         if genesis.as_ref().is_some_and(|g| g.is_file()) && period.is_none() {
             errors.push("genesis: not valid JSON".into());
         }
@@ -449,11 +449,9 @@ impl RunArgs {
             .min_gas_price_wei
             .or(file.min_gas_price_wei)
             .unwrap_or(DEFAULT_MIN_GAS_PRICE_WEI);
-        let london = genesis
+        let london = genesis_json
             .as_ref()
-            .and_then(|g| std::fs::read_to_string(g).ok())
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-            .is_some_and(|g| crate::network::genesis::has_london(&g));
+            .is_some_and(crate::network::genesis::has_london);
         if london && min_gas_price_wei == 0 {
             errors.push(
                 "min_gas_price_wei: 0 cannot work on this genesis: it sets londonBlock, and \
@@ -480,6 +478,9 @@ impl RunArgs {
         geth.log_file = geth_log_file;
         geth.min_gas_price_wei = Some(min_gas_price_wei);
         geth.durability = durability;
+        geth.network_id = genesis_json
+            .as_ref()
+            .and_then(crate::network::genesis::chain_id);
         geth.extra_args = geth_args;
         Ok(RunConfig {
             name,

@@ -253,6 +253,10 @@ impl TestNetwork {
         let node = &self.nodes[i];
         let dir = self.node_dir(i);
         let mut cmd = GethCommand::new(geth_bin(), node.datadir.clone());
+        cmd.network_id = std::fs::read_to_string(self.genesis())
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .and_then(|g| genesis::chain_id(&g));
         cmd.config = Some(dir.join("config.toml"));
         cmd.nodekey = Some(dir.join("nodekey"));
         // As the agent: signers (unlocked accounts) serve JSON-RPC on IPC only.
