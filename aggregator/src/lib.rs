@@ -6,6 +6,7 @@ pub mod auth;
 pub mod ethstats;
 pub mod fleet;
 pub mod gate;
+pub mod gateway;
 pub mod identity;
 pub mod ingest;
 pub mod live;
@@ -110,6 +111,8 @@ pub struct Cli {
     /// answer 401.
     #[arg(long, env = "GETH_AGGREGATOR_ADMIN_TOKEN_FILE", value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub gateway: gateway::GatewayArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -131,6 +134,33 @@ pub enum SetupError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Key(#[from] identity::KeyError),
+    #[error(transparent)]
+    Gateway(#[from] gateway::GatewayError),
+}
+
+/// The JSON-RPC gateway, when `--gateway-listen` is given.
+pub fn build_gateway(
+    cli: &Cli,
+    app: &Arc<App>,
+) -> Result<Option<Arc<gateway::Gateway>>, SetupError> {
+    if cli.gateway.gateway_listen.is_none() {
+        return Ok(None);
+    }
+    if cli.gateway.gateway_cert.is_none() || cli.gateway.gateway_key.is_none() {
+        return Err(SetupError::Config(
+            "--gateway-listen needs --gateway-cert and --gateway-key (PEM files)".into(),
+        ));
+    }
+    let path = cli
+        .network
+        .as_deref()
+        .ok_or_else(|| SetupError::Config("--network is required".into()))?;
+    let network = geth_wire::network::Network::load_file(path)?;
+    Ok(Some(gateway::Gateway::new(
+        app.clone(),
+        &network,
+        &cli.gateway,
+    )?))
 }
 
 /// Builds the application: registry, store (history restored), live view.

@@ -24,6 +24,13 @@ fn main() -> ExitCode {
                 return ExitCode::from(64);
             }
         };
+        let gateway = match geth_aggregator::build_gateway(&cli, &app) {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("geth-aggregator: {e}");
+                return ExitCode::from(64);
+            }
+        };
         let listener = match tokio::net::TcpListener::bind(cli.listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -43,6 +50,18 @@ fn main() -> ExitCode {
             tracing::info!("stopping");
             signal.cancel();
         });
+        if let Some(gw) = gateway {
+            let args = cli.gateway.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                if let Err(e) = geth_aggregator::gateway::serve(gw, &args, stop.clone()).await {
+                    // The dashboard keeps running; the operator sees why the
+                    // gateway is not.
+                    tracing::error!("{e}");
+                    eprintln!("geth-aggregator: {e}");
+                }
+            });
+        }
         match geth_aggregator::serve(listener, app, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

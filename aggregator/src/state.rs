@@ -34,6 +34,8 @@ pub struct App {
     pub admin_token: Option<String>,
     /// Rolling restart plans.
     pub restarts: Restarts,
+    /// Calls through the JSON-RPC gateway (exported at `/metrics`).
+    pub gateway: crate::gateway::metrics::GatewayMetrics,
 }
 
 impl App {
@@ -58,6 +60,7 @@ impl App {
             logins: LoginGate::default(),
             admin_token: None,
             restarts,
+            gateway: Default::default(),
         }
     }
 
