@@ -255,6 +255,7 @@ pub fn build(cli: &Cli) -> Result<Arc<App>, SetupError> {
     let mut app = App::new(registry, live, store, secrets, loaded.identity);
     app.admin_token = admin_token;
     app.restarts = restarts;
+    app.wallet = gateway::wallet::chain_params(&network, &cli.gateway);
     Ok(Arc::new(app))
 }
 

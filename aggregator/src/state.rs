@@ -36,6 +36,8 @@ pub struct App {
     pub restarts: Restarts,
     /// Calls through the JSON-RPC gateway (exported at `/metrics`).
     pub gateway: crate::gateway::metrics::GatewayMetrics,
+    /// The chain's wallet parameters when the gateway runs (`/api/wallet`).
+    pub wallet: Option<serde_json::Value>,
 }
 
 impl App {
@@ -61,6 +63,7 @@ impl App {
             admin_token: None,
             restarts,
             gateway: Default::default(),
+            wallet: None,
         }
     }
 

@@ -88,6 +88,8 @@ async fn start(validators: usize, not_ready: &[usize], gateway_args: &[&str]) ->
         .arg(&tls.cert)
         .arg("--gateway-key")
         .arg(&tls.key)
+        .arg("--gateway-public-url")
+        .arg(format!("https://localhost:{}", gateway.port()))
         .args(gateway_args);
     net.spawn_other(0, cmd)?;
     net.spawn(0)?;
@@ -587,5 +589,71 @@ async fn the_gateway_uses_only_ready_nodes_and_fails_over() -> Result<()> {
         assert_ne!(node.as_deref(), Some(last.as_str()));
         assert_ne!(node.as_deref(), Some(names[3].as_str()));
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_dashboard_adds_the_chain_to_a_wallet_and_cors_holds_in_chromium() -> Result<()> {
+    let origins = free_ports(2)?;
+    let allowed = format!("http://127.0.0.1:{}", origins[0]);
+    let s = start(1, &[], &["--gateway-cors-origin", &allowed]).await?;
+    wait_ready(&s, &[(1, true)]).await?;
+    let gateway_url = format!("https://localhost:{}", s.gateway.port());
+    let out = tokio::process::Command::new("node")
+        .arg(workspace_root().join("tests/browser/wallet-button.mjs"))
+        .arg(format!("http://{}/", s.dashboard))
+        .arg(&gateway_url)
+        .arg(&s.tls.cert)
+        .arg(origins[0].to_string())
+        .arg(origins[1].to_string())
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "wallet-button.mjs failed ({}): {stdout} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())?;
+    let chain_id = s.net.network.chain_id;
+    // The wallet received exactly this network's parameters, once.
+    assert_eq!(
+        result["requests"],
+        json!([{
+            "method": "wallet_addEthereumChain",
+            "params": [{
+                "chainId": format!("{chain_id:#x}"),
+                "chainName": s.net.network.name,
+                "rpcUrls": [gateway_url],
+                "nativeCurrency": {"name": "ETH", "symbol": "ETH", "decimals": 18},
+            }],
+        }]),
+        "{result}"
+    );
+    assert_eq!(result["valuesShownWithWallet"], false, "{result}");
+    // Without a wallet: the values to copy.
+    assert_eq!(
+        result["values"],
+        json!({
+            "Network name": s.net.network.name,
+            "RPC URL": gateway_url,
+            "Chain ID": chain_id.to_string(),
+            "Currency symbol": "ETH",
+        }),
+        "{result}"
+    );
+    // Only the allowed origin may read the gateway's answers.
+    assert_eq!(
+        result["cors"]["allowed"],
+        format!("ok:{chain_id:#x}"),
+        "{result}"
+    );
+    assert!(
+        result["cors"]["other"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("blocked:")),
+        "{result}"
+    );
     Ok(())
 }

@@ -13,6 +13,7 @@ pub mod limit;
 pub mod metrics;
 pub mod policy;
 pub mod upstream;
+pub mod wallet;
 mod ws;
 
 use std::net::{IpAddr, SocketAddr};
