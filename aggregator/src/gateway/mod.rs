@@ -152,6 +152,19 @@ pub struct Gateway {
     max_batch: usize,
     max_log_blocks: u64,
     cors_origins: Vec<String>,
+    /// The ready nodes, recomputed at most every [`SNAPSHOT_TTL`] so calls
+    /// do not contend for the live view.
+    cache: std::sync::Mutex<Option<(Instant, Snapshot)>>,
+}
+
+/// How long the gateway reuses its view of the ready nodes (a node that
+/// fails in between costs a retry on another node, not a failed read).
+const SNAPSHOT_TTL: Duration = Duration::from_millis(200);
+
+/// An answer: built here, or a node's bytes passed on as they are.
+enum Answer {
+    Json(Value),
+    Raw(Bytes),
 }
 
 /// One call of a request, as decided before any node is asked.
@@ -198,11 +211,23 @@ impl Gateway {
             max_batch: args.gateway_max_batch,
             max_log_blocks: args.gateway_max_log_blocks,
             cors_origins: args.gateway_cors_origins.clone(),
+            cache: std::sync::Mutex::new(None),
         }))
     }
 
     fn snapshot(&self) -> Snapshot {
-        self.rotation.snapshot(&self.upstreams, &self.app.live())
+        let now = Instant::now();
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = match &*cache {
+            Some((at, snap)) if now.duration_since(*at) < SNAPSHOT_TTL => snap.clone(),
+            _ => {
+                let snap = upstream::eligible(&self.upstreams, &self.app.live());
+                *cache = Some((now, snap.clone()));
+                snap
+            }
+        };
+        drop(cache);
+        self.rotation.turn(fresh)
     }
 
     /// Routes of the gateway: POST (JSON-RPC), GET (WebSocket upgrade) and
@@ -312,29 +337,24 @@ impl Gateway {
     async fn handle(
         &self,
         request: Value,
+        original: Option<&Bytes>,
         client: IpAddr,
         http: bool,
-    ) -> (StatusCode, Value, Option<String>) {
+    ) -> (StatusCode, Answer, Option<String>) {
         let (calls, batch) = match request {
             Value::Array(calls) if calls.is_empty() => {
-                return (
-                    StatusCode::OK,
-                    error(Value::Null, code::INVALID_REQUEST, "empty batch"),
-                    None,
-                );
+                let answer = error(Value::Null, code::INVALID_REQUEST, "empty batch");
+                return (StatusCode::OK, Answer::Json(answer), None);
             }
             Value::Array(calls) => (calls, true),
             call @ Value::Object(_) => (vec![call], false),
             _ => {
-                return (
-                    StatusCode::OK,
-                    error(
-                        Value::Null,
-                        code::INVALID_REQUEST,
-                        "not a JSON-RPC call or batch",
-                    ),
-                    None,
-                )
+                let answer = error(
+                    Value::Null,
+                    code::INVALID_REQUEST,
+                    "not a JSON-RPC call or batch",
+                );
+                return (StatusCode::OK, Answer::Json(answer), None);
             }
         };
         if calls.len() > self.max_batch {
@@ -344,11 +364,8 @@ impl Gateway {
                 calls.len(),
                 self.max_batch
             );
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                error(Value::Null, code::LIMIT, &message),
-                None,
-            );
+            let answer = error(Value::Null, code::LIMIT, &message);
+            return (StatusCode::PAYLOAD_TOO_LARGE, Answer::Json(answer), None);
         }
         if !self.limiter.take(client, calls.len(), Instant::now()) {
             let message = "too many calls from this client: slow down (gateway rule: rate-limit)";
@@ -371,7 +388,7 @@ impl Gateway {
             } else {
                 answers.into_iter().next().unwrap_or(Value::Null)
             };
-            return (StatusCode::TOO_MANY_REQUESTS, body, None);
+            return (StatusCode::TOO_MANY_REQUESTS, Answer::Json(body), None);
         }
         let snap = self.snapshot();
         let mut slots = Vec::with_capacity(calls.len());
@@ -388,6 +405,41 @@ impl Gateway {
             }
             slots.push(slot);
             methods.push((method, allowed));
+        }
+        // One call for a node: its bytes go as they are and the node's answer
+        // comes back as it is (no re-encoding on the common path).
+        if let (false, Some(original), [Slot::Forward { kind, .. }], [(method, allowed)]) =
+            (batch, original, slots.as_slice(), methods.as_slice())
+        {
+            if method != "eth_feeHistory" {
+                return match self
+                    .forward(&snap, original.clone(), *kind == Kind::Read)
+                    .await
+                {
+                    Ok((bytes, name)) => {
+                        let failed = bytes.windows(8).any(|w| w == b"\"error\":");
+                        let outcome = if failed { "error" } else { "ok" };
+                        self.app.gateway.call(method, *allowed, outcome);
+                        (StatusCode::OK, Answer::Raw(bytes), Some(name))
+                    }
+                    Err(reason) => {
+                        tracing::warn!("gateway: unavailable: {reason}");
+                        self.app.gateway.call(method, *allowed, "unavailable");
+                        let id = match &slots[0] {
+                            Slot::Forward { call, .. } => {
+                                call.get("id").cloned().unwrap_or(Value::Null)
+                            }
+                            Slot::Done(_) => Value::Null,
+                        };
+                        let answer = error(
+                            id,
+                            code::UNAVAILABLE,
+                            "no ready node answered; try again (gateway rule: ready-nodes)",
+                        );
+                        (StatusCode::OK, Answer::Json(answer), None)
+                    }
+                };
+            }
         }
         // The calls for a node go in one request; ids are replaced by their
         // position so answers map back whatever ids the client chose.
@@ -462,7 +514,7 @@ impl Gateway {
         } else {
             out.into_iter().next().unwrap_or(Value::Null)
         };
-        (StatusCode::OK, body, node)
+        (StatusCode::OK, Answer::Json(body), node)
     }
 }
 
@@ -490,12 +542,11 @@ pub fn error(id: Value, code: i64, message: &str) -> Value {
 }
 
 fn json_response(status: StatusCode, body: &Value, node: Option<&str>) -> Response {
-    let mut response = (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response();
+    raw_response(status, Bytes::from(body.to_string()), node)
+}
+
+fn raw_response(status: StatusCode, body: Bytes, node: Option<&str>) -> Response {
+    let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
     if let Some(value) = node.and_then(|n| HeaderValue::from_str(n).ok()) {
         response.headers_mut().insert(HEADER_NODE, value);
     }
@@ -537,12 +588,15 @@ async fn post(
         }
     };
     let first = first_method(&request);
-    let (status, answer, node) = gw.handle(request, peer.ip(), true).await;
+    let (status, answer, node) = gw.handle(request, Some(&bytes), peer.ip(), true).await;
     gw.app
         .gateway
         .observe("http", started.elapsed().as_secs_f64());
     access(peer, &first, status, node.as_deref(), started);
-    json_response(status, &answer, node.as_deref())
+    match answer {
+        Answer::Json(v) => json_response(status, &v, node.as_deref()),
+        Answer::Raw(bytes) => raw_response(status, bytes, node.as_deref()),
+    }
 }
 
 fn first_method(request: &Value) -> String {
@@ -663,8 +717,12 @@ pub async fn serve(
         stopper.graceful_shutdown(Some(Duration::from_secs(5)));
     });
     tracing::info!(listen = %addr, nodes = gw.upstreams.len(), "JSON-RPC gateway at https://{addr}/");
-    axum_server::from_tcp_rustls(listener, tls)
+    // TCP_NODELAY: small JSON-RPC answers must not wait for Nagle's algorithm.
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
+        .acceptor(axum_server::accept::NoDelayAcceptor::new());
+    axum_server::from_tcp(listener)
         .map_err(|source| GatewayError::Listen { addr, source })?
+        .acceptor(acceptor)
         .handle(handle)
         .serve(
             gw.router()

@@ -21,7 +21,7 @@ pub struct Upstream {
 }
 
 /// What the live view says about the nodes right now.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Ready non-signer nodes, in the order to try them.
     pub nodes: Vec<Upstream>,
@@ -59,6 +59,22 @@ pub struct Rotation(AtomicUsize);
 
 impl Rotation {
     pub fn snapshot(&self, all: &[Upstream], live: &Live) -> Snapshot {
+        self.turn(eligible(all, live))
+    }
+
+    /// The next turn: the ready nodes starting with the next one.
+    pub fn turn(&self, mut snap: Snapshot) -> Snapshot {
+        if !snap.nodes.is_empty() {
+            let start = self.0.fetch_add(1, Ordering::Relaxed) % snap.nodes.len();
+            snap.nodes.rotate_left(start);
+        }
+        snap
+    }
+}
+
+/// The ready non-signer nodes in network order, their floor and head.
+pub fn eligible(all: &[Upstream], live: &Live) -> Snapshot {
+    {
         let mut nodes = Vec::new();
         let mut floor = Some(0u64);
         let mut head: Option<u64> = None;
@@ -84,9 +100,6 @@ impl Rotation {
         }
         if nodes.is_empty() {
             floor = None;
-        } else {
-            let start = self.0.fetch_add(1, Ordering::Relaxed) % nodes.len();
-            nodes.rotate_left(start);
         }
         Snapshot {
             nodes,
