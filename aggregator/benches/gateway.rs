@@ -210,14 +210,7 @@ async fn run() -> anyhow::Result<()> {
         ];
         for (method, params) in calls {
             let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-            let d = load(
-                direct.clone(),
-                direct_url.clone(),
-                body.clone(),
-                secs,
-                clients,
-            )
-            .await;
+            let d = load(direct.clone(), direct_url.clone(), body.clone(), secs, n).await;
             let g = load(https.clone(), gateway_url.clone(), body, secs, n).await;
             for (path, o) in [("direct", &d), ("gateway", &g)] {
                 println!(
