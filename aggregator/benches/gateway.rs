@@ -163,11 +163,12 @@ async fn run() -> anyhow::Result<()> {
         geth_wire::now_ms(),
         None,
     );
-    let gw = geth_aggregator::build_gateway(&cli, &app)?.expect("gateway configured");
+    let (gw, tls) = geth_aggregator::build_gateway(&cli, &app)?.expect("gateway configured");
+    let listener = std::net::TcpListener::bind(gateway)?;
     let stop = CancellationToken::new();
     let server = tokio::spawn({
-        let (args, stop) = (cli.gateway.clone(), stop.clone());
-        async move { geth_aggregator::gateway::serve(gw, &args, stop).await }
+        let stop = stop.clone();
+        async move { geth_aggregator::gateway::serve(gw, listener, tls, stop).await }
     });
 
     let https = reqwest::Client::builder()

@@ -138,29 +138,23 @@ pub enum SetupError {
     Gateway(#[from] gateway::GatewayError),
 }
 
-/// The JSON-RPC gateway, when `--gateway-listen` is given.
+/// The JSON-RPC gateway and its TLS configuration, when `--gateway-listen`
+/// is given (certificate problems are configuration errors).
 pub fn build_gateway(
     cli: &Cli,
     app: &Arc<App>,
-) -> Result<Option<Arc<gateway::Gateway>>, SetupError> {
+) -> Result<Option<(Arc<gateway::Gateway>, axum_server::tls_rustls::RustlsConfig)>, SetupError> {
     if cli.gateway.gateway_listen.is_none() {
         return Ok(None);
     }
-    if cli.gateway.gateway_cert.is_none() || cli.gateway.gateway_key.is_none() {
-        return Err(SetupError::Config(
-            "--gateway-listen needs --gateway-cert and --gateway-key (PEM files)".into(),
-        ));
-    }
+    let tls = gateway::load_tls(&cli.gateway)?;
     let path = cli
         .network
         .as_deref()
         .ok_or_else(|| SetupError::Config("--network is required".into()))?;
     let network = geth_wire::network::Network::load_file(path)?;
-    Ok(Some(gateway::Gateway::new(
-        app.clone(),
-        &network,
-        &cli.gateway,
-    )?))
+    let gw = gateway::Gateway::new(app.clone(), &network, &cli.gateway)?;
+    Ok(Some((gw, tls)))
 }
 
 /// Builds the application: registry, store (history restored), live view.

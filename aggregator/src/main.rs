@@ -50,15 +50,19 @@ fn main() -> ExitCode {
             tracing::info!("stopping");
             signal.cancel();
         });
-        if let Some(gw) = gateway {
-            let args = cli.gateway.clone();
+        if let Some((gw, tls)) = gateway {
+            let addr = cli.gateway.gateway_listen.unwrap_or(cli.listen);
+            let gw_listener = match std::net::TcpListener::bind(addr) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("geth-aggregator: gateway cannot listen on {addr}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let stop = shutdown.clone();
             tokio::spawn(async move {
-                if let Err(e) = geth_aggregator::gateway::serve(gw, &args, stop.clone()).await {
-                    // The dashboard keeps running; the operator sees why the
-                    // gateway is not.
+                if let Err(e) = geth_aggregator::gateway::serve(gw, gw_listener, tls, stop).await {
                     tracing::error!("{e}");
-                    eprintln!("geth-aggregator: {e}");
                 }
             });
         }

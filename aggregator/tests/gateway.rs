@@ -657,3 +657,40 @@ async fn the_dashboard_adds_the_chain_to_a_wallet_and_cors_holds_in_chromium() -
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_gateway_without_a_usable_certificate_is_a_configuration_error() -> Result<()> {
+    let net = TestNetwork::generate(&NetworkOptions {
+        signers: 1,
+        ..Default::default()
+    })?;
+    let tls = make_tls(net.path())?;
+    let garbage = net.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n")?;
+    let port = free_ports(2)?;
+    let cases: Vec<(Vec<PathBuf>, &str)> = vec![
+        (vec![tls.cert.clone()], "--gateway-key"),
+        (vec![garbage.clone(), tls.key.clone()], "garbage.pem"),
+        // A key that does not belong to the certificate.
+        (vec![tls.ca_pem.clone(), tls.key.clone()], "gateway"),
+    ];
+    for (files, expected) in cases {
+        let mut cmd = net.aggregator_command(
+            Path::new(AGGREGATOR),
+            ([127, 0, 0, 1], port[0]).into(),
+            &net.path().join("agg.db"),
+        );
+        cmd.arg("--gateway-listen")
+            .arg(format!("127.0.0.1:{}", port[1]))
+            .arg("--gateway-cert")
+            .arg(&files[0]);
+        if let Some(key) = files.get(1) {
+            cmd.arg("--gateway-key").arg(key);
+        }
+        let out = tokio::process::Command::from(cmd).output().await?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{files:?}: {stderr}");
+        assert!(stderr.contains(expected), "{files:?}: {stderr}");
+    }
+    Ok(())
+}

@@ -657,9 +657,19 @@ async fn upgrade(
     }
 }
 
+/// The TLS configuration from `--gateway-cert` and `--gateway-key` (PEM).
+pub fn load_tls(args: &GatewayArgs) -> Result<axum_server::tls_rustls::RustlsConfig, GatewayError> {
+    let (Some(cert), Some(key)) = (&args.gateway_cert, &args.gateway_key) else {
+        return Err(GatewayError::Config(
+            "--gateway-listen needs --gateway-cert and --gateway-key (PEM files)".into(),
+        ));
+    };
+    tls_config(cert, key)
+}
+
 /// rustls with the ring provider, chosen explicitly so no process-wide
 /// default is needed.
-fn tls_config(
+pub fn tls_config(
     cert: &std::path::Path,
     key: &std::path::Path,
 ) -> Result<axum_server::tls_rustls::RustlsConfig, GatewayError> {
@@ -693,20 +703,13 @@ fn tls_config(
 /// Serves the gateway over HTTPS until `shutdown` fires.
 pub async fn serve(
     gw: Arc<Gateway>,
-    args: &GatewayArgs,
+    listener: std::net::TcpListener,
+    tls: axum_server::tls_rustls::RustlsConfig,
     shutdown: CancellationToken,
 ) -> Result<(), GatewayError> {
-    let addr = args
-        .gateway_listen
-        .ok_or_else(|| GatewayError::Config("--gateway-listen is not set".into()))?;
-    let (Some(cert), Some(key)) = (&args.gateway_cert, &args.gateway_key) else {
-        return Err(GatewayError::Config(
-            "--gateway-listen needs --gateway-cert and --gateway-key (PEM files)".into(),
-        ));
-    };
-    let tls = tls_config(cert, key)?;
-    let listener = std::net::TcpListener::bind(addr)
-        .map_err(|source| GatewayError::Listen { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| GatewayError::Config(format!("gateway listener: {source}")))?;
     listener
         .set_nonblocking(true)
         .map_err(|source| GatewayError::Listen { addr, source })?;
