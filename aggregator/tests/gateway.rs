@@ -216,6 +216,8 @@ async fn the_gateway_serves_wallets_refuses_the_rest_and_limits_clients() -> Res
             "60",
             "--gateway-max-log-blocks",
             "50",
+            "--gateway-max-ws-per-client",
+            "1",
             "--gateway-cors-origin",
             "http://allowed.test",
         ],
@@ -415,14 +417,23 @@ async fn the_gateway_serves_wallets_refuses_the_rest_and_limits_clients() -> Res
     .with_safe_default_protocol_versions()?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(gw).await?;
-    let (mut ws, _) = tokio_tungstenite::client_async_tls_with_config(
-        format!("wss://localhost:{}/", gw.port()),
-        tcp,
-        None,
-        Some(tokio_tungstenite::Connector::Rustls(Arc::new(config))),
-    )
-    .await?;
+    let config = Arc::new(config);
+    let open = || {
+        let config = config.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(gw).await?;
+            anyhow::Ok(
+                tokio_tungstenite::client_async_tls_with_config(
+                    format!("wss://localhost:{}/", gw.port()),
+                    tcp,
+                    None,
+                    Some(tokio_tungstenite::Connector::Rustls(config)),
+                )
+                .await,
+            )
+        }
+    };
+    let (mut ws, _) = open().await??;
     use tokio_tungstenite::tungstenite::Message;
     ws.send(Message::Text(
         rpc("eth_subscribe", json!(["newPendingTransactions"]))
@@ -447,6 +458,11 @@ async fn the_gateway_serves_wallets_refuses_the_rest_and_limits_clients() -> Res
     let head = next_json(&mut ws).await?;
     assert_eq!(head["method"], "eth_subscription", "{head}");
     assert!(head["params"]["result"]["number"].is_string(), "{head}");
+    // One WebSocket per client here: a second is refused while it is open.
+    match open().await? {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
+        other => panic!("a second WebSocket was not refused: {other:?}"),
+    }
     drop(ws);
 
     // A burst over the rate limit gets JSON-RPC errors while another client

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Buckets idle this long are full again and can be forgotten.
@@ -62,6 +62,54 @@ impl RateLimiter {
     }
 }
 
+/// Open WebSocket connections per client IP: each holds a connection to a
+/// node, so one client may not hold many.
+pub struct Connections {
+    max: usize,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One open connection; closing it (dropping) frees the slot.
+pub struct Slot {
+    client: IpAddr,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Connections {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// A slot for `client`, or `None` when it holds `max` already.
+    pub fn open(&self, client: IpAddr) -> Option<Slot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(client).or_default();
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            client,
+            open: self.open.clone(),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.client) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.client);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -85,6 +133,21 @@ mod tests {
         );
         assert!(limiter.take(a, 5, t0 + Duration::from_secs(60)));
         assert!(RateLimiter::new(0, 0).take(a, 1000, t0), "0 turns it off");
+    }
+
+    #[test]
+    fn websocket_slots_per_client_are_bounded_and_freed() {
+        let c = Connections::new(2);
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let first = c.open(a).expect("1st");
+        let _second = c.open(a).expect("2nd");
+        assert!(c.open(a).is_none(), "a third is refused");
+        assert!(
+            c.open([10, 0, 0, 2].into()).is_some(),
+            "other clients are not"
+        );
+        drop(first);
+        assert!(c.open(a).is_some(), "a closed connection frees its slot");
     }
 
     #[test]

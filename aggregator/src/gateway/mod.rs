@@ -101,6 +101,13 @@ pub struct GatewayArgs {
         default_value_t = 200
     )]
     pub gateway_burst: u32,
+    /// Open WebSocket connections per client IP.
+    #[arg(
+        long = "gateway-max-ws-per-client",
+        env = "GETH_AGGREGATOR_GATEWAY_MAX_WS_PER_CLIENT",
+        default_value_t = 16
+    )]
+    pub gateway_max_ws_per_client: usize,
     /// Widest `eth_getLogs` block range.
     #[arg(
         long = "gateway-max-log-blocks",
@@ -147,6 +154,7 @@ pub struct Gateway {
     upstreams: Vec<Upstream>,
     rotation: Rotation,
     limiter: RateLimiter,
+    sockets: limit::Connections,
     client: reqwest::Client,
     max_body_bytes: usize,
     max_batch: usize,
@@ -206,6 +214,7 @@ impl Gateway {
             upstreams: upstream::from_network(network),
             rotation: Rotation::default(),
             limiter: RateLimiter::new(args.gateway_rate, args.gateway_burst),
+            sockets: limit::Connections::new(args.gateway_max_ws_per_client),
             client,
             max_body_bytes: args.gateway_max_body_bytes,
             max_batch: args.gateway_max_batch,
@@ -642,9 +651,23 @@ async fn upgrade(
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     match ws {
-        Ok(ws) => ws
-            .max_message_size(gw.max_body_bytes)
-            .on_upgrade(move |socket| ws::relay(gw, peer, socket)),
+        Ok(ws) => {
+            let Some(slot) = gw.sockets.open(peer.ip()) else {
+                gw.app.gateway.call("websocket", true, "limited");
+                let message = "too many open WebSocket connections from this client \
+                               (gateway rule: websocket-connections)";
+                return json_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &error(Value::Null, code::LIMIT, message),
+                    None,
+                );
+            };
+            ws.max_message_size(gw.max_body_bytes)
+                .on_upgrade(move |socket| async move {
+                    ws::relay(gw, peer, socket).await;
+                    drop(slot);
+                })
+        }
         Err(_) => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &error(
