@@ -151,11 +151,11 @@ pub enum GatewayError {
 /// The gateway's shared state.
 pub struct Gateway {
     app: Arc<App>,
-    upstreams: Vec<Upstream>,
+    upstreams: Vec<Arc<Upstream>>,
     rotation: Rotation,
     limiter: RateLimiter,
     sockets: limit::Connections,
-    client: reqwest::Client,
+    client: upstream::Client,
     max_body_bytes: usize,
     max_batch: usize,
     max_log_blocks: u64,
@@ -203,12 +203,7 @@ impl Gateway {
                 )));
             }
         }
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(30))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| GatewayError::Config(format!("gateway HTTP client: {e}")))?;
+        let client = upstream::client();
         Ok(Arc::new(Self {
             app,
             upstreams: upstream::from_network(network),

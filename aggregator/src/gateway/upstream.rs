@@ -2,10 +2,14 @@
 //! only while their agent reports them online and ready.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use alloy::primitives::Address;
+use std::time::Duration;
+
 use bytes::Bytes;
 use geth_wire::network::{Network, Role};
+use http_body_util::{BodyExt, Full};
 
 use crate::live::Live;
 use crate::registry::enode_address;
@@ -24,7 +28,7 @@ pub struct Upstream {
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Ready non-signer nodes, in the order to try them.
-    pub nodes: Vec<Upstream>,
+    pub nodes: Vec<Arc<Upstream>>,
     /// The highest gas price floor the ready nodes enforce (wei); `None`
     /// while one of them has not reported it.
     pub floor_wei: Option<u64>,
@@ -34,7 +38,7 @@ pub struct Snapshot {
 
 /// The non-signer nodes of the network: the RPC URL is the host of the node's
 /// enode and its `ports.http` (the operator's file, never a node's claim).
-pub fn from_network(network: &Network) -> Vec<Upstream> {
+pub fn from_network(network: &Network) -> Vec<Arc<Upstream>> {
     network
         .nodes
         .iter()
@@ -43,12 +47,12 @@ pub fn from_network(network: &Network) -> Vec<Upstream> {
             let address: Address = enode_address(&n.enode)?;
             let host = n.enode.split('@').nth(1)?.rsplit_once(':')?.0;
             let host = host.split('?').next()?;
-            Some(Upstream {
+            Some(Arc::new(Upstream {
                 id: format!("{address:#x}"),
                 name: n.name.clone(),
                 http: format!("http://{host}:{}", n.ports.http),
                 ws: format!("ws://{host}:{}", n.ports.http),
-            })
+            }))
         })
         .collect()
 }
@@ -58,7 +62,7 @@ pub fn from_network(network: &Network) -> Vec<Upstream> {
 pub struct Rotation(AtomicUsize);
 
 impl Rotation {
-    pub fn snapshot(&self, all: &[Upstream], live: &Live) -> Snapshot {
+    pub fn snapshot(&self, all: &[Arc<Upstream>], live: &Live) -> Snapshot {
         self.turn(eligible(all, live))
     }
 
@@ -73,7 +77,7 @@ impl Rotation {
 }
 
 /// The ready non-signer nodes in network order, their floor and head.
-pub fn eligible(all: &[Upstream], live: &Live) -> Snapshot {
+pub fn eligible(all: &[Arc<Upstream>], live: &Live) -> Snapshot {
     {
         let mut nodes = Vec::new();
         let mut floor = Some(0u64);
@@ -96,7 +100,7 @@ pub fn eligible(all: &[Upstream], live: &Live) -> Snapshot {
             if let Some(h) = &view.head {
                 head = Some(head.map_or(h.number, |x| x.max(h.number)));
             }
-            nodes.push(up.clone());
+            nodes.push(Arc::clone(up));
         }
         if nodes.is_empty() {
             floor = None;
@@ -117,29 +121,65 @@ pub struct Failure {
     pub reason: String,
 }
 
+/// The HTTP/1 client for the nodes (keep-alive pool, plain hyper: the
+/// gateway's hot path).
+pub type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
+
+pub fn client() -> Client {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector)
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A node that takes longer than this has failed the call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// POSTs a JSON-RPC body to one node.
-pub async fn post(client: &reqwest::Client, up: &Upstream, body: Bytes) -> Result<Bytes, Failure> {
-    let sent = client
-        .post(&up.http)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .await;
-    let response = sent.map_err(|e| Failure {
-        maybe_sent: !e.is_connect(),
-        reason: e.to_string(),
-    })?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(Failure {
-            maybe_sent: true,
-            reason: format!("HTTP {status}"),
-        });
-    }
-    response.bytes().await.map_err(|e| Failure {
-        maybe_sent: true,
-        reason: e.to_string(),
-    })
+pub async fn post(client: &Client, up: &Upstream, body: Bytes) -> Result<Bytes, Failure> {
+    let request = hyper::Request::post(up.http.as_str())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body))
+        .map_err(|e| Failure {
+            maybe_sent: false,
+            reason: e.to_string(),
+        })?;
+    let call = async {
+        let response = client.request(request).await.map_err(|e| Failure {
+            maybe_sent: !e.is_connect(),
+            reason: e.to_string(),
+        })?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(Failure {
+                maybe_sent: true,
+                reason: format!("HTTP {status}"),
+            });
+        }
+        response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .map_err(|e| Failure {
+                maybe_sent: true,
+                reason: e.to_string(),
+            })
+    };
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Failure {
+                maybe_sent: true,
+                reason: format!("no answer within {}s", CALL_TIMEOUT.as_secs()),
+            })
+        })
 }
 
 #[cfg(test)]
@@ -149,13 +189,13 @@ mod tests {
     use super::*;
     use crate::live::NetworkInfo;
 
-    fn upstream(id: &str) -> Upstream {
-        Upstream {
+    fn upstream(id: &str) -> Arc<Upstream> {
+        Arc::new(Upstream {
             id: id.into(),
             name: id.into(),
             http: format!("http://{id}"),
             ws: format!("ws://{id}"),
-        }
+        })
     }
 
     #[test]
@@ -180,7 +220,7 @@ mod tests {
         live.on_stats("b", &stats(true, false), 1, None);
         live.on_stats("c", &stats(false, false), 1, None);
         live.on_stats("d", &stats(true, true), 1, None);
-        let all: Vec<Upstream> = ["a", "b", "c", "d", "e"].map(upstream).to_vec();
+        let all: Vec<Arc<Upstream>> = ["a", "b", "c", "d", "e"].map(upstream).to_vec();
         let rotation = Rotation::default();
         let first = rotation.snapshot(&all, &live);
         let names: Vec<&str> = first.nodes.iter().map(|u| u.name.as_str()).collect();
