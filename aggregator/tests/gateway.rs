@@ -469,15 +469,24 @@ async fn the_gateway_serves_wallets_refuses_the_rest_and_limits_clients() -> Res
     // keeps being served.
     let greedy = client(&s.tls, gw, [127, 0, 0, 3].into())?;
     let polite = client(&s.tls, gw, [127, 0, 0, 2].into())?;
-    let burst = (0..150).map(|_| {
-        let greedy = greedy.clone();
-        async move { call(&greedy, gw, &rpc("eth_blockNumber", json!([]))).await }
-    });
+    // The burst goes back to back over one connection: far faster than the
+    // 5 calls/s refill, whatever the machine's load.
     let block_number = rpc("eth_blockNumber", json!([]));
-    let (burst, polite_answer) = tokio::join!(
-        futures_util::future::join_all(burst),
-        call(&polite, gw, &block_number)
-    );
+    let burst = async {
+        let mut answers = Vec::new();
+        for _ in 0..150 {
+            answers.push(call(&greedy, gw, &block_number).await);
+        }
+        answers
+    };
+    let polite_calls = async {
+        let mut answers = Vec::new();
+        for _ in 0..5 {
+            answers.push(call(&polite, gw, &block_number).await);
+        }
+        answers
+    };
+    let (burst, polite_answers) = tokio::join!(burst, polite_calls);
     let mut limited = 0;
     let mut served_ok = 0;
     for r in burst {
@@ -496,12 +505,14 @@ async fn the_gateway_serves_wallets_refuses_the_rest_and_limits_clients() -> Res
         }
     }
     assert!(
-        limited >= 30 && served_ok >= 40,
+        limited >= 50 && served_ok >= 60,
         "limited {limited}, served {served_ok}"
     );
-    let (status, v, _) = polite_answer?;
-    assert_eq!(status, 200, "{v}");
-    assert!(v["result"].is_string(), "{v}");
+    for answer in polite_answers {
+        let (status, v, _) = answer?;
+        assert_eq!(status, 200, "{v}");
+        assert!(v["result"].is_string(), "{v}");
+    }
 
     // Metrics per method and outcome at the aggregator.
     let (_, metrics) = http_get(s.dashboard, "/metrics").await?;
