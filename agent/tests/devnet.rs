@@ -39,10 +39,11 @@ async fn up_status_second_up_and_down() -> Result<()> {
     let state = dir.path().join("devnet");
     // Node i uses port base + i.
     // 3 signers + the default validator.
-    let [http, p2p, agent, dashboard] = [
+    let [http, p2p, agent, dashboard, gateway] = [
         free_port_range(4)?,
         free_port_range(4)?,
         free_port_range(4)?,
+        free_port_range(1)?,
         free_port_range(1)?,
     ]
     .map(|p| p.to_string());
@@ -55,6 +56,8 @@ async fn up_status_second_up_and_down() -> Result<()> {
         &agent,
         "--dashboard-port",
         &dashboard,
+        "--gateway-port",
+        &gateway,
     ];
 
     let bad = devnet(&state, &["up", "--signers", "0"]);
@@ -139,6 +142,37 @@ async fn up_status_second_up_and_down() -> Result<()> {
                 .as_array()
                 .map_or(0, |n| n.iter().filter(|n| n["online"] == true).count());
             Ok((online == 4).then_some(()))
+        },
+    )
+    .await?;
+
+    // The HTTPS gateway: the MetaMask values are printed, and it answers
+    // eth_chainId with a certificate checked against the devnet's CA.
+    let gateway_url = format!("https://localhost:{gateway}");
+    assert!(
+        up_text.contains(&format!("New RPC URL:     {gateway_url}"))
+            && up_text.contains("Chain ID:        1337"),
+        "{up_text}"
+    );
+    let ca = state.join("ca/ca.pem");
+    eventually(
+        "eth_chainId through the gateway",
+        Duration::from_secs(90),
+        || {
+            let (ca, url) = (ca.clone(), gateway_url.clone());
+            async move {
+                let out = tokio::process::Command::new("curl")
+                    .args(["-s", "--max-time", "5", "--cacert"])
+                    .arg(&ca)
+                    .args(["-H", "content-type: application/json", "-d"])
+                    .arg(r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#)
+                    .arg(&url)
+                    .output()
+                    .await?;
+                Ok(String::from_utf8_lossy(&out.stdout)
+                    .contains(r#""result":"0x539""#)
+                    .then_some(()))
+            }
         },
     )
     .await?;
