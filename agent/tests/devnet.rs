@@ -39,10 +39,11 @@ async fn up_status_second_up_and_down() -> Result<()> {
     let state = dir.path().join("devnet");
     // Node i uses port base + i.
     // 3 signers + the default validator.
-    let [http, p2p, agent, dashboard] = [
+    let [http, p2p, agent, dashboard, gateway] = [
         free_port_range(4)?,
         free_port_range(4)?,
         free_port_range(4)?,
+        free_port_range(1)?,
         free_port_range(1)?,
     ]
     .map(|p| p.to_string());
@@ -55,6 +56,8 @@ async fn up_status_second_up_and_down() -> Result<()> {
         &agent,
         "--dashboard-port",
         &dashboard,
+        "--gateway-port",
+        &gateway,
     ];
 
     let bad = devnet(&state, &["up", "--signers", "0"]);
@@ -143,6 +146,37 @@ async fn up_status_second_up_and_down() -> Result<()> {
     )
     .await?;
 
+    // The HTTPS gateway: the MetaMask values are printed, and it answers
+    // eth_chainId with a certificate checked against the devnet's CA.
+    let gateway_url = format!("https://localhost:{gateway}");
+    assert!(
+        up_text.contains(&format!("New RPC URL:     {gateway_url}"))
+            && up_text.contains("Chain ID:        1337"),
+        "{up_text}"
+    );
+    let ca = state.join("ca/ca.pem");
+    eventually(
+        "eth_chainId through the gateway",
+        Duration::from_secs(90),
+        || {
+            let (ca, url) = (ca.clone(), gateway_url.clone());
+            async move {
+                let out = tokio::process::Command::new("curl")
+                    .args(["-s", "--max-time", "5", "--cacert"])
+                    .arg(&ca)
+                    .args(["-H", "content-type: application/json", "-d"])
+                    .arg(r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#)
+                    .arg(&url)
+                    .output()
+                    .await?;
+                Ok(String::from_utf8_lossy(&out.stdout)
+                    .contains(r#""result":"0x539""#)
+                    .then_some(()))
+            }
+        },
+    )
+    .await?;
+
     let down = devnet(&state, &["down"]);
     assert!(down.status.success(), "{}", text(&down));
     assert_eq!(
@@ -159,5 +193,95 @@ async fn up_status_second_up_and_down() -> Result<()> {
             "signer-{i} ends with {last}"
         );
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn both_chains_run_side_by_side_each_with_its_gateway() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("devnet");
+    // mainnetsidechain takes the p2p/http/agent ports + 100 and the
+    // dashboard/gateway ports + 1.
+    let [http, p2p, agent, dashboard, gateway] = [
+        free_port_range(102)?,
+        free_port_range(102)?,
+        free_port_range(102)?,
+        free_port_range(2)?,
+        free_port_range(2)?,
+    ];
+    let ports = [http, p2p, agent, dashboard, gateway].map(|p| p.to_string());
+    let up = devnet(
+        &state,
+        &[
+            "up",
+            "both",
+            "--detach",
+            "--signers",
+            "1",
+            "--period",
+            "1",
+            "--http-port",
+            &ports[0],
+            "--p2p-port",
+            &ports[1],
+            "--agent-port",
+            &ports[2],
+            "--dashboard-port",
+            &ports[3],
+            "--gateway-port",
+            &ports[4],
+        ],
+    );
+    let _down = Down(state.clone());
+    let up_text = text(&up);
+    assert!(up.status.success(), "{up_text}");
+    let ca = state.join("ca/ca.pem");
+    for (chain, id, port) in [
+        ("testnetsidechain", 1337u64, gateway),
+        ("mainnetsidechain", 1338, gateway + 1),
+    ] {
+        let url = format!("https://localhost:{port}");
+        assert!(
+            up_text.contains(&format!("Network name:    {chain}"))
+                && up_text.contains(&format!("New RPC URL:     {url}"))
+                && up_text.contains(&format!("Chain ID:        {id}")),
+            "{up_text}"
+        );
+        let expected = format!(r#""result":"{id:#x}""#);
+        eventually(
+            &format!("eth_chainId {id} from {url}"),
+            Duration::from_secs(120),
+            || {
+                let (ca, url, expected) = (ca.clone(), url.clone(), expected.clone());
+                async move {
+                    let out = tokio::process::Command::new("curl")
+                        .args(["-s", "--max-time", "5", "--cacert"])
+                        .arg(&ca)
+                        .args(["-H", "content-type: application/json", "-d"])
+                        .arg(r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#)
+                        .arg(&url)
+                        .output()
+                        .await?;
+                    Ok(String::from_utf8_lossy(&out.stdout)
+                        .contains(&expected)
+                        .then_some(()))
+                }
+            },
+        )
+        .await?;
+    }
+    let status = text(&devnet(&state, &["status"]));
+    assert!(
+        status.contains("== testnetsidechain") && status.contains("== mainnetsidechain"),
+        "{status}"
+    );
+    let down = devnet(&state, &["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert_eq!(
+        text(&down).matches("stopped cleanly").count(),
+        4,
+        "{}",
+        text(&down)
+    );
     Ok(())
 }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod ethstats;
 pub mod fleet;
 pub mod gate;
+pub mod gateway;
 pub mod identity;
 pub mod ingest;
 pub mod live;
@@ -110,6 +111,8 @@ pub struct Cli {
     /// answer 401.
     #[arg(long, env = "GETH_AGGREGATOR_ADMIN_TOKEN_FILE", value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub gateway: gateway::GatewayArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -131,6 +134,27 @@ pub enum SetupError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Key(#[from] identity::KeyError),
+    #[error(transparent)]
+    Gateway(#[from] gateway::GatewayError),
+}
+
+/// The JSON-RPC gateway and its TLS configuration, when `--gateway-listen`
+/// is given (certificate problems are configuration errors).
+pub fn build_gateway(
+    cli: &Cli,
+    app: &Arc<App>,
+) -> Result<Option<(Arc<gateway::Gateway>, axum_server::tls_rustls::RustlsConfig)>, SetupError> {
+    if cli.gateway.gateway_listen.is_none() {
+        return Ok(None);
+    }
+    let tls = gateway::load_tls(&cli.gateway)?;
+    let path = cli
+        .network
+        .as_deref()
+        .ok_or_else(|| SetupError::Config("--network is required".into()))?;
+    let network = geth_wire::network::Network::load_file(path)?;
+    let gw = gateway::Gateway::new(app.clone(), &network, &cli.gateway)?;
+    Ok(Some((gw, tls)))
 }
 
 /// Builds the application: registry, store (history restored), live view.
@@ -225,6 +249,7 @@ pub fn build(cli: &Cli) -> Result<Arc<App>, SetupError> {
     let mut app = App::new(registry, live, store, secrets, loaded.identity);
     app.admin_token = admin_token;
     app.restarts = restarts;
+    app.wallet = gateway::wallet::chain_params(&network, &cli.gateway);
     Ok(Arc::new(app))
 }
 

@@ -24,6 +24,13 @@ fn main() -> ExitCode {
                 return ExitCode::from(64);
             }
         };
+        let gateway = match geth_aggregator::build_gateway(&cli, &app) {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("geth-aggregator: {e}");
+                return ExitCode::from(64);
+            }
+        };
         let listener = match tokio::net::TcpListener::bind(cli.listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -43,6 +50,22 @@ fn main() -> ExitCode {
             tracing::info!("stopping");
             signal.cancel();
         });
+        if let Some((gw, tls)) = gateway {
+            let addr = cli.gateway.gateway_listen.unwrap_or(cli.listen);
+            let gw_listener = match std::net::TcpListener::bind(addr) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("geth-aggregator: gateway cannot listen on {addr}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                if let Err(e) = geth_aggregator::gateway::serve(gw, gw_listener, tls, stop).await {
+                    tracing::error!("{e}");
+                }
+            });
+        }
         match geth_aggregator::serve(listener, app, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

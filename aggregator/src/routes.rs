@@ -23,6 +23,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/stream", get(web::stream))
         .route("/api/events", get(web::events))
         .route("/api/peers", get(ingest::peers))
+        .route("/api/wallet", get(crate::gateway::wallet::params))
         .route("/api/report", post(ingest::report))
         .route("/api", get(ethstats::upgrade))
         .route("/metrics", get(web::metrics))

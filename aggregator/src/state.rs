@@ -34,6 +34,10 @@ pub struct App {
     pub admin_token: Option<String>,
     /// Rolling restart plans.
     pub restarts: Restarts,
+    /// Calls through the JSON-RPC gateway (exported at `/metrics`).
+    pub gateway: crate::gateway::metrics::GatewayMetrics,
+    /// The chain's wallet parameters when the gateway runs (`/api/wallet`).
+    pub wallet: Option<serde_json::Value>,
 }
 
 impl App {
@@ -58,6 +62,8 @@ impl App {
             logins: LoginGate::default(),
             admin_token: None,
             restarts,
+            gateway: Default::default(),
+            wallet: None,
         }
     }
 

@@ -98,7 +98,8 @@ pub async fn events(State(app): State<Arc<App>>) -> Response {
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     let health = app.store.health();
     app.metrics.restart(app.restarts.latest().as_ref());
-    let text = app.metrics.encode(&app.live(), health);
+    let mut text = app.metrics.encode(&app.live(), health);
+    text.push_str(&app.gateway.encode());
     (
         [(
             header::CONTENT_TYPE,

@@ -1006,6 +1006,71 @@
     });
   }
 
+  // ------------------------------------------------------ add to wallet
+
+  // GET /api/wallet gives the EIP-3085 parameters when the aggregator serves
+  // the JSON-RPC gateway. With an injected wallet (EIP-1193 window.ethereum)
+  // the button asks it to add the chain; otherwise it shows the values.
+  function walletValues(p) {
+    var fields = $('wallet-fields');
+    while (fields.firstChild) fields.removeChild(fields.firstChild);
+    var rows = [
+      ['Network name', p.chainName],
+      ['RPC URL', (p.rpcUrls || [])[0]],
+      ['Chain ID', String(parseInt(p.chainId, 16))],
+      ['Currency symbol', p.nativeCurrency && p.nativeCurrency.symbol],
+    ];
+    rows.forEach(function (r) {
+      var dt = el('dt', null, r[0]);
+      var dd = el('dd');
+      var input = el('input');
+      input.readOnly = true;
+      input.value = str(r[1]);
+      input.setAttribute('aria-label', r[0]);
+      input.setAttribute('data-field', r[0]);
+      var copy = el('button', 'copy', 'Copy');
+      copy.type = 'button';
+      copy.addEventListener('click', function () {
+        input.select();
+        if (navigator.clipboard && navigator.clipboard.writeText) {
+          navigator.clipboard.writeText(input.value).then(function () { setText(copy, 'Copied'); }, function () {});
+        }
+      });
+      dd.appendChild(input);
+      dd.appendChild(copy);
+      fields.appendChild(dt);
+      fields.appendChild(dd);
+    });
+    $('wallet-values').hidden = false;
+  }
+
+  function walletSetup() {
+    fetch('/api/wallet', { cache: 'no-store' })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (p) {
+        if (!p || !p.chainId) return;
+        $('wallet').hidden = false;
+        $('wallet-add').addEventListener('click', function () {
+          var eth = window.ethereum;
+          var status = $('wallet-status');
+          if (!eth || typeof eth.request !== 'function') {
+            setText(status, '');
+            walletValues(p);
+            return;
+          }
+          setText(status, 'asking your wallet…');
+          eth.request({ method: 'wallet_addEthereumChain', params: [p] }).then(function () {
+            setText(status, 'added to your wallet');
+          }, function (e) {
+            setText(status, 'not added: ' + str(e && e.message ? e.message : e));
+            walletValues(p);
+          });
+        });
+      })
+      .catch(function () {});
+  }
+
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', walletSetup); else walletSetup();
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', boot);
   else boot();
 })();
