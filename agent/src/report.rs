@@ -15,8 +15,9 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy::signers::SignerSync;
 use geth_wire::limit::KeyedLimiter;
 use geth_wire::{
-    reply_signing_payload, signing_payload, BlockRef, BlockReport, PeerList, Report, ReportReply,
-    StatsReport, HEADER_NODE, HEADER_REPLY_SIGNATURE, HEADER_SIGNATURE, HEADER_TIME,
+    reply_signing_payload, signing_payload, BlockRef, BlockReport, Event, EventKind, PeerList,
+    Report, ReportReply, StatsReport, HEADER_NODE, HEADER_REPLY_SIGNATURE, HEADER_SIGNATURE,
+    HEADER_TIME,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -398,6 +399,18 @@ impl Reporter {
             .flatten()
     }
 
+    /// The aggregator shows a node whose geth shutdown it has just taken as
+    /// not ready until newer stats: readiness regained since then is news, to
+    /// be sent with the next block (a rolling restart waits for it).
+    fn shown_not_ready_after(&self, events: &[Event], acked: &[u64]) {
+        let shutdown_acked = events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Shutdown { .. }) && acked.contains(&e.seq));
+        if shutdown_acked {
+            *self.last_ready.lock().unwrap_or_else(|e| e.into_inner()) = Some(false);
+        }
+    }
+
     /// Readiness now differs from the last stats sent.
     fn readiness_changed(&self) -> bool {
         let status = self.status_tx.borrow().clone();
@@ -457,18 +470,22 @@ impl Reporter {
         match self.send(&batch).await {
             Ok(reply) => {
                 self.spool.ack(&reply.acked);
+                self.shown_not_ready_after(&events, &reply.acked);
                 Ok(())
             }
             // One refused event must not block the queue: send them one by
             // one and set aside those refused on their own.
             Err(e) if e.refused_for_good() => {
-                for event in events {
+                for event in &events {
                     let seq = event.seq;
                     let one = Report::Events {
-                        events: vec![event],
+                        events: vec![event.clone()],
                     };
                     match self.send(&one).await {
-                        Ok(reply) => self.spool.ack(&reply.acked),
+                        Ok(reply) => {
+                            self.spool.ack(&reply.acked);
+                            self.shown_not_ready_after(std::slice::from_ref(event), &reply.acked);
+                        }
                         Err(e) if e.refused_for_good() => {
                             self.spool.set_aside(seq, &e.to_string());
                             self.metrics.on_event_rejected();
