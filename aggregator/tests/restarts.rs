@@ -374,6 +374,7 @@ async fn rolling_restarts_keep_order_quorum_and_every_block() -> Result<()> {
         "each once, in order: {events:?}"
     );
     assert_clean(&events);
+    let mut windows = vec![(pre_head, fx.net.head(0).await?)];
 
     // More rounds for the benchmark (`scripts/bench-restarts`): one round's
     // ratio swings with geth's 10 s forced sync cycle.
@@ -424,7 +425,6 @@ async fn rolling_restarts_keep_order_quorum_and_every_block() -> Result<()> {
             wholes.as_secs_f64() / all_singles.as_secs_f64(),
         );
     }
-    let mut windows = vec![(pre_head, fx.net.head(0).await?)];
 
     // 4. Auto order; geth of the second node SIGKILLed mid-step; resume.
     fx.all_ready().await?;
