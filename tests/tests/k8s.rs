@@ -68,12 +68,19 @@ impl Cluster {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let kubeconfig = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
         let cluster = Self {
-            state: kubeconfig.parent().map(Path::to_path_buf).unwrap_or_default(),
+            state: kubeconfig
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
             kubectl: kubeconfig.with_file_name("kubectl"),
             script,
         };
         ensure!(out.status.success(), "scripts/k8s-local up failed");
-        ensure!(cluster.kubectl.exists(), "no kubectl wrapper at {:?}", cluster.kubectl);
+        ensure!(
+            cluster.kubectl.exists(),
+            "no kubectl wrapper at {:?}",
+            cluster.kubectl
+        );
         Ok(cluster)
     }
 
@@ -110,24 +117,48 @@ impl Cluster {
     }
 
     fn pod_on(&self, node: &str) -> Result<Option<Value>> {
-        Ok(self
-            .geth_pods()?
-            .into_iter()
-            .find(|p| p["spec"]["nodeName"] == node && p["metadata"]["deletionTimestamp"].is_null()))
+        Ok(self.geth_pods()?.into_iter().find(|p| {
+            p["spec"]["nodeName"] == node && p["metadata"]["deletionTimestamp"].is_null()
+        }))
     }
 
     /// geth's console on the pod's IPC socket (geth's own container).
     fn geth_exec(&self, pod: &str, js: &str) -> Result<String> {
         let out = self.k(&[
-            "exec", "-n", NS, pod, "-c", "geth", "--", "geth", "attach", "--exec", js,
+            "exec",
+            "-n",
+            NS,
+            pod,
+            "-c",
+            "geth",
+            "--",
+            "geth",
+            "attach",
+            "--exec",
+            js,
             "/data/geth.ipc",
         ])?;
         Ok(out.trim().trim_matches('"').to_owned())
     }
 
     fn identity(&self, pod: &str) -> Result<String> {
-        let link = self.k(&["exec", "-n", NS, pod, "-c", "agent", "--", "readlink", "/data/identity"])?;
-        Ok(link.trim().rsplit('/').next().unwrap_or_default().to_owned())
+        let link = self.k(&[
+            "exec",
+            "-n",
+            NS,
+            pod,
+            "-c",
+            "agent",
+            "--",
+            "readlink",
+            "/data/identity",
+        ])?;
+        Ok(link
+            .trim()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned())
     }
 
     /// SIGKILL to one container's process, as the node's containerd sees it.
@@ -163,9 +194,10 @@ fn container_status<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
 }
 
 fn pod_ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    pod["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
 }
 
 /// 2/2: geth and the agent sidecar both running and ready, pod Ready.
@@ -191,7 +223,10 @@ fn container_id(pod: &Value, container: &str) -> String {
 }
 
 fn name(v: &Value) -> String {
-    v["metadata"]["name"].as_str().unwrap_or_default().to_owned()
+    v["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 // ---- rendering ---------------------------------------------------------------
@@ -218,14 +253,38 @@ fn typed<T: serde::de::DeserializeOwned>(objects: &[Value], kind: &str, name: &s
 }
 
 fn check_restricted(c: &Container, what: &str) -> Result<()> {
-    let sc = c.security_context.as_ref().with_context(|| format!("{what}: no securityContext"))?;
-    ensure!(sc.allow_privilege_escalation == Some(false), "{what}: allowPrivilegeEscalation");
-    let caps = sc.capabilities.as_ref().and_then(|c| c.drop.clone()).unwrap_or_default();
+    let sc = c
+        .security_context
+        .as_ref()
+        .with_context(|| format!("{what}: no securityContext"))?;
+    ensure!(
+        sc.allow_privilege_escalation == Some(false),
+        "{what}: allowPrivilegeEscalation"
+    );
+    let caps = sc
+        .capabilities
+        .as_ref()
+        .and_then(|c| c.drop.clone())
+        .unwrap_or_default();
     ensure!(caps == ["ALL"], "{what}: capabilities must drop ALL");
-    ensure!(sc.run_as_user.is_none() || sc.run_as_user == Some(UID), "{what}: other uid");
-    let res = c.resources.as_ref().with_context(|| format!("{what}: no resources"))?;
-    ensure!(res.requests.as_ref().is_some_and(|r| r.contains_key("cpu")), "{what}: cpu request");
-    ensure!(res.limits.as_ref().is_some_and(|r| r.contains_key("memory")), "{what}: memory limit");
+    ensure!(
+        sc.run_as_user.is_none() || sc.run_as_user == Some(UID),
+        "{what}: other uid"
+    );
+    let res = c
+        .resources
+        .as_ref()
+        .with_context(|| format!("{what}: no resources"))?;
+    ensure!(
+        res.requests.as_ref().is_some_and(|r| r.contains_key("cpu")),
+        "{what}: cpu request"
+    );
+    ensure!(
+        res.limits
+            .as_ref()
+            .is_some_and(|r| r.contains_key("memory")),
+        "{what}: memory limit"
+    );
     Ok(())
 }
 
@@ -245,34 +304,68 @@ fn check_overlay(objects: &[Value], host_network: bool) -> Result<()> {
     let template = ds.spec.context("DaemonSet spec")?.template;
     let labels = template.metadata.and_then(|m| m.labels).unwrap_or_default();
     let pod: PodSpec = template.spec.context("pod spec")?;
-    ensure!(pod.share_process_namespace == Some(true), "shareProcessNamespace");
     ensure!(
-        pod.termination_grace_period_seconds.is_some_and(|t| t > grace),
+        pod.share_process_namespace == Some(true),
+        "shareProcessNamespace"
+    );
+    ensure!(
+        pod.termination_grace_period_seconds
+            .is_some_and(|t| t > grace),
         "terminationGracePeriodSeconds must exceed the agent's grace {grace}"
     );
-    ensure!(pod.host_network.unwrap_or(false) == host_network, "hostNetwork");
-    let psc = pod.security_context.as_ref().context("pod securityContext")?;
-    ensure!(psc.run_as_non_root == Some(true) && psc.run_as_user == Some(UID), "pod uid");
     ensure!(
-        psc.seccomp_profile.as_ref().is_some_and(|s| s.type_ == "RuntimeDefault"),
+        pod.host_network.unwrap_or(false) == host_network,
+        "hostNetwork"
+    );
+    let psc = pod
+        .security_context
+        .as_ref()
+        .context("pod securityContext")?;
+    ensure!(
+        psc.run_as_non_root == Some(true) && psc.run_as_user == Some(UID),
+        "pod uid"
+    );
+    ensure!(
+        psc.seccomp_profile
+            .as_ref()
+            .is_some_and(|s| s.type_ == "RuntimeDefault"),
         "seccomp RuntimeDefault"
     );
     let inits = pod.init_containers.clone().unwrap_or_default();
-    let agent_at = inits.iter().position(|c| c.name == "agent").context("no agent sidecar")?;
-    let claim_at = inits.iter().position(|c| c.name == "claim").context("no claim")?;
-    ensure!(claim_at < agent_at, "the claim must run before the agent starts");
+    let agent_at = inits
+        .iter()
+        .position(|c| c.name == "agent")
+        .context("no agent sidecar")?;
+    let claim_at = inits
+        .iter()
+        .position(|c| c.name == "claim")
+        .context("no claim")?;
+    ensure!(
+        claim_at < agent_at,
+        "the claim must run before the agent starts"
+    );
     let agent = &inits[agent_at];
     ensure!(
         agent.restart_policy.as_deref() == Some("Always"),
         "the agent must be a native sidecar (restartPolicy: Always)"
     );
     ensure!(
-        agent.liveness_probe.as_ref().is_some_and(|p| p.failure_threshold.unwrap_or(3) >= 3),
+        agent
+            .liveness_probe
+            .as_ref()
+            .is_some_and(|p| p.failure_threshold.unwrap_or(3) >= 3),
         "the agent's liveness probe must be loose"
     );
-    let geth = pod.containers.iter().find(|c| c.name == "geth").context("no geth container")?;
+    let geth = pod
+        .containers
+        .iter()
+        .find(|c| c.name == "geth")
+        .context("no geth container")?;
     ensure!(pod.containers.len() == 1, "one main container");
-    let probe = geth.readiness_probe.as_ref().and_then(|p| p.http_get.as_ref());
+    let probe = geth
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| p.http_get.as_ref());
     ensure!(
         probe.is_some_and(|g| g.path.as_deref() == Some("/readyz")
             && g.port == k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(9101)),
@@ -290,19 +383,39 @@ fn check_overlay(objects: &[Value], host_network: bool) -> Result<()> {
             .filter_map(|e| e.config_map_ref.as_ref().map(|r| r.name.clone()))
             .collect::<Vec<_>>()
     };
-    ensure!(env_of(geth) == ["geth-env"] && env_of(agent) == ["geth-env"], "same env");
-    for c in inits.iter().filter(|c| c.name != "datadir-owner").chain(&pod.containers) {
+    ensure!(
+        env_of(geth) == ["geth-env"] && env_of(agent) == ["geth-env"],
+        "same env"
+    );
+    for c in inits
+        .iter()
+        .filter(|c| c.name != "datadir-owner")
+        .chain(&pod.containers)
+    {
         check_restricted(c, &c.name)?;
     }
     ensure!(
-        env.get("GETH_AGENT_GETH_LOG_FILE").is_some_and(|f| f.starts_with("/var/log/geth/")),
+        env.get("GETH_AGENT_GETH_LOG_FILE")
+            .is_some_and(|f| f.starts_with("/var/log/geth/")),
         "geth's JSON log on the shared volume"
     );
     // The datadir on the node's disk, one folder per node, in the host variant.
-    let data = pod.volumes.iter().flatten().find(|v| v.name == "data").context("data volume")?;
-    ensure!(data.host_path.is_some() == host_network, "datadir on the node's disk");
+    let data = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "data")
+        .context("data volume")?;
+    ensure!(
+        data.host_path.is_some() == host_network,
+        "datadir on the node's disk"
+    );
     if host_network {
-        for c in inits.iter().filter(|c| c.name != "datadir-owner").chain(&pod.containers) {
+        for c in inits
+            .iter()
+            .filter(|c| c.name != "datadir-owner")
+            .chain(&pod.containers)
+        {
             let m = c.volume_mounts.iter().flatten().find(|m| m.name == "data");
             ensure!(
                 m.is_some_and(|m| m.sub_path_expr.as_deref() == Some("$(NODE_NAME)")),
@@ -313,7 +426,10 @@ fn check_overlay(objects: &[Value], host_network: bool) -> Result<()> {
     }
     let rpc: Service = typed(objects, "Service", "geth")?;
     let rpc = rpc.spec.context("Service geth spec")?;
-    ensure!(rpc.publish_not_ready_addresses != Some(true), "geth Service: ready pods only");
+    ensure!(
+        rpc.publish_not_ready_addresses != Some(true),
+        "geth Service: ready pods only"
+    );
     let selector = rpc.selector.unwrap_or_default();
     ensure!(
         !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v)),
@@ -321,7 +437,10 @@ fn check_overlay(objects: &[Value], host_network: bool) -> Result<()> {
     );
     ensure!(rpc.ports.iter().flatten().any(|p| p.port == 8545), "8545");
     let p2p: Service = typed(objects, "Service", "geth-p2p")?;
-    ensure!(p2p.spec.and_then(|s| s.cluster_ip).as_deref() == Some("None"), "headless p2p");
+    ensure!(
+        p2p.spec.and_then(|s| s.cluster_ip).as_deref() == Some("None"),
+        "headless p2p"
+    );
     let agg: Deployment = typed(objects, "Deployment", "geth-aggregator")?;
     let agg = agg.spec.context("aggregator spec")?;
     ensure!(
@@ -332,9 +451,17 @@ fn check_overlay(objects: &[Value], host_network: bool) -> Result<()> {
     for c in &agg_pod.containers {
         check_restricted(c, "aggregator")?;
     }
-    let db = agg_pod.volumes.iter().flatten().find(|v| v.name == "db").context("db volume")?;
+    let db = agg_pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "db")
+        .context("db volume")?;
     if !host_network {
-        let claim = db.persistent_volume_claim.as_ref().context("aggregator db on a PVC")?;
+        let claim = db
+            .persistent_volume_claim
+            .as_ref()
+            .context("aggregator db on a PVC")?;
         ensure!(
             objects.iter().any(|o| o["kind"] == "PersistentVolumeClaim"
                 && o["metadata"]["name"] == claim.claim_name.as_str()),
@@ -360,21 +487,41 @@ fn check_components(kubectl: &Path) -> Result<()> {
         .iter()
         .find(|o| o["kind"] == "PrometheusRule")
         .context("no PrometheusRule")?;
-    let alerts: Value = serde_yaml::from_str(&std::fs::read_to_string(root.join("monitoring/alerts.yml"))?)?;
-    ensure!(rule["spec"]["groups"] == alerts["groups"], "PrometheusRule != monitoring/alerts.yml");
-    let dash: ConfigMap = typed(&objects, "ConfigMap", "geth-clique-dashboard")?;
-    let text = dash.data.unwrap_or_default().remove("geth-clique.json").context("dashboard")?;
-    let ours: Value = serde_json::from_str(&text)?;
-    let theirs: Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("monitoring/grafana-dashboard.json"))?)?;
-    ensure!(ours == theirs, "dashboard ConfigMap != monitoring/grafana-dashboard.json");
+    let alerts: Value = serde_yaml::from_str(&std::fs::read_to_string(
+        root.join("monitoring/alerts.yml"),
+    )?)?;
     ensure!(
-        objects.iter().filter(|o| o["kind"] == "ServiceMonitor").count() == 2,
+        rule["spec"]["groups"] == alerts["groups"],
+        "PrometheusRule != monitoring/alerts.yml"
+    );
+    let dash: ConfigMap = typed(&objects, "ConfigMap", "geth-clique-dashboard")?;
+    let text = dash
+        .data
+        .unwrap_or_default()
+        .remove("geth-clique.json")
+        .context("dashboard")?;
+    let ours: Value = serde_json::from_str(&text)?;
+    let theirs: Value = serde_json::from_str(&std::fs::read_to_string(
+        root.join("monitoring/grafana-dashboard.json"),
+    )?)?;
+    ensure!(
+        ours == theirs,
+        "dashboard ConfigMap != monitoring/grafana-dashboard.json"
+    );
+    ensure!(
+        objects
+            .iter()
+            .filter(|o| o["kind"] == "ServiceMonitor")
+            .count()
+            == 2,
         "ServiceMonitors for the agents and the aggregator"
     );
     let ingress: Ingress = typed(&objects, "Ingress", "geth")?;
     let spec = ingress.spec.context("ingress spec")?;
-    ensure!(!spec.tls.unwrap_or_default().is_empty(), "Ingress without TLS");
+    ensure!(
+        !spec.tls.unwrap_or_default().is_empty(),
+        "Ingress without TLS"
+    );
     Ok(())
 }
 
@@ -441,15 +588,30 @@ fn load_network(cluster: &Cluster, dir: &Path) -> Result<()> {
     ];
     for i in 1..=3 {
         let node = format!("nodes/signer-{i}");
-        cm.push(format!("--from-file=signer-{i}.agent.toml={}", p(&format!("{node}/agent.toml"))));
-        cm.push(format!("--from-file=signer-{i}.config.toml={}", p(&format!("{node}/config.toml"))));
+        cm.push(format!(
+            "--from-file=signer-{i}.agent.toml={}",
+            p(&format!("{node}/agent.toml"))
+        ));
+        cm.push(format!(
+            "--from-file=signer-{i}.config.toml={}",
+            p(&format!("{node}/config.toml"))
+        ));
         let keystore = std::fs::read_dir(dir.join(&node).join("keystore"))?
             .next()
             .context("no keystore file")??
             .path();
-        secret.push(format!("--from-file=signer-{i}.keystore={}", keystore.display()));
-        secret.push(format!("--from-file=signer-{i}.password={}", p(&format!("{node}/password"))));
-        secret.push(format!("--from-file=signer-{i}.nodekey={}", p(&format!("{node}/nodekey"))));
+        secret.push(format!(
+            "--from-file=signer-{i}.keystore={}",
+            keystore.display()
+        ));
+        secret.push(format!(
+            "--from-file=signer-{i}.password={}",
+            p(&format!("{node}/password"))
+        ));
+        secret.push(format!(
+            "--from-file=signer-{i}.nodekey={}",
+            p(&format!("{node}/nodekey"))
+        ));
     }
     let mut args = vec!["create", "configmap", "geth-network", "-n", NS];
     args.extend(cm.iter().map(String::as_str));
@@ -466,7 +628,12 @@ fn signer_addresses(dir: &Path) -> Result<BTreeMap<String, String>> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|n| Some((n["name"].as_str()?.to_owned(), n["signer"].as_str()?.to_lowercase())))
+        .filter_map(|n| {
+            Some((
+                n["name"].as_str()?.to_owned(),
+                n["signer"].as_str()?.to_lowercase(),
+            ))
+        })
         .collect())
 }
 
@@ -487,18 +654,21 @@ fn head(cluster: &Cluster, pod: &str) -> Result<u64> {
     Ok(cluster.geth_exec(pod, "eth.blockNumber")?.parse()?)
 }
 
-/// Aggregator events of `who` recorded at or after `since_ms`, oldest first.
+/// What the aggregator stored of `who`'s lifecycle events recorded at or
+/// after `since_ms`, oldest first: `{"kind": "shutdown", "verdict": …}`,
+/// `{"kind": "recovered", "blocks_lost": …}`, …
 fn events_since(cluster: &Cluster, who: &str, since_ms: u64) -> Result<Vec<Value>> {
     let events = cluster.aggregator("/api/events")?;
-    let mut mine: Vec<Value> = events
+    let mut mine: Vec<(u64, Value)> = events
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|e| e["name"] == who && e["event"]["at_ms"].as_u64().unwrap_or(0) >= since_ms)
-        .map(|e| e["event"].clone())
+        .filter(|e| e["name"] == who)
+        .map(|e| (e["event"]["at_ms"].as_u64().unwrap_or(0), e["event"]["kind"].clone()))
+        .filter(|(at, _)| *at >= since_ms)
         .collect();
-    mine.sort_by_key(|e| e["at_ms"].as_u64());
-    Ok(mine)
+    mine.sort_by_key(|(at, _)| *at);
+    Ok(mine.into_iter().map(|(_, kind)| kind).collect())
 }
 
 fn now_ms() -> u64 {
@@ -544,7 +714,11 @@ async fn geth_daemonset_with_agent_sidecar_on_a_three_node_cluster() -> Result<(
 
     // Every overlay renders, parses into typed objects, and holds the invariants.
     let kubectl_bin = root.join(".tools/k8s-v1.34.4/bin/kubectl");
-    for (overlay, host) in [("testnetsidechain", false), ("mainnetsidechain", false), ("local", true)] {
+    for (overlay, host) in [
+        ("testnetsidechain", false),
+        ("mainnetsidechain", false),
+        ("local", true),
+    ] {
         let objects = render(&kubectl_bin, &root.join("k8s/overlays").join(overlay))?;
         check_overlay(&objects, host).with_context(|| format!("overlay {overlay}"))?;
     }
@@ -555,7 +729,9 @@ async fn geth_daemonset_with_agent_sidecar_on_a_three_node_cluster() -> Result<(
     for overlay in ["testnetsidechain", "mainnetsidechain"] {
         cluster.k(&["create", "namespace", overlay])?;
         cluster.k(&[
-            "label", "namespace", overlay,
+            "label",
+            "namespace",
+            overlay,
             "pod-security.kubernetes.io/enforce=restricted",
             "pod-security.kubernetes.io/warn=restricted",
         ])?;
@@ -565,9 +741,18 @@ async fn geth_daemonset_with_agent_sidecar_on_a_three_node_cluster() -> Result<(
             .arg(root.join("k8s/overlays").join(overlay))
             .output()?;
         let stderr = String::from_utf8_lossy(&out.stderr);
-        ensure!(out.status.success(), "dry-run of {overlay} failed: {stderr}");
-        ensure!(!stderr.to_lowercase().contains("warning"), "dry-run of {overlay} warned: {stderr}");
-        println!("dry-run {overlay}: {}", String::from_utf8_lossy(&out.stdout).trim());
+        ensure!(
+            out.status.success(),
+            "dry-run of {overlay} failed: {stderr}"
+        );
+        ensure!(
+            !stderr.to_lowercase().contains("warning"),
+            "dry-run of {overlay} warned: {stderr}"
+        );
+        println!(
+            "dry-run {overlay}: {}",
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
     }
     phases.done("restricted dry-run");
 
@@ -577,12 +762,17 @@ async fn geth_daemonset_with_agent_sidecar_on_a_three_node_cluster() -> Result<(
     let signers = signer_addresses(net.path())?;
     load_network(&cluster, net.path())?;
     cluster.k(&[
-        "label", "namespace", NS, "--overwrite",
+        "label",
+        "namespace",
+        NS,
+        "--overwrite",
         "pod-security.kubernetes.io/enforce=privileged",
         "pod-security.kubernetes.io/warn=privileged",
     ])?;
     let mut apply = cluster.kubectl();
-    apply.args(["apply", "--server-side", "-k"]).arg(root.join("k8s/overlays/local"));
+    apply
+        .args(["apply", "--server-side", "-k"])
+        .arg(root.join("k8s/overlays/local"));
     run(&mut apply)?;
     let pods = wait_all_ready(&cluster, 8 * MINUTE).await?;
     phases.done("deploy: 3 pods 2/2 Ready");
@@ -590,13 +780,19 @@ async fn geth_daemonset_with_agent_sidecar_on_a_three_node_cluster() -> Result<(
     // Each node claimed its own identity, each identity once.
     let mut claimed = BTreeMap::new();
     for pod in &pods {
-        let node = pod["spec"]["nodeName"].as_str().unwrap_or_default().to_owned();
+        let node = pod["spec"]["nodeName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let identity = cluster.identity(&name(pod))?;
         ensure!(
             identity == format!("signer-{}", node.trim_start_matches("kn")),
             "{node} claimed {identity}"
         );
-        ensure!(claimed.insert(identity.clone(), node).is_none(), "{identity} claimed twice");
+        ensure!(
+            claimed.insert(identity.clone(), node).is_none(),
+            "{identity} claimed twice"
+        );
     }
     ensure!(claimed.len() == 3, "claims: {claimed:?}");
     println!("claims: {claimed:?}");
@@ -623,7 +819,12 @@ async fn geth_daemonset_with_agent_sidecar_on_a_three_node_cluster() -> Result<(
 
     // Service geth: exactly the ready pods.
     let slices = cluster.json(&[
-        "get", "endpointslices", "-n", NS, "-l", "kubernetes.io/service-name=geth",
+        "get",
+        "endpointslices",
+        "-n",
+        NS,
+        "-l",
+        "kubernetes.io/service-name=geth",
     ])?;
     let endpoints: BTreeSet<String> = slices["items"]
         .as_array()
@@ -639,17 +840,24 @@ async fn geth_daemonset_with_agent_sidecar_on_a_three_node_cluster() -> Result<(
         .filter(|p| pod_ready(p))
         .filter_map(|p| p["status"]["podIP"].as_str().map(str::to_owned))
         .collect();
-    ensure!(endpoints == ready && ready.len() == 3, "endpoints {endpoints:?} != ready pods {ready:?}");
+    ensure!(
+        endpoints == ready && ready.len() == 3,
+        "endpoints {endpoints:?} != ready pods {ready:?}"
+    );
 
     // The aggregator, in the cluster, lists the 3 nodes.
-    eventually("the aggregator lists 3 online nodes", 3 * MINUTE, || async {
-        let state = cluster.aggregator("/api/state")?;
-        let online = state["nodes"]
-            .as_array()
-            .map(|ns| ns.iter().filter(|n| n["online"] == true).count())
-            .unwrap_or(0);
-        Ok((online == 3).then_some(()))
-    })
+    eventually(
+        "the aggregator lists 3 online nodes",
+        3 * MINUTE,
+        || async {
+            let state = cluster.aggregator("/api/state")?;
+            let online = state["nodes"]
+                .as_array()
+                .map(|ns| ns.iter().filter(|n| n["online"] == true).count())
+                .unwrap_or(0);
+            Ok((online == 3).then_some(()))
+        },
+    )
     .await?;
     phases.done("endpoints and aggregator");
 
@@ -658,22 +866,34 @@ async fn geth_daemonset_with_agent_sidecar_on_a_three_node_cluster() -> Result<(
     let old = cluster.pod_on("kn2")?.context("no pod on kn2")?;
     let since = now_ms();
     cluster.k(&["delete", "pod", "-n", NS, &name(&old), "--wait=false"])?;
-    let verdict = eventually("signer-2's clean verdict at the aggregator", 4 * MINUTE, || async {
-        Ok(events_since(&cluster, "signer-2", since)?
-            .into_iter()
-            .find(|e| e["kind"] == "shutdown"))
-    })
+    let verdict = eventually(
+        "signer-2's clean verdict at the aggregator",
+        4 * MINUTE,
+        || async {
+            Ok(events_since(&cluster, "signer-2", since)?
+                .into_iter()
+                .find(|e| e["kind"] == "shutdown"))
+        },
+    )
     .await?;
     println!("signer-2 verdict after kubectl delete pod: {verdict}");
     ensure!(verdict["verdict"]["clean"] == true, "not clean: {verdict}");
     wait_all_ready(&cluster, 5 * MINUTE).await?;
     let new = cluster.pod_on("kn2")?.context("no new pod on kn2")?;
-    ensure!(new["metadata"]["uid"] != old["metadata"]["uid"], "the pod was not replaced");
-    ensure!(cluster.identity(&name(&new))? == "signer-2", "kn2 lost signer-2");
+    ensure!(
+        new["metadata"]["uid"] != old["metadata"]["uid"],
+        "the pod was not replaced"
+    );
+    ensure!(
+        cluster.identity(&name(&new))? == "signer-2",
+        "kn2 lost signer-2"
+    );
     let ready_at = head(&cluster, &name(&new))?;
     let addr2 = signers.get("signer-2").context("signer-2")?.clone();
     eventually("signer-2 sealing again", 3 * MINUTE, || async {
-        Ok(sealers_since(&cluster, &first, ready_at)?.contains(&addr2).then_some(()))
+        Ok(sealers_since(&cluster, &first, ready_at)?
+            .contains(&addr2)
+            .then_some(()))
     })
     .await?;
     phases.done("delete pod: clean verdict, same identity, Ready, sealing");
@@ -685,17 +905,24 @@ async fn geth_daemonset_with_agent_sidecar_on_a_three_node_cluster() -> Result<(
     let agent_restarts = restarts(&pod, "agent");
     let killed_at = Instant::now();
     cluster.kill_container("kn3", &container_id(&pod, "agent"))?;
-    let again = eventually("the agent restarted and the pod Ready", 3 * MINUTE, || async {
-        let p = cluster.pod_on("kn3")?.context("pod on kn3")?;
-        Ok((restarts(&p, "agent") > agent_restarts && two_of_two(&p)).then_some(p))
-    })
+    let again = eventually(
+        "the agent restarted and the pod Ready",
+        3 * MINUTE,
+        || async {
+            let p = cluster.pod_on("kn3")?.context("pod on kn3")?;
+            Ok((restarts(&p, "agent") > agent_restarts && two_of_two(&p)).then_some(p))
+        },
+    )
     .await?;
     println!(
         "agent killed: Ready again after {:?} ({} block periods)",
         killed_at.elapsed(),
         killed_at.elapsed().as_secs_f64() / PERIOD as f64
     );
-    ensure!(container_id(&again, "geth") == geth_id, "geth's container was replaced");
+    ensure!(
+        container_id(&again, "geth") == geth_id,
+        "geth's container was replaced"
+    );
     ensure!(restarts(&again, "geth") == geth_restarts, "geth restarted");
     phases.done("agent killed: geth untouched, Ready again");
 
@@ -704,22 +931,41 @@ async fn geth_daemonset_with_agent_sidecar_on_a_three_node_cluster() -> Result<(
     let geth_restarts = restarts(&pod, "geth");
     let since = now_ms();
     cluster.kill_container("kn1", &container_id(&pod, "geth"))?;
-    let crash = eventually("signer-1's crash and recovery reported", 4 * MINUTE, || async {
-        let events = events_since(&cluster, "signer-1", since)?;
-        let shutdown = events.iter().find(|e| e["kind"] == "shutdown").cloned();
-        let recovered = events.iter().find(|e| e["kind"] == "recovered").cloned();
-        Ok(shutdown.zip(recovered))
-    })
+    let crash = eventually(
+        "signer-1's crash and recovery reported",
+        4 * MINUTE,
+        || async {
+            let events = events_since(&cluster, "signer-1", since)?;
+            let shutdown = events.iter().find(|e| e["kind"] == "shutdown").cloned();
+            let recovered = events.iter().find(|e| e["kind"] == "recovered").cloned();
+            Ok(shutdown.zip(recovered))
+        },
+    )
     .await?;
     println!("signer-1 after SIGKILL: {} / {}", crash.0, crash.1);
-    ensure!(crash.0["verdict"]["clean"] == false, "a SIGKILL reported clean: {}", crash.0);
-    ensure!(crash.1["blocks_lost"].is_u64(), "no blocks lost count: {}", crash.1);
-    let p = eventually("geth restarted by the kubelet, pod Ready", 4 * MINUTE, || async {
-        let p = cluster.pod_on("kn1")?.context("pod on kn1")?;
-        Ok((restarts(&p, "geth") > geth_restarts && two_of_two(&p)).then_some(p))
-    })
+    ensure!(
+        crash.0["verdict"]["clean"] == false,
+        "a SIGKILL reported clean: {}",
+        crash.0
+    );
+    ensure!(
+        crash.1["blocks_lost"].is_u64(),
+        "no blocks lost count: {}",
+        crash.1
+    );
+    let p = eventually(
+        "geth restarted by the kubelet, pod Ready",
+        4 * MINUTE,
+        || async {
+            let p = cluster.pod_on("kn1")?.context("pod on kn1")?;
+            Ok((restarts(&p, "geth") > geth_restarts && two_of_two(&p)).then_some(p))
+        },
+    )
     .await?;
-    ensure!(!p["metadata"]["deletionTimestamp"].is_string(), "the pod itself was replaced");
+    ensure!(
+        !p["metadata"]["deletionTimestamp"].is_string(),
+        "the pod itself was replaced"
+    );
     phases.done("geth SIGKILL: crash and blocks lost reported, Ready again");
 
     drop(cluster);
