@@ -474,13 +474,16 @@ fn check_overlay(objects: &[Value], host_network: bool) -> Result<()> {
 /// components/monitoring carries monitoring/ unchanged; components/ingress has TLS.
 fn check_components(kubectl: &Path) -> Result<()> {
     let root = workspace_root();
-    let dir = tempfile::tempdir()?;
+    // kustomize takes only relative paths: a folder two levels under the root.
+    let scratch = root.join("target");
+    std::fs::create_dir_all(&scratch)?;
+    let dir = tempfile::Builder::new()
+        .prefix("k8s-components-")
+        .tempdir_in(&scratch)?;
     std::fs::write(
         dir.path().join("kustomization.yaml"),
-        format!(
-            "resources: [{0}/k8s/overlays/testnetsidechain]\ncomponents: [{0}/k8s/components/monitoring, {0}/k8s/components/ingress]\n",
-            root.display()
-        ),
+        "resources: [../../k8s/overlays/testnetsidechain]\n\
+         components: [../../k8s/components/monitoring, ../../k8s/components/ingress]\n",
     )?;
     let objects = render(kubectl, dir.path())?;
     let rule = objects
@@ -664,7 +667,12 @@ fn events_since(cluster: &Cluster, who: &str, since_ms: u64) -> Result<Vec<Value
         .into_iter()
         .flatten()
         .filter(|e| e["name"] == who)
-        .map(|e| (e["event"]["at_ms"].as_u64().unwrap_or(0), e["event"]["kind"].clone()))
+        .map(|e| {
+            (
+                e["event"]["at_ms"].as_u64().unwrap_or(0),
+                e["event"]["kind"].clone(),
+            )
+        })
         .filter(|(at, _)| *at >= since_ms)
         .collect();
     mine.sort_by_key(|(at, _)| *at);
