@@ -899,7 +899,8 @@ async fn geth_daemonset_with_agent_sidecar_on_a_three_node_cluster() -> Result<(
     let ready_at = head(&cluster, &name(&new))?;
     let addr2 = signers.get("signer-2").context("signer-2")?.clone();
     eventually("signer-2 sealing again", 3 * MINUTE, || async {
-        Ok(sealers_since(&cluster, &first, ready_at)?
+        let kn1 = name(&cluster.pod_on("kn1")?.context("pod on kn1")?);
+        Ok(sealers_since(&cluster, &kn1, ready_at)?
             .contains(&addr2)
             .then_some(()))
     })
