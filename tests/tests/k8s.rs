@@ -907,6 +907,92 @@ async fn geth_daemonset_with_agent_sidecar_on_a_three_node_cluster() -> Result<(
     .await?;
     phases.done("delete pod: clean verdict, same identity, Ready, sealing");
 
+    // `kubectl rollout restart ds/geth` restarts nothing (OnDelete): no order,
+    // no sync wait, no verdict check. This is why the choreography exists.
+    let before: BTreeSet<String> = cluster
+        .geth_pods()?
+        .iter()
+        .map(|p| p["metadata"]["uid"].to_string())
+        .collect();
+    cluster.k(&["rollout", "restart", "-n", NS, "ds/geth"])?;
+    let ds = eventually(
+        "the DaemonSet controller saw the restart",
+        2 * MINUTE,
+        || async {
+            let ds = cluster.json(&["get", "ds", "-n", NS, "geth"])?;
+            let seen = ds["status"]["observedGeneration"] == ds["metadata"]["generation"];
+            Ok(seen.then_some(ds))
+        },
+    )
+    .await?;
+    let after: BTreeSet<String> = cluster
+        .geth_pods()?
+        .iter()
+        .map(|p| p["metadata"]["uid"].to_string())
+        .collect();
+    println!(
+        "rollout restart: updatedNumberScheduled {}, pods replaced {}",
+        ds["status"]["updatedNumberScheduled"],
+        before.difference(&after).count()
+    );
+    ensure!(before == after, "rollout restart replaced pods");
+    ensure!(
+        ds["status"]["updatedNumberScheduled"].as_u64().unwrap_or(0) == 0,
+        "rollout restart updated pods: {}",
+        ds["status"]
+    );
+    phases.done("rollout restart: nothing restarted");
+
+    // The choreography, in the order 2,3,1: each geth stopped by its agent
+    // (clean verdict), started again by the kubelet, in sync and sealing
+    // before the next.
+    let since = now_ms();
+    let restarts_before: BTreeMap<String, u64> = cluster
+        .geth_pods()?
+        .iter()
+        .map(|p| (p["spec"]["nodeName"].to_string(), restarts(p, "geth")))
+        .collect();
+    let out = cluster.k(&[
+        "exec",
+        "-n",
+        NS,
+        "deploy/geth-aggregator",
+        "--",
+        "env",
+        "GETH_AGGREGATOR_URL=http://127.0.0.1:8080",
+        "GETH_AGGREGATOR_ADMIN_TOKEN_FILE=/network/admin-token",
+        "geth-aggregator",
+        "restart",
+        "--order",
+        "2,3,1",
+    ])?;
+    println!("{out}");
+    let mut order = Vec::new();
+    for who in ["signer-1", "signer-2", "signer-3"] {
+        let events = events_since(&cluster, who, since)?;
+        let verdict = events
+            .iter()
+            .find(|e| e["kind"] == "shutdown")
+            .with_context(|| format!("no verdict of {who} after the choreography"))?;
+        ensure!(verdict["verdict"]["clean"] == true, "{who}: {verdict}");
+        order.push((verdict["verdict"]["at"].as_u64().unwrap_or(0), who));
+    }
+    order.sort();
+    let order: Vec<&str> = order.into_iter().map(|(_, who)| who).collect();
+    ensure!(
+        order == ["signer-2", "signer-3", "signer-1"],
+        "restart order {order:?}"
+    );
+    let pods = wait_all_ready(&cluster, 5 * MINUTE).await?;
+    for p in &pods {
+        let node = p["spec"]["nodeName"].to_string();
+        ensure!(
+            restarts(p, "geth") > restarts_before.get(&node).copied().unwrap_or(0),
+            "geth on {node} was not restarted by the kubelet"
+        );
+    }
+    phases.done("choreography 2,3,1: clean verdicts, in order");
+
     // The agent container alone dies: the kubelet restarts the sidecar, geth is untouched.
     let pod = cluster.pod_on("kn3")?.context("no pod on kn3")?;
     let geth_id = container_id(&pod, "geth");
