@@ -943,6 +943,36 @@ async fn geth_daemonset_with_agent_sidecar_on_a_three_node_cluster() -> Result<(
     );
     phases.done("rollout restart: nothing restarted");
 
+    // Node label geth-clique/paused: the DaemonSet deletes that node's pod
+    // (clean verdict) and keeps it off; without the label the pod comes back
+    // with the same identity (cordon and drain leave DaemonSet pods alone).
+    let since = now_ms();
+    cluster.k(&["label", "node", "kn3", "geth-clique/paused=true"])?;
+    let verdict = eventually(
+        "signer-3 paused with a clean verdict",
+        4 * MINUTE,
+        || async {
+            let gone = cluster.pod_on("kn3")?.is_none();
+            let verdict = events_since(&cluster, "signer-3", since)?
+                .into_iter()
+                .find(|e| e["kind"] == "shutdown");
+            Ok(verdict.filter(|_| gone))
+        },
+    )
+    .await?;
+    ensure!(verdict["verdict"]["clean"] == true, "paused: {verdict}");
+    cluster.k(&["label", "node", "kn3", "geth-clique/paused-"])?;
+    let pods = wait_all_ready(&cluster, 5 * MINUTE).await?;
+    let back = pods
+        .iter()
+        .find(|p| p["spec"]["nodeName"] == "kn3")
+        .context("no pod on kn3")?;
+    ensure!(
+        cluster.identity(&name(back))? == "signer-3",
+        "kn3 lost signer-3"
+    );
+    phases.done("node paused by label: clean verdict, back with its identity");
+
     // The choreography, in the order 2,3,1: each geth stopped by its agent
     // (clean verdict), started again by the kubelet, in sync and sealing
     // before the next.
