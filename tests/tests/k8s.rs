@@ -1,0 +1,1103 @@
+//! The Kubernetes deployment (k8s/) on a real 3-node cluster built from
+//! upstream Kubernetes by scripts/k8s-local: real kubelets, real containerd,
+//! real geth in real pods. One test, in phases, each timed:
+//! cluster up, every overlay rendered and checked as typed objects, the
+//! restricted Pod Security dry-run, the testnetsidechain network deployed
+//! (through overlays/local), pod deletion, the agent sidecar killed alone,
+//! geth SIGKILLed, cluster down.
+//!
+//! Needs root (network namespaces, mounts, containerd): as another user it
+//! FAILS with a message rather than pass without running. Every address used
+//! is inside the network namespaces the script creates (10.250.0.0/24).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use geth_agent::network::{self, genesis, NetworkSpec, NodePorts};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use serde_json::Value;
+use testnet::{eventually, workspace_root};
+
+const MINUTE: Duration = Duration::from_secs(60);
+const NS: &str = "testnetsidechain";
+const NODES: [&str; 3] = ["kn1", "kn2", "kn3"];
+const PERIOD: u64 = 2;
+const UID: i64 = 10001;
+/// Where components/host-network keeps each node's datadir on this machine.
+const HOST_DATADIRS: &str = "/var/lib/geth-clique";
+
+fn node_ip(node: &str) -> String {
+    format!("10.250.0.1{}", node.trim_start_matches("kn"))
+}
+
+fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("{cmd:?}"))?;
+    ensure!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The cluster of scripts/k8s-local; `down` when dropped, also on failure.
+struct Cluster {
+    script: PathBuf,
+    kubectl: PathBuf,
+    state: PathBuf,
+}
+
+impl Cluster {
+    fn up() -> Result<Self> {
+        let script = workspace_root().join("scripts/k8s-local");
+        let out = Command::new(&script)
+            .arg("up")
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .context("run scripts/k8s-local up")?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let kubeconfig = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+        let cluster = Self {
+            state: kubeconfig
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+            kubectl: kubeconfig.with_file_name("kubectl"),
+            script,
+        };
+        ensure!(out.status.success(), "scripts/k8s-local up failed");
+        ensure!(
+            cluster.kubectl.exists(),
+            "no kubectl wrapper at {:?}",
+            cluster.kubectl
+        );
+        Ok(cluster)
+    }
+
+    fn kubectl(&self) -> Command {
+        Command::new(&self.kubectl)
+    }
+
+    fn k(&self, args: &[&str]) -> Result<String> {
+        run(self.kubectl().args(args))
+    }
+
+    fn json(&self, args: &[&str]) -> Result<Value> {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        Ok(serde_json::from_str(&self.k(&all)?)?)
+    }
+
+    /// GET through the API server's proxy (the API server reaches the nodes'
+    /// addresses inside the cluster's namespaces; this host does not).
+    fn proxy(&self, path: &str) -> Result<String> {
+        self.k(&["get", "--raw", path])
+    }
+
+    fn aggregator(&self, path: &str) -> Result<Value> {
+        let text = self.proxy(&format!(
+            "/api/v1/namespaces/{NS}/services/geth-aggregator:http/proxy{path}"
+        ))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    fn geth_pods(&self) -> Result<Vec<Value>> {
+        let list = self.json(&["get", "pods", "-n", NS, "-l", "app.kubernetes.io/name=geth"])?;
+        Ok(list["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    fn pod_on(&self, node: &str) -> Result<Option<Value>> {
+        Ok(self.geth_pods()?.into_iter().find(|p| {
+            p["spec"]["nodeName"] == node && p["metadata"]["deletionTimestamp"].is_null()
+        }))
+    }
+
+    /// geth's console on the pod's IPC socket (geth's own container).
+    fn geth_exec(&self, pod: &str, js: &str) -> Result<String> {
+        let out = self.k(&[
+            "exec",
+            "-n",
+            NS,
+            pod,
+            "-c",
+            "geth",
+            "--",
+            "geth",
+            "attach",
+            "--exec",
+            js,
+            "/data/geth.ipc",
+        ])?;
+        Ok(out.trim().trim_matches('"').to_owned())
+    }
+
+    fn identity(&self, pod: &str) -> Result<String> {
+        let link = self.k(&[
+            "exec",
+            "-n",
+            NS,
+            pod,
+            "-c",
+            "agent",
+            "--",
+            "readlink",
+            "/data/identity",
+        ])?;
+        Ok(link
+            .trim()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned())
+    }
+
+    /// SIGKILL to one container's process, as the node's containerd sees it.
+    fn kill_container(&self, node: &str, container_id: &str) -> Result<()> {
+        let id = container_id.trim_start_matches("containerd://");
+        let sock = self.state.join("nodes").join(node).join("containerd.sock");
+        run(Command::new("ctr")
+            .arg("--address")
+            .arg(&sock)
+            .args(["-n", "k8s.io", "tasks", "kill", "-s", "KILL", id]))?;
+        Ok(())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let started = Instant::now();
+        let status = Command::new(&self.script)
+            .arg("down")
+            .stdin(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(HOST_DATADIRS);
+        println!("phase cluster down: {:?} ({status:?})", started.elapsed());
+    }
+}
+
+fn container_status<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
+    ["containerStatuses", "initContainerStatuses"]
+        .iter()
+        .filter_map(|k| pod["status"][k].as_array())
+        .flatten()
+        .find(|c| c["name"] == name)
+}
+
+fn pod_ready(pod: &Value) -> bool {
+    pod["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+/// 2/2: geth and the agent sidecar both running and ready, pod Ready.
+fn two_of_two(pod: &Value) -> bool {
+    let running = |n: &str| {
+        container_status(pod, n)
+            .is_some_and(|c| c["ready"] == true && c["state"]["running"].is_object())
+    };
+    pod_ready(pod) && running("geth") && running("agent")
+}
+
+fn restarts(pod: &Value, container: &str) -> u64 {
+    container_status(pod, container)
+        .and_then(|c| c["restartCount"].as_u64())
+        .unwrap_or(0)
+}
+
+fn container_id(pod: &Value, container: &str) -> String {
+    container_status(pod, container)
+        .and_then(|c| c["containerID"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn name(v: &Value) -> String {
+    v["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+// ---- rendering ---------------------------------------------------------------
+
+/// The overlay rendered by kubectl's kustomize, one JSON value per object.
+fn render(kubectl: &Path, dir: &Path) -> Result<Vec<Value>> {
+    let yaml = run(Command::new(kubectl).arg("kustomize").arg(dir))?;
+    let mut objects = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&yaml) {
+        let value: Value = serde::Deserialize::deserialize(doc)?;
+        if !value.is_null() {
+            objects.push(value);
+        }
+    }
+    Ok(objects)
+}
+
+fn typed<T: serde::de::DeserializeOwned>(objects: &[Value], kind: &str, name: &str) -> Result<T> {
+    let v = objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .with_context(|| format!("no {kind} {name}"))?;
+    serde_json::from_value(v.clone()).with_context(|| format!("{kind} {name} does not parse"))
+}
+
+fn check_restricted(c: &Container, what: &str) -> Result<()> {
+    let sc = c
+        .security_context
+        .as_ref()
+        .with_context(|| format!("{what}: no securityContext"))?;
+    ensure!(
+        sc.allow_privilege_escalation == Some(false),
+        "{what}: allowPrivilegeEscalation"
+    );
+    let caps = sc
+        .capabilities
+        .as_ref()
+        .and_then(|c| c.drop.clone())
+        .unwrap_or_default();
+    ensure!(caps == ["ALL"], "{what}: capabilities must drop ALL");
+    ensure!(
+        sc.run_as_user.is_none() || sc.run_as_user == Some(UID),
+        "{what}: other uid"
+    );
+    let res = c
+        .resources
+        .as_ref()
+        .with_context(|| format!("{what}: no resources"))?;
+    ensure!(
+        res.requests.as_ref().is_some_and(|r| r.contains_key("cpu")),
+        "{what}: cpu request"
+    );
+    ensure!(
+        res.limits
+            .as_ref()
+            .is_some_and(|r| r.contains_key("memory")),
+        "{what}: memory limit"
+    );
+    Ok(())
+}
+
+/// The invariants of docs/KUBERNETES.md, on typed objects.
+fn check_overlay(objects: &[Value], host_network: bool) -> Result<()> {
+    ensure!(
+        !objects.iter().any(|o| o["kind"] == "Secret"),
+        "a Secret is rendered: keys must be referenced, never inline"
+    );
+    let env: ConfigMap = typed(objects, "ConfigMap", "geth-env")?;
+    let env = env.data.unwrap_or_default();
+    let grace: i64 = env
+        .get("GETH_AGENT_SHUTDOWN_GRACE_SECS")
+        .context("no shutdown grace")?
+        .parse()?;
+    let ds: DaemonSet = typed(objects, "DaemonSet", "geth")?;
+    let template = ds.spec.context("DaemonSet spec")?.template;
+    let labels = template.metadata.and_then(|m| m.labels).unwrap_or_default();
+    let pod: PodSpec = template.spec.context("pod spec")?;
+    ensure!(
+        pod.share_process_namespace == Some(true),
+        "shareProcessNamespace"
+    );
+    ensure!(
+        pod.termination_grace_period_seconds
+            .is_some_and(|t| t > grace),
+        "terminationGracePeriodSeconds must exceed the agent's grace {grace}"
+    );
+    ensure!(
+        pod.host_network.unwrap_or(false) == host_network,
+        "hostNetwork"
+    );
+    let psc = pod
+        .security_context
+        .as_ref()
+        .context("pod securityContext")?;
+    ensure!(
+        psc.run_as_non_root == Some(true) && psc.run_as_user == Some(UID),
+        "pod uid"
+    );
+    ensure!(
+        psc.seccomp_profile
+            .as_ref()
+            .is_some_and(|s| s.type_ == "RuntimeDefault"),
+        "seccomp RuntimeDefault"
+    );
+    let inits = pod.init_containers.clone().unwrap_or_default();
+    let agent_at = inits
+        .iter()
+        .position(|c| c.name == "agent")
+        .context("no agent sidecar")?;
+    let claim_at = inits
+        .iter()
+        .position(|c| c.name == "claim")
+        .context("no claim")?;
+    ensure!(
+        claim_at < agent_at,
+        "the claim must run before the agent starts"
+    );
+    let agent = &inits[agent_at];
+    ensure!(
+        agent.restart_policy.as_deref() == Some("Always"),
+        "the agent must be a native sidecar (restartPolicy: Always)"
+    );
+    ensure!(
+        agent
+            .liveness_probe
+            .as_ref()
+            .is_some_and(|p| p.failure_threshold.unwrap_or(3) >= 3),
+        "the agent's liveness probe must be loose"
+    );
+    let geth = pod
+        .containers
+        .iter()
+        .find(|c| c.name == "geth")
+        .context("no geth container")?;
+    ensure!(pod.containers.len() == 1, "one main container");
+    let probe = geth
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| p.http_get.as_ref());
+    ensure!(
+        probe.is_some_and(|g| g.path.as_deref() == Some("/readyz")
+            && g.port == k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(9101)),
+        "geth's readiness must be the agent's /readyz"
+    );
+    ensure!(
+        geth.command.as_deref() == Some(&["geth-agent".to_owned(), "geth".to_owned()][..]),
+        "geth must start through `geth-agent geth`"
+    );
+    // Both containers from one environment.
+    let env_of = |c: &Container| {
+        c.env_from
+            .iter()
+            .flatten()
+            .filter_map(|e| e.config_map_ref.as_ref().map(|r| r.name.clone()))
+            .collect::<Vec<_>>()
+    };
+    ensure!(
+        env_of(geth) == ["geth-env"] && env_of(agent) == ["geth-env"],
+        "same env"
+    );
+    for c in inits
+        .iter()
+        .filter(|c| c.name != "datadir-owner")
+        .chain(&pod.containers)
+    {
+        check_restricted(c, &c.name)?;
+    }
+    ensure!(
+        env.get("GETH_AGENT_GETH_LOG_FILE")
+            .is_some_and(|f| f.starts_with("/var/log/geth/")),
+        "geth's JSON log on the shared volume"
+    );
+    // The datadir on the node's disk, one folder per node, in the host variant.
+    let data = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "data")
+        .context("data volume")?;
+    ensure!(
+        data.host_path.is_some() == host_network,
+        "datadir on the node's disk"
+    );
+    if host_network {
+        for c in inits
+            .iter()
+            .filter(|c| c.name != "datadir-owner")
+            .chain(&pod.containers)
+        {
+            let m = c.volume_mounts.iter().flatten().find(|m| m.name == "data");
+            ensure!(
+                m.is_some_and(|m| m.sub_path_expr.as_deref() == Some("$(NODE_NAME)")),
+                "{}: datadir per node",
+                c.name
+            );
+        }
+    }
+    let rpc: Service = typed(objects, "Service", "geth")?;
+    let rpc = rpc.spec.context("Service geth spec")?;
+    ensure!(
+        rpc.publish_not_ready_addresses != Some(true),
+        "geth Service: ready pods only"
+    );
+    let selector = rpc.selector.unwrap_or_default();
+    ensure!(
+        !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v)),
+        "Service geth must select the geth pods"
+    );
+    ensure!(rpc.ports.iter().flatten().any(|p| p.port == 8545), "8545");
+    let p2p: Service = typed(objects, "Service", "geth-p2p")?;
+    ensure!(
+        p2p.spec.and_then(|s| s.cluster_ip).as_deref() == Some("None"),
+        "headless p2p"
+    );
+    let agg: Deployment = typed(objects, "Deployment", "geth-aggregator")?;
+    let agg = agg.spec.context("aggregator spec")?;
+    ensure!(
+        agg.strategy.and_then(|s| s.type_).as_deref() == Some("Recreate"),
+        "one SQLite writer: Recreate"
+    );
+    let agg_pod = agg.template.spec.context("aggregator pod")?;
+    for c in &agg_pod.containers {
+        check_restricted(c, "aggregator")?;
+    }
+    let db = agg_pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "db")
+        .context("db volume")?;
+    if !host_network {
+        let claim = db
+            .persistent_volume_claim
+            .as_ref()
+            .context("aggregator db on a PVC")?;
+        ensure!(
+            objects.iter().any(|o| o["kind"] == "PersistentVolumeClaim"
+                && o["metadata"]["name"] == claim.claim_name.as_str()),
+            "the aggregator's PVC is part of the overlay"
+        );
+    }
+    Ok(())
+}
+
+/// components/monitoring carries monitoring/ unchanged; components/ingress has TLS.
+fn check_components(kubectl: &Path) -> Result<()> {
+    let root = workspace_root();
+    // kustomize takes only relative paths: a folder two levels under the root.
+    let scratch = root.join("target");
+    std::fs::create_dir_all(&scratch)?;
+    let dir = tempfile::Builder::new()
+        .prefix("k8s-components-")
+        .tempdir_in(&scratch)?;
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        "resources: [../../k8s/overlays/testnetsidechain]\n\
+         components: [../../k8s/components/monitoring, ../../k8s/components/ingress]\n",
+    )?;
+    let objects = render(kubectl, dir.path())?;
+    let rule = objects
+        .iter()
+        .find(|o| o["kind"] == "PrometheusRule")
+        .context("no PrometheusRule")?;
+    let alerts: Value = serde_yaml::from_str(&std::fs::read_to_string(
+        root.join("monitoring/alerts.yml"),
+    )?)?;
+    ensure!(
+        rule["spec"]["groups"] == alerts["groups"],
+        "PrometheusRule != monitoring/alerts.yml"
+    );
+    let dash: ConfigMap = typed(&objects, "ConfigMap", "geth-clique-dashboard")?;
+    let text = dash
+        .data
+        .unwrap_or_default()
+        .remove("geth-clique.json")
+        .context("dashboard")?;
+    let ours: Value = serde_json::from_str(&text)?;
+    let theirs: Value = serde_json::from_str(&std::fs::read_to_string(
+        root.join("monitoring/grafana-dashboard.json"),
+    )?)?;
+    ensure!(
+        ours == theirs,
+        "dashboard ConfigMap != monitoring/grafana-dashboard.json"
+    );
+    ensure!(
+        objects
+            .iter()
+            .filter(|o| o["kind"] == "ServiceMonitor")
+            .count()
+            == 2,
+        "ServiceMonitors for the agents and the aggregator"
+    );
+    let ingress: Ingress = typed(&objects, "Ingress", "geth")?;
+    let spec = ingress.spec.context("ingress spec")?;
+    ensure!(
+        !spec.tls.unwrap_or_default().is_empty(),
+        "Ingress without TLS"
+    );
+    Ok(())
+}
+
+// ---- the network ---------------------------------------------------------------
+
+/// A 3-signer testnetsidechain whose node i runs on kn<i>: enodes at the
+/// nodes' addresses, geth listening on them.
+fn generate_network(dir: &Path) -> Result<()> {
+    let template = serde_json::from_str(
+        genesis::template("testnetsidechain")
+            .context("testnetsidechain template")?
+            .text,
+    )?;
+    let ports: Vec<NodePorts> = (0..3u16)
+        .map(|i| NodePorts {
+            p2p: 30303 + i,
+            http: 8545 + i,
+            agent: 9101 + i,
+        })
+        .collect();
+    let spec = NetworkSpec {
+        template,
+        name: NS.into(),
+        period: PERIOD,
+        signers: 3,
+        validators: 0,
+        accounts: 1,
+        host: "HOST".into(),
+        ports: ports.clone(),
+        durability: None,
+    };
+    network::generate(&spec, dir)?;
+    let fix = |text: String| {
+        let mut text = text.replace("ListenAddr = \"127.0.0.1:", "ListenAddr = \"0.0.0.0:");
+        for (i, node) in NODES.iter().enumerate() {
+            text = text.replace(
+                &format!("@HOST:{}", ports[i].p2p),
+                &format!("@{}:{}", node_ip(node), ports[i].p2p),
+            );
+        }
+        text
+    };
+    for i in 1..=3 {
+        let f = dir.join(format!("nodes/signer-{i}/config.toml"));
+        std::fs::write(&f, fix(std::fs::read_to_string(&f)?))?;
+    }
+    let f = dir.join("network.json");
+    std::fs::write(&f, fix(std::fs::read_to_string(&f)?))?;
+    Ok(())
+}
+
+/// ConfigMap geth-network and Secret geth-keys as docs/KUBERNETES.md creates them.
+fn load_network(cluster: &Cluster, dir: &Path) -> Result<()> {
+    let p = |rel: &str| dir.join(rel).display().to_string();
+    let mut cm = vec![
+        format!("--from-file=genesis.json={}", p("genesis.json")),
+        format!("--from-file=network.json={}", p("network.json")),
+    ];
+    let token = dir.join("admin-token");
+    std::fs::write(&token, "k8s-test-admin-token")?;
+    let mut secret = vec![
+        format!("--from-file=aggregator.key={}", p("aggregator/key")),
+        format!("--from-file=admin-token={}", token.display()),
+    ];
+    for i in 1..=3 {
+        let node = format!("nodes/signer-{i}");
+        cm.push(format!(
+            "--from-file=signer-{i}.agent.toml={}",
+            p(&format!("{node}/agent.toml"))
+        ));
+        cm.push(format!(
+            "--from-file=signer-{i}.config.toml={}",
+            p(&format!("{node}/config.toml"))
+        ));
+        let keystore = std::fs::read_dir(dir.join(&node).join("keystore"))?
+            .next()
+            .context("no keystore file")??
+            .path();
+        secret.push(format!(
+            "--from-file=signer-{i}.keystore={}",
+            keystore.display()
+        ));
+        secret.push(format!(
+            "--from-file=signer-{i}.password={}",
+            p(&format!("{node}/password"))
+        ));
+        secret.push(format!(
+            "--from-file=signer-{i}.nodekey={}",
+            p(&format!("{node}/nodekey"))
+        ));
+    }
+    let mut args = vec!["create", "configmap", "geth-network", "-n", NS];
+    args.extend(cm.iter().map(String::as_str));
+    cluster.k(&args)?;
+    let mut args = vec!["create", "secret", "generic", "geth-keys", "-n", NS];
+    args.extend(secret.iter().map(String::as_str));
+    cluster.k(&args)?;
+    Ok(())
+}
+
+fn signer_addresses(dir: &Path) -> Result<BTreeMap<String, String>> {
+    let net: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("network.json"))?)?;
+    Ok(net["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| {
+            Some((
+                n["name"].as_str()?.to_owned(),
+                n["signer"].as_str()?.to_lowercase(),
+            ))
+        })
+        .collect())
+}
+
+/// Signers of the blocks after `from` as geth on `pod` recovers them.
+fn sealers_since(cluster: &Cluster, pod: &str, from: u64) -> Result<BTreeSet<String>> {
+    let js = format!(
+        "var s = {{}}; for (var i = {from} + 1; i <= eth.blockNumber; i++) {{ s[clique.getSigner(eth.getBlock(i).hash).toLowerCase()] = 1 }}; Object.keys(s).join(',')"
+    );
+    Ok(cluster
+        .geth_exec(pod, &js)?
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+fn head(cluster: &Cluster, pod: &str) -> Result<u64> {
+    Ok(cluster.geth_exec(pod, "eth.blockNumber")?.parse()?)
+}
+
+/// What the aggregator stored of `who`'s lifecycle events recorded at or
+/// after `since_ms`, oldest first: `{"kind": "shutdown", "verdict": …}`,
+/// `{"kind": "recovered", "blocks_lost": …}`, …
+fn events_since(cluster: &Cluster, who: &str, since_ms: u64) -> Result<Vec<Value>> {
+    let events = cluster.aggregator("/api/events")?;
+    let mut mine: Vec<(u64, Value)> = events
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["name"] == who)
+        .map(|e| {
+            (
+                e["event"]["at_ms"].as_u64().unwrap_or(0),
+                e["event"]["kind"].clone(),
+            )
+        })
+        .filter(|(at, _)| *at >= since_ms)
+        .collect();
+    mine.sort_by_key(|(at, _)| *at);
+    Ok(mine.into_iter().map(|(_, kind)| kind).collect())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+async fn wait_all_ready(cluster: &Cluster, timeout: Duration) -> Result<Vec<Value>> {
+    eventually("3 geth pods 2/2 Running and Ready", timeout, || async {
+        let pods = cluster.geth_pods()?;
+        let live: Vec<Value> = pods
+            .into_iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .collect();
+        Ok((live.len() == 3 && live.iter().all(two_of_two)).then_some(live))
+    })
+    .await
+}
+
+struct Phases(Instant);
+impl Phases {
+    fn done(&mut self, what: &str) {
+        println!("phase {what}: {:?}", self.0.elapsed());
+        self.0 = Instant::now();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn geth_daemonset_with_agent_sidecar_on_a_three_node_cluster() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "this test needs root: scripts/k8s-local creates network namespaces, mounts and \
+             containerd instances. Run it as root (CI does); it did NOT run."
+        );
+    }
+    let root = workspace_root();
+    let mut phases = Phases(Instant::now());
+    let _ = std::fs::remove_dir_all(HOST_DATADIRS);
+    let cluster = Cluster::up()?;
+    phases.done("cluster up");
+
+    // Every overlay renders, parses into typed objects, and holds the invariants.
+    let kubectl_bin = root.join(".tools/k8s-v1.34.4/bin/kubectl");
+    for (overlay, host) in [
+        ("testnetsidechain", false),
+        ("mainnetsidechain", false),
+        ("local", true),
+    ] {
+        let objects = render(&kubectl_bin, &root.join("k8s/overlays").join(overlay))?;
+        check_overlay(&objects, host).with_context(|| format!("overlay {overlay}"))?;
+    }
+    check_components(&kubectl_bin)?;
+    phases.done("render and check overlays");
+
+    // Server-side dry-run into namespaces that enforce "restricted": no warning.
+    for overlay in ["testnetsidechain", "mainnetsidechain"] {
+        cluster.k(&["create", "namespace", overlay])?;
+        cluster.k(&[
+            "label",
+            "namespace",
+            overlay,
+            "pod-security.kubernetes.io/enforce=restricted",
+            "pod-security.kubernetes.io/warn=restricted",
+        ])?;
+        let out = cluster
+            .kubectl()
+            .args(["apply", "--server-side", "--dry-run=server", "-k"])
+            .arg(root.join("k8s/overlays").join(overlay))
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.success(),
+            "dry-run of {overlay} failed: {stderr}"
+        );
+        ensure!(
+            !stderr.to_lowercase().contains("warning"),
+            "dry-run of {overlay} warned: {stderr}"
+        );
+        println!(
+            "dry-run {overlay}: {}",
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    phases.done("restricted dry-run");
+
+    // Deploy testnetsidechain on the 3 nodes (overlays/local: host network and disks).
+    let net = tempfile::tempdir()?;
+    generate_network(net.path())?;
+    let signers = signer_addresses(net.path())?;
+    load_network(&cluster, net.path())?;
+    cluster.k(&[
+        "label",
+        "namespace",
+        NS,
+        "--overwrite",
+        "pod-security.kubernetes.io/enforce=privileged",
+        "pod-security.kubernetes.io/warn=privileged",
+    ])?;
+    let mut apply = cluster.kubectl();
+    apply
+        .args(["apply", "--server-side", "-k"])
+        .arg(root.join("k8s/overlays/local"));
+    run(&mut apply)?;
+    let pods = wait_all_ready(&cluster, 8 * MINUTE).await?;
+    phases.done("deploy: 3 pods 2/2 Ready");
+
+    // Each node claimed its own identity, each identity once.
+    let mut claimed = BTreeMap::new();
+    for pod in &pods {
+        let node = pod["spec"]["nodeName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let identity = cluster.identity(&name(pod))?;
+        ensure!(
+            identity == format!("signer-{}", node.trim_start_matches("kn")),
+            "{node} claimed {identity}"
+        );
+        ensure!(
+            claimed.insert(identity.clone(), node).is_none(),
+            "{identity} claimed twice"
+        );
+    }
+    ensure!(claimed.len() == 3, "claims: {claimed:?}");
+    println!("claims: {claimed:?}");
+
+    // The 3 signers seal and agree on a head >= 20.
+    let first = name(&pods[0]);
+    eventually("every node at block 20", 5 * MINUTE, || async {
+        let mut heads = Vec::new();
+        for p in &pods {
+            heads.push(head(&cluster, &name(p))?);
+        }
+        Ok(heads.iter().all(|h| *h >= 20).then_some(()))
+    })
+    .await?;
+    let hashes: BTreeSet<String> = pods
+        .iter()
+        .map(|p| cluster.geth_exec(&name(p), "eth.getBlock(20).hash"))
+        .collect::<Result<_>>()?;
+    ensure!(hashes.len() == 1, "nodes disagree on block 20: {hashes:?}");
+    let sealers = sealers_since(&cluster, &first, 0)?;
+    let all: BTreeSet<String> = signers.values().cloned().collect();
+    ensure!(sealers == all, "sealers {sealers:?}, signers {all:?}");
+    phases.done("chain: head >= 20, agreement, all 3 sealing");
+
+    // Service geth: exactly the ready pods.
+    let slices = cluster.json(&[
+        "get",
+        "endpointslices",
+        "-n",
+        NS,
+        "-l",
+        "kubernetes.io/service-name=geth",
+    ])?;
+    let endpoints: BTreeSet<String> = slices["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e["conditions"]["ready"] == true)
+        .flat_map(|e| e["addresses"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    let ready: BTreeSet<String> = pods
+        .iter()
+        .filter(|p| pod_ready(p))
+        .filter_map(|p| p["status"]["podIP"].as_str().map(str::to_owned))
+        .collect();
+    ensure!(
+        endpoints == ready && ready.len() == 3,
+        "endpoints {endpoints:?} != ready pods {ready:?}"
+    );
+
+    // The aggregator, in the cluster, lists the 3 nodes.
+    eventually(
+        "the aggregator lists 3 online nodes",
+        3 * MINUTE,
+        || async {
+            let state = cluster.aggregator("/api/state")?;
+            let online = state["nodes"]
+                .as_array()
+                .map(|ns| ns.iter().filter(|n| n["online"] == true).count())
+                .unwrap_or(0);
+            Ok((online == 3).then_some(()))
+        },
+    )
+    .await?;
+    phases.done("endpoints and aggregator");
+
+    // kubectl delete pod: SIGTERM reaches geth, the agent (stopping last) proves a
+    // clean stop and delivers it; the new pod reclaims signer-2 and its datadir.
+    let old = cluster.pod_on("kn2")?.context("no pod on kn2")?;
+    let since = now_ms();
+    cluster.k(&["delete", "pod", "-n", NS, &name(&old), "--wait=false"])?;
+    let verdict = eventually(
+        "signer-2's clean verdict at the aggregator",
+        4 * MINUTE,
+        || async {
+            Ok(events_since(&cluster, "signer-2", since)?
+                .into_iter()
+                .find(|e| e["kind"] == "shutdown"))
+        },
+    )
+    .await?;
+    println!("signer-2 verdict after kubectl delete pod: {verdict}");
+    ensure!(verdict["verdict"]["clean"] == true, "not clean: {verdict}");
+    wait_all_ready(&cluster, 5 * MINUTE).await?;
+    let new = cluster.pod_on("kn2")?.context("no new pod on kn2")?;
+    ensure!(
+        new["metadata"]["uid"] != old["metadata"]["uid"],
+        "the pod was not replaced"
+    );
+    ensure!(
+        cluster.identity(&name(&new))? == "signer-2",
+        "kn2 lost signer-2"
+    );
+    let ready_at = head(&cluster, &name(&new))?;
+    let addr2 = signers.get("signer-2").context("signer-2")?.clone();
+    eventually("signer-2 sealing again", 3 * MINUTE, || async {
+        let kn1 = name(&cluster.pod_on("kn1")?.context("pod on kn1")?);
+        Ok(sealers_since(&cluster, &kn1, ready_at)?
+            .contains(&addr2)
+            .then_some(()))
+    })
+    .await?;
+    phases.done("delete pod: clean verdict, same identity, Ready, sealing");
+
+    // `kubectl rollout restart ds/geth` restarts nothing (OnDelete): no order,
+    // no sync wait, no verdict check. This is why the choreography exists.
+    let before: BTreeSet<String> = cluster
+        .geth_pods()?
+        .iter()
+        .map(|p| p["metadata"]["uid"].to_string())
+        .collect();
+    cluster.k(&["rollout", "restart", "-n", NS, "ds/geth"])?;
+    let ds = eventually(
+        "the DaemonSet controller saw the restart",
+        2 * MINUTE,
+        || async {
+            let ds = cluster.json(&["get", "ds", "-n", NS, "geth"])?;
+            let seen = ds["status"]["observedGeneration"] == ds["metadata"]["generation"];
+            Ok(seen.then_some(ds))
+        },
+    )
+    .await?;
+    let after: BTreeSet<String> = cluster
+        .geth_pods()?
+        .iter()
+        .map(|p| p["metadata"]["uid"].to_string())
+        .collect();
+    println!(
+        "rollout restart: updatedNumberScheduled {}, pods replaced {}",
+        ds["status"]["updatedNumberScheduled"],
+        before.difference(&after).count()
+    );
+    ensure!(before == after, "rollout restart replaced pods");
+    ensure!(
+        ds["status"]["updatedNumberScheduled"].as_u64().unwrap_or(0) == 0,
+        "rollout restart updated pods: {}",
+        ds["status"]
+    );
+    phases.done("rollout restart: nothing restarted");
+
+    // Node label geth-clique/paused: the DaemonSet deletes that node's pod
+    // (clean verdict) and keeps it off; without the label the pod comes back
+    // with the same identity (cordon and drain leave DaemonSet pods alone).
+    let since = now_ms();
+    cluster.k(&["label", "node", "kn3", "geth-clique/paused=true"])?;
+    eventually(
+        "the pod on kn3 deleted by the DaemonSet",
+        4 * MINUTE,
+        || async { Ok(cluster.pod_on("kn3")?.is_none().then_some(())) },
+    )
+    .await?;
+    let early = events_since(&cluster, "signer-3", since)?
+        .into_iter()
+        .any(|e| e["kind"] == "shutdown");
+    println!("paused: signer-3's verdict at the aggregator when its pod was gone: {early}");
+    cluster.k(&["label", "node", "kn3", "geth-clique/paused-"])?;
+    // Delivered before the old agent exited, or from the spool in the datadir.
+    let verdict = eventually("signer-3's verdict of the pause", 4 * MINUTE, || async {
+        Ok(events_since(&cluster, "signer-3", since)?
+            .into_iter()
+            .find(|e| e["kind"] == "shutdown"))
+    })
+    .await?;
+    ensure!(verdict["verdict"]["clean"] == true, "paused: {verdict}");
+    let pods = wait_all_ready(&cluster, 5 * MINUTE).await?;
+    let back = pods
+        .iter()
+        .find(|p| p["spec"]["nodeName"] == "kn3")
+        .context("no pod on kn3")?;
+    ensure!(
+        cluster.identity(&name(back))? == "signer-3",
+        "kn3 lost signer-3"
+    );
+    phases.done("node paused by label: clean verdict, back with its identity");
+
+    // The choreography, in the order 2,3,1: each geth stopped by its agent
+    // (clean verdict), started again by the kubelet, in sync and sealing
+    // before the next.
+    let since = now_ms();
+    let restarts_before: BTreeMap<String, u64> = cluster
+        .geth_pods()?
+        .iter()
+        .map(|p| (p["spec"]["nodeName"].to_string(), restarts(p, "geth")))
+        .collect();
+    let out = cluster.k(&[
+        "exec",
+        "-n",
+        NS,
+        "deploy/geth-aggregator",
+        "--",
+        "env",
+        "GETH_AGGREGATOR_URL=http://127.0.0.1:8080",
+        "GETH_AGGREGATOR_ADMIN_TOKEN_FILE=/network/admin-token",
+        "geth-aggregator",
+        "restart",
+        "--order",
+        "2,3,1",
+    ])?;
+    println!("{out}");
+    let mut order = Vec::new();
+    for who in ["signer-1", "signer-2", "signer-3"] {
+        let events = events_since(&cluster, who, since)?;
+        let verdict = events
+            .iter()
+            .find(|e| e["kind"] == "shutdown")
+            .with_context(|| format!("no verdict of {who} after the choreography"))?;
+        ensure!(verdict["verdict"]["clean"] == true, "{who}: {verdict}");
+        order.push((verdict["verdict"]["at"].as_u64().unwrap_or(0), who));
+    }
+    order.sort();
+    let order: Vec<&str> = order.into_iter().map(|(_, who)| who).collect();
+    ensure!(
+        order == ["signer-2", "signer-3", "signer-1"],
+        "restart order {order:?}"
+    );
+    let pods = wait_all_ready(&cluster, 5 * MINUTE).await?;
+    for p in &pods {
+        let node = p["spec"]["nodeName"].to_string();
+        ensure!(
+            restarts(p, "geth") > restarts_before.get(&node).copied().unwrap_or(0),
+            "geth on {node} was not restarted by the kubelet"
+        );
+    }
+    phases.done("choreography 2,3,1: clean verdicts, in order");
+
+    // The agent container alone dies: the kubelet restarts the sidecar, geth is untouched.
+    let pod = cluster.pod_on("kn3")?.context("no pod on kn3")?;
+    let geth_id = container_id(&pod, "geth");
+    let geth_restarts = restarts(&pod, "geth");
+    let agent_restarts = restarts(&pod, "agent");
+    let killed_at = Instant::now();
+    cluster.kill_container("kn3", &container_id(&pod, "agent"))?;
+    let again = eventually(
+        "the agent restarted and the pod Ready",
+        3 * MINUTE,
+        || async {
+            let p = cluster.pod_on("kn3")?.context("pod on kn3")?;
+            Ok((restarts(&p, "agent") > agent_restarts && two_of_two(&p)).then_some(p))
+        },
+    )
+    .await?;
+    println!(
+        "agent killed: Ready again after {:?} ({} block periods)",
+        killed_at.elapsed(),
+        killed_at.elapsed().as_secs_f64() / PERIOD as f64
+    );
+    ensure!(
+        container_id(&again, "geth") == geth_id,
+        "geth's container was replaced"
+    );
+    ensure!(restarts(&again, "geth") == geth_restarts, "geth restarted");
+    phases.done("agent killed: geth untouched, Ready again");
+
+    // SIGKILL geth: the kubelet restarts it; the agent reports the crash and blocks lost.
+    let pod = cluster.pod_on("kn1")?.context("no pod on kn1")?;
+    let geth_restarts = restarts(&pod, "geth");
+    let since = now_ms();
+    cluster.kill_container("kn1", &container_id(&pod, "geth"))?;
+    let crash = eventually(
+        "signer-1's crash and recovery reported",
+        4 * MINUTE,
+        || async {
+            let events = events_since(&cluster, "signer-1", since)?;
+            let shutdown = events.iter().find(|e| e["kind"] == "shutdown").cloned();
+            let recovered = events.iter().find(|e| e["kind"] == "recovered").cloned();
+            Ok(shutdown.zip(recovered))
+        },
+    )
+    .await?;
+    println!("signer-1 after SIGKILL: {} / {}", crash.0, crash.1);
+    ensure!(
+        crash.0["verdict"]["clean"] == false,
+        "a SIGKILL reported clean: {}",
+        crash.0
+    );
+    ensure!(
+        crash.1["blocks_lost"].is_u64(),
+        "no blocks lost count: {}",
+        crash.1
+    );
+    let p = eventually(
+        "geth restarted by the kubelet, pod Ready",
+        4 * MINUTE,
+        || async {
+            let p = cluster.pod_on("kn1")?.context("pod on kn1")?;
+            Ok((restarts(&p, "geth") > geth_restarts && two_of_two(&p)).then_some(p))
+        },
+    )
+    .await?;
+    ensure!(
+        !p["metadata"]["deletionTimestamp"].is_string(),
+        "the pod itself was replaced"
+    );
+    phases.done("geth SIGKILL: crash and blocks lost reported, Ready again");
+
+    drop(cluster);
+    Ok(())
+}
