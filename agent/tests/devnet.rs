@@ -18,6 +18,26 @@ fn devnet(state: &std::path::Path, args: &[&str]) -> Output {
         .expect("scripts/devnet runs")
 }
 
+/// Whether a JSON-RPC server answers on `port`. Something else may listen
+/// there: every geth binds its engine API on a random loopback port, and that
+/// one answers 401 without its JWT.
+async fn serves_json_rpc(port: u16) -> bool {
+    let call =
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []});
+    let sent = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}"))
+        .json(&call)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    match sent {
+        Ok(reply) if reply.status().is_success() => {
+            reply.text().await.is_ok_and(|t| t.contains("\"result\""))
+        }
+        _ => false,
+    }
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -86,11 +106,18 @@ async fn up_status_second_up_and_down() -> Result<()> {
         assert!(signer.contains("rpc -"), "{up_text}");
         assert!(!signer.contains("rpc http"), "{up_text}");
     }
+    let validator_port = http_base + 3;
+    eventually(
+        "the validator's JSON-RPC",
+        Duration::from_secs(120),
+        || async move { Ok(serves_json_rpc(validator_port).await.then_some(())) },
+    )
+    .await?;
     for i in 0..3 {
         let port = http_base + i;
         assert!(
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
-            "signer-{} listens on its http port {port}",
+            !serves_json_rpc(port).await,
+            "signer-{} serves JSON-RPC on its http port {port}",
             i + 1
         );
     }
