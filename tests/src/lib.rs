@@ -60,6 +60,19 @@ where
     }
 }
 
+/// Runs `cmd` to its end and returns its stdout; an error carries the command
+/// and everything it printed when it fails.
+pub fn run_command(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
+    ensure!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// How nodes are started.
 #[derive(Debug, Clone)]
 pub enum Launcher {

@@ -9,7 +9,7 @@
 //! engine if needed. As another user the tests say SKIPPED loudly.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use alloy::eips::BlockNumberOrTag;
 use anyhow::{bail, ensure, Context, Result};
 use geth_agent::rpc::GethRpc;
 use serde_json::Value;
+use testnet::run_command as run;
 use testnet::{eventually, free_port_range, free_ports, http_get, metric_value, workspace_root};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -71,17 +72,6 @@ fn image(names: &[String], short: &str) -> String {
         })
         .unwrap_or_else(|| panic!("no {short} image in {names:?}"))
         .clone()
-}
-
-fn run(cmd: &mut Command) -> Result<String> {
-    let out: Output = cmd.output().with_context(|| format!("{cmd:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn docker(args: &[&str]) -> Result<String> {

@@ -21,6 +21,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use serde_json::Value;
+use testnet::run_command as run;
 use testnet::{eventually, workspace_root};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -33,20 +34,6 @@ const HOST_DATADIRS: &str = "/var/lib/geth-clique";
 
 fn node_ip(node: &str) -> String {
     format!("10.250.0.1{}", node.trim_start_matches("kn"))
-}
-
-fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("{cmd:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The cluster of scripts/k8s-local; `down` when dropped, also on failure.
