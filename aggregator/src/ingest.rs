@@ -243,6 +243,12 @@ pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
             for event in &for_restarts {
                 if let EventKind::Shutdown { verdict } = &event.kind {
                     live.on_shutdown(&id, verdict);
+                    tracing::info!(
+                        node = %name,
+                        clean = verdict.clean,
+                        seq = event.seq,
+                        "shutdown verdict received"
+                    );
                 }
             }
             app.restarts.on_events(&live, &id, &for_restarts, now);

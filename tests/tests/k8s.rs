@@ -15,11 +15,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use geth_agent::network::{self, genesis, NetworkSpec, NodePorts};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Service};
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 use testnet::run_command as run;
 use testnet::{eventually, workspace_root};
@@ -194,6 +195,51 @@ fn two_of_two(pod: &Value) -> bool {
             .is_some_and(|c| c["ready"] == true && c["state"]["running"].is_object())
     };
     pod_ready(pod) && running("geth") && running("agent")
+}
+
+/// A time the API server or a kubelet recorded (RFC 3339, whole seconds for
+/// container starts and conditions).
+fn time(v: &Value, what: &str) -> Result<Timestamp> {
+    v.as_str()
+        .with_context(|| format!("no {what}"))?
+        .parse()
+        .map_err(|e| anyhow!("{what}: {v}: {e}"))
+}
+
+/// When the container's current run started, as its kubelet recorded it.
+fn started_at(pod: &Value, container: &str) -> Result<Timestamp> {
+    let status = container_status(pod, container).with_context(|| format!("no {container}"))?;
+    time(
+        &status["state"]["running"]["startedAt"],
+        &format!("{container}'s start"),
+    )
+}
+
+/// When the pod last turned Ready (or not Ready), as its kubelet recorded it.
+fn ready_since(pod: &Value) -> Result<Timestamp> {
+    let ready = pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready")
+        .context("no Ready condition")?;
+    time(&ready["lastTransitionTime"], "Ready's transition")
+}
+
+impl Cluster {
+    /// The aggregator's log lines "shutdown verdict received" for `who`, with
+    /// the time the container runtime recorded each line.
+    fn verdicts_received(&self, who: &str) -> Result<Vec<Timestamp>> {
+        let log = self.k(&["logs", "-n", NS, "deploy/geth-aggregator", "--timestamps"])?;
+        let node = format!("node={who} ");
+        log.lines()
+            .filter(|l| l.contains("shutdown verdict received") && l.contains(&node))
+            .map(|l| {
+                let stamp = l.split_whitespace().next().unwrap_or_default();
+                stamp.parse().map_err(|e| anyhow!("log time of {l:?}: {e}"))
+            })
+            .collect()
+    }
 }
 
 fn restarts(pod: &Value, container: &str) -> u64 {
@@ -859,6 +905,7 @@ async fn geth_daemonset_with_agent_sidecar_on_a_three_node_cluster() -> Result<(
     // kubectl delete pod: SIGTERM reaches geth, the agent (stopping last) proves a
     // clean stop and delivers it; the new pod reclaims signer-2 and its datadir.
     let old = cluster.pod_on("kn2")?.context("no pod on kn2")?;
+    let received_before = cluster.verdicts_received("signer-2")?.len();
     let since = now_ms();
     cluster.k(&["delete", "pod", "-n", NS, &name(&old), "--wait=false"])?;
     let verdict = eventually(
@@ -882,6 +929,19 @@ async fn geth_daemonset_with_agent_sidecar_on_a_three_node_cluster() -> Result<(
     ensure!(
         cluster.identity(&name(&new))? == "signer-2",
         "kn2 lost signer-2"
+    );
+    // The old agent delivered the verdict itself, before it exited: the
+    // aggregator had it before the new pod's agent started (which could
+    // otherwise have sent it from the spool in the datadir).
+    let received = *cluster
+        .verdicts_received("signer-2")?
+        .get(received_before)
+        .context("the aggregator logged no verdict of signer-2")?;
+    let new_agent = started_at(&new, "agent")?;
+    println!("signer-2's verdict received at {received}, the new agent started at {new_agent}");
+    ensure!(
+        received.as_second() <= new_agent.as_second(),
+        "the verdict ({received}) came after the new agent started ({new_agent})"
     );
     let ready_at = head(&cluster, &name(&new))?;
     let addr2 = signers.get("signer-2").context("signer-2")?.clone();
@@ -936,23 +996,25 @@ async fn geth_daemonset_with_agent_sidecar_on_a_three_node_cluster() -> Result<(
     let since = now_ms();
     cluster.k(&["label", "node", "kn3", "geth-clique/paused=true"])?;
     eventually(
-        "the pod on kn3 deleted by the DaemonSet",
+        "the pod on kn3 deleted by the DaemonSet and gone",
         4 * MINUTE,
-        || async { Ok(cluster.pod_on("kn3")?.is_none().then_some(())) },
+        || async {
+            let pods = cluster.geth_pods()?;
+            Ok(pods
+                .iter()
+                .all(|p| p["spec"]["nodeName"] != "kn3")
+                .then_some(()))
+        },
     )
     .await?;
-    let early = events_since(&cluster, "signer-3", since)?
+    // The agent stops last: the verdict was delivered before it exited, so
+    // before the pod was gone (no new agent exists to send it from the spool).
+    let verdict = events_since(&cluster, "signer-3", since)?
         .into_iter()
-        .any(|e| e["kind"] == "shutdown");
-    println!("paused: signer-3's verdict at the aggregator when its pod was gone: {early}");
+        .find(|e| e["kind"] == "shutdown")
+        .context("signer-3's pod is gone but the aggregator has no verdict of its stop")?;
+    println!("paused: signer-3's verdict, delivered before its pod was gone: {verdict}");
     cluster.k(&["label", "node", "kn3", "geth-clique/paused-"])?;
-    // Delivered before the old agent exited, or from the spool in the datadir.
-    let verdict = eventually("signer-3's verdict of the pause", 4 * MINUTE, || async {
-        Ok(events_since(&cluster, "signer-3", since)?
-            .into_iter()
-            .find(|e| e["kind"] == "shutdown"))
-    })
-    .await?;
     ensure!(verdict["verdict"]["clean"] == true, "paused: {verdict}");
     let pods = wait_all_ready(&cluster, 5 * MINUTE).await?;
     let back = pods
@@ -1031,10 +1093,19 @@ async fn geth_daemonset_with_agent_sidecar_on_a_three_node_cluster() -> Result<(
         },
     )
     .await?;
+    // The kubelet's own times (whole seconds): the new agent's start, and when
+    // the pod last turned Ready. Before the start: the pod never went unready.
+    let agent_started = started_at(&again, "agent")?;
+    let ready = ready_since(&again)?;
+    let after_start = ready.as_second() - agent_started.as_second();
     println!(
-        "agent killed: Ready again after {:?} ({} block periods)",
+        "agent killed: Ready again after {:?} (seen by polling); the kubelet restarted the \
+         agent at {agent_started}, the pod Ready since {ready} ({after_start} s after the start)",
         killed_at.elapsed(),
-        killed_at.elapsed().as_secs_f64() / PERIOD as f64
+    );
+    ensure!(
+        after_start <= 3 * PERIOD as i64,
+        "Ready {after_start} s after the agent started: more than 3 block periods"
     );
     ensure!(
         container_id(&again, "geth") == geth_id,
