@@ -39,7 +39,7 @@ async function gather(main, files) {
     if (path in sources) continue;
     let content = files[path];
     if (content === undefined) {
-      const r = await fetch("/solidity/lib/" + path.split("/").map(encodeURIComponent).join("/"));
+      const r = await fetch("/solidity/lib/" + encodeURI(path));
       if (!r.ok) {
         missing.push(path);
         sources[path] = "";
