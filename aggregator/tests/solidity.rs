@@ -421,3 +421,34 @@ fn the_checked_in_bundle_is_what_the_sources_build() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn missing_page_assets_or_account_keys_are_configuration_errors() -> Result<()> {
+    let net = TestNetwork::generate(&NetworkOptions {
+        signers: 1,
+        ..Default::default()
+    })?;
+    let empty = net.path().join("no-npm-here");
+    std::fs::create_dir_all(&empty)?;
+    let port = free_ports(1)?[0];
+    let empty_arg = empty.display().to_string();
+    let cases: [(&[&str], &str); 2] = [
+        (&["--solidity-assets", &empty_arg], "solc/soljson.js"),
+        (&["--solidity-dev-accounts"], "accounts/password"),
+    ];
+    // Without the accounts' password the keys cannot be handed out.
+    std::fs::remove_file(net.network_dir.join("accounts/password"))?;
+    for (args, expected) in cases {
+        let mut cmd = net.aggregator_command(
+            Path::new(AGGREGATOR),
+            ([127, 0, 0, 1], port).into(),
+            &net.path().join("agg.db"),
+        );
+        cmd.args(args);
+        let out = tokio::process::Command::from(cmd).output().await?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    Ok(())
+}
