@@ -350,6 +350,30 @@ async fn without_development_accounts_nothing_can_be_sent_and_the_pass_through_r
     assert_eq!(config["devAccounts"], Value::Null, "{config}");
     assert_eq!(config["evmVersion"], "berlin", "{config}");
 
+    // The library serves OpenZeppelin's sources and nothing else.
+    // Raw paths (a URL library would resolve the dot segments).
+    let lib = |path: &str| {
+        let path = format!("/solidity/lib/{path}");
+        async move { http_get(dashboard, &path).await }
+    };
+    let (status, text) = lib("@openzeppelin/contracts/token/ERC20/ERC20.sol").await?;
+    assert!(
+        status == 200 && text.contains("abstract contract ERC20"),
+        "{status}"
+    );
+    for bad in [
+        "@openzeppelin/contracts/%2e%2e/%2e%2e/solc/package.json",
+        "@openzeppelin/contracts/%2e%2e/%2e%2e/%2e%2e/network.sol",
+        "@openzeppelin/contracts/package.json",
+        "%2fetc%2fpasswd",
+        "@openzeppelin/contracts/token/ERC20/Missing.sol",
+    ] {
+        let (status, text) = lib(bad).await?;
+        assert_eq!(status, 404, "{bad}: {text}");
+        let v: Value = serde_json::from_str(&text).with_context(|| format!("{bad}: {text}"))?;
+        assert!(v["error"].is_string(), "{bad}: {text}");
+    }
+
     // The page: no account, Deploy disabled, compiling works, no request off
     // loopback.
     let r = browser(dashboard, "off", &npm, None).await?;
