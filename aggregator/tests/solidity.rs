@@ -60,7 +60,11 @@ async fn browser(
     if let Some((rpc, key)) = wallet {
         cmd.arg(rpc).env("WALLET_KEY", key);
     }
-    let out = cmd.output().await?;
+    // Each of the script's waits has its own deadline; this one bounds the
+    // whole run should the browser hang.
+    let out = tokio::time::timeout(10 * MINUTE, cmd.kill_on_drop(true).output())
+        .await
+        .with_context(|| format!("solidity.mjs {mode} still running after 10 minutes"))??;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     // The compile times (page and CLI) for whoever reads the test output.
