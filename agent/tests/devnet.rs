@@ -204,6 +204,23 @@ async fn up_status_second_up_and_down() -> Result<()> {
     )
     .await?;
 
+    // The Solidity page with its compiler and the development accounts on.
+    let (code, body) = http_get(dashboard_addr, "/solidity/config").await?;
+    let config: serde_json::Value = serde_json::from_str(&body)?;
+    assert!(
+        code == 200 && config["compiler"].is_string(),
+        "{code} {body}"
+    );
+    let network: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        state.join("network/network.json"),
+    )?)?;
+    let lower = |v: &serde_json::Value| v.as_str().map(str::to_lowercase);
+    assert_eq!(
+        lower(&config["devAccounts"][0]["address"]),
+        lower(&network["accounts"][0]["address"]),
+        "{body}"
+    );
+
     let down = devnet(&state, &["down"]);
     assert!(down.status.success(), "{}", text(&down));
     assert_eq!(

@@ -14,6 +14,7 @@ pub mod refusals;
 pub mod registry;
 pub mod restarts;
 pub mod routes;
+pub mod solidity;
 pub mod state;
 pub mod store;
 pub mod validate;
@@ -113,6 +114,8 @@ pub struct Cli {
     pub admin_token_file: Option<PathBuf>,
     #[command(flatten)]
     pub gateway: gateway::GatewayArgs,
+    #[command(flatten)]
+    pub solidity: solidity::SolidityArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -136,6 +139,8 @@ pub enum SetupError {
     Key(#[from] identity::KeyError),
     #[error(transparent)]
     Gateway(#[from] gateway::GatewayError),
+    #[error(transparent)]
+    Solidity(#[from] solidity::SolidityError),
 }
 
 /// The JSON-RPC gateway and its TLS configuration, when `--gateway-listen`
@@ -250,6 +255,7 @@ pub fn build(cli: &Cli) -> Result<Arc<App>, SetupError> {
     app.admin_token = admin_token;
     app.restarts = restarts;
     app.wallet = gateway::wallet::chain_params(&network, &cli.gateway);
+    app.solidity = solidity::Solidity::load(&cli.solidity, &network, network_path)?;
     Ok(Arc::new(app))
 }
 

@@ -34,6 +34,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/restarts/latest", get(restarts::api::latest))
         .route("/api/restarts/latest/abort", post(restarts::api::abort))
         .route("/api/restarts/latest/resume", post(restarts::api::resume))
+        .merge(crate::solidity::routes())
         .layer(DefaultBodyLimit::max(geth_wire::MAX_REPORT_BYTES))
         .with_state(app)
 }

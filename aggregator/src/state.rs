@@ -38,6 +38,8 @@ pub struct App {
     pub gateway: crate::gateway::metrics::GatewayMetrics,
     /// The chain's wallet parameters when the gateway runs (`/api/wallet`).
     pub wallet: Option<serde_json::Value>,
+    /// The Solidity page's assets, development accounts and pass-through.
+    pub solidity: crate::solidity::Solidity,
 }
 
 impl App {
@@ -64,6 +66,7 @@ impl App {
             restarts,
             gateway: Default::default(),
             wallet: None,
+            solidity: Default::default(),
         }
     }
 
