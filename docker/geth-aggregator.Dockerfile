@@ -10,6 +10,9 @@ RUN groupadd --gid 10001 geth \
  && chown 10001:10001 /data
 RUN mkdir -p /var/lib/geth-aggregator && chown 10001:10001 /var/lib/geth-aggregator
 COPY geth-aggregator /usr/local/bin/
+# The Solidity page's compiler and library sources (/solidity).
+COPY solidity /usr/share/geth-aggregator/solidity
+ENV GETH_AGGREGATOR_SOLIDITY_ASSETS=/usr/share/geth-aggregator/solidity
 USER 10001:10001
 WORKDIR /var/lib/geth-aggregator
 VOLUME ["/var/lib/geth-aggregator"]
