@@ -90,7 +90,7 @@ fn claimed(app: &App, headers: &HeaderMap) -> String {
         .get(geth_wire::HEADER_NODE)
         .and_then(|v| v.to_str().ok()?.parse().ok())
         .and_then(|a| app.registry.get(&a))
-        .map_or_else(|| "unknown".to_owned(), |n| n.name.clone())
+        .map_or_else(|| "unknown".to_owned(), |n| n.name)
 }
 
 /// A stats report's enode must be the node's own; its signer set addresses.

@@ -6,8 +6,10 @@ use tokio_util::sync::CancellationToken;
 fn main() -> ExitCode {
     let mut cli = geth_aggregator::Cli::parse();
     init_logging();
-    if let Some(geth_aggregator::Subcommand::Restart(args)) = cli.command.take() {
-        return client(args);
+    match cli.command.take() {
+        Some(geth_aggregator::Subcommand::Restart(args)) => return client(args),
+        Some(geth_aggregator::Subcommand::Nodes(args)) => return nodes_client(args),
+        None => {}
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -92,6 +94,27 @@ fn client(args: geth_aggregator::restarts::cli::RestartArgs) -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("geth-aggregator restart: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// `geth-aggregator nodes …`: a client of a running aggregator.
+fn nodes_client(args: geth_aggregator::signers::cli::NodesArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("geth-aggregator: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(geth_aggregator::signers::cli::run(args)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("geth-aggregator nodes: {e}");
             ExitCode::from(e.exit_code())
         }
     }

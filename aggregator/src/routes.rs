@@ -34,6 +34,16 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/restarts/latest", get(restarts::api::latest))
         .route("/api/restarts/latest/abort", post(restarts::api::abort))
         .route("/api/restarts/latest/resume", post(restarts::api::resume))
+        .route(geth_wire::bundle::PATH, get(crate::bundle::serve))
+        .route("/api/nodes", get(crate::signers::admission::list_route))
+        .route(
+            "/api/nodes/admit",
+            post(crate::signers::admission::admit_route),
+        )
+        .route(
+            "/api/nodes/remove",
+            post(crate::signers::admission::remove_route),
+        )
         .layer(DefaultBodyLimit::max(geth_wire::MAX_REPORT_BYTES))
         .with_state(app)
 }

@@ -38,6 +38,8 @@ pub struct App {
     pub gateway: crate::gateway::metrics::GatewayMetrics,
     /// The chain's wallet parameters when the gateway runs (`/api/wallet`).
     pub wallet: Option<serde_json::Value>,
+    /// Genesis and chain facts for the join bundle (`/api/bundle`).
+    pub chain: Option<crate::bundle::ChainInfo>,
 }
 
 impl App {
@@ -64,6 +66,7 @@ impl App {
             restarts,
             gateway: Default::default(),
             wallet: None,
+            chain: None,
         }
     }
 
