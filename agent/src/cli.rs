@@ -1,5 +1,6 @@
 //! Command line: `run` (supervise geth), `init` (prepare the datadir), `ctl`
-//! (admin client), `network new` (generate a network).
+//! (admin client), `network new` (generate a network), `join` (a new node of
+//! a running network).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +45,10 @@ pub enum Command {
     Network(NetworkCommand),
     /// Talk to a running agent over its admin socket.
     Ctl(CtlArgs),
+    /// Join a running network as a validation node: fetch and check the
+    /// aggregator's signed bundle, write the datadir, init geth, run it and
+    /// follow the sync until ready.
+    Join(Box<crate::join::JoinArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,10 +103,11 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Geth(args) => crate::launch::run(*args).await,
         Command::Network(NetworkCommand::New(args)) => new_network(&args),
         Command::Ctl(args) => ctl::run(args).await,
+        Command::Join(args) => crate::join::run(*args).await,
     }
 }
 
-async fn run_node(args: RunArgs) -> ExitCode {
+pub(crate) async fn run_node(args: RunArgs) -> ExitCode {
     let config = match args.resolve() {
         Ok(config) => config,
         Err(e) => {
