@@ -468,6 +468,9 @@ impl Progress {
 
 impl std::fmt::Display for Progress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.target == 0 {
+            return f.write_str("sync: waiting for peers (block 0)");
+        }
         write!(
             f,
             "sync: block {} / {} ({:.1} blocks/s",
@@ -648,6 +651,12 @@ mod tests {
         let stuck = Progress { rate: 0.0, ..p };
         assert_eq!(stuck.eta_s(), None);
         assert_eq!(Progress { head: 150, ..stuck }.eta_s(), Some(0));
+        let start = Progress {
+            head: 0,
+            target: 0,
+            rate: 0.0,
+        };
+        assert_eq!(start.to_string(), "sync: waiting for peers (block 0)");
     }
 
     #[test]

@@ -1,0 +1,287 @@
+//! Growing a running network with real geth 1.13.15: 3 signers under agents
+//! reporting to the aggregator. A fourth node joins with `geth-agent join`
+//! from its own folder: a bundle with another genesis hash than expected is
+//! refused before anything is written; the joined node syncs to the signers'
+//! head (same hash), turns ready, its reports are refused with a reason that
+//! says how to be admitted, and after `geth-aggregator nodes admit` it shows
+//! on the dashboard; `nodes remove` revokes it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use serde_json::{json, Value};
+use testnet::{
+    eventually, free_ports, http_get, http_post_json, metric_value, sibling_binary, Launcher,
+    NetworkOptions, TestNetwork,
+};
+
+const AGGREGATOR: &str = env!("CARGO_BIN_EXE_geth-aggregator");
+const MINUTE: Duration = Duration::from_secs(60);
+const PERIOD: u64 = 2;
+const TOKEN: &str = "test-admin-token-0123456789abcdef";
+
+/// A joined node's agent and its geth, killed when dropped (as the harness
+/// does with the network's nodes).
+struct Joined {
+    agent: Child,
+    datadir: PathBuf,
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        let _ = self.agent.kill();
+        let _ = self.agent.wait();
+        // The geth it started lives on in its own process group.
+        let target = geth_agent::process::AttachTarget {
+            datadir: self.datadir.clone(),
+            log_file: PathBuf::new(),
+            pid_file: None,
+            binary: Some(testnet::geth_bin()),
+        };
+        if let Some(pid) = geth_agent::process::find_geth(&target) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// `/api/state`'s nodes.
+async fn state_nodes(addr: SocketAddr) -> Result<Vec<Value>> {
+    let (code, body) = http_get(addr, "/api/state").await?;
+    ensure!(code == 200, "/api/state {code}: {body}");
+    let state: Value = serde_json::from_str(&body)?;
+    Ok(state["nodes"].as_array().context("nodes")?.clone())
+}
+
+async fn rejected_unknown(addr: SocketAddr) -> Result<f64> {
+    let (_, metrics) = http_get(addr, "/metrics").await?;
+    Ok(metric_value(
+        &metrics,
+        "clique_fleet_rejected_reports_total{reason=\"unknown_node\"}",
+    )
+    .unwrap_or(0.0))
+}
+
+/// JSON-RPC over HTTP to the joined node.
+async fn rpc(addr: SocketAddr, method: &str, params: Value) -> Result<Value> {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let (code, text) = http_post_json(addr, &body.to_string()).await?;
+    ensure!(code == 200, "{method}: {code} {text}");
+    let reply: Value = serde_json::from_str(&text)?;
+    Ok(reply["result"].clone())
+}
+
+fn nodes_cli(url: &str, token: &Path, args: &[&str]) -> Result<std::process::Output> {
+    Command::new(AGGREGATOR)
+        .arg("nodes")
+        .args(args)
+        .arg("--url")
+        .arg(url)
+        .arg("--admin-token-file")
+        .arg(token)
+        .output()
+        .context("geth-aggregator nodes")
+}
+
+#[tokio::test]
+async fn a_fourth_node_joins_syncs_and_is_admitted() -> Result<()> {
+    let ports = free_ports(4)?;
+    let addr: SocketAddr = ([127, 0, 0, 1], ports[0]).into();
+    let url = format!("http://{addr}");
+    let join_http: SocketAddr = ([127, 0, 0, 1], ports[1]).into();
+    let join_agent: SocketAddr = ([127, 0, 0, 1], ports[2]).into();
+    let join_p2p = ports[3];
+    let agent_bin = sibling_binary("geth-agent");
+    let options = NetworkOptions {
+        signers: 3,
+        validators: 0,
+        period: PERIOD,
+        launcher: Launcher::Agent(agent_bin.clone()),
+        agent_args: vec!["--aggregator".into(), url.clone()],
+        ..Default::default()
+    };
+    let mut net = TestNetwork::generate(&options)?;
+    let token = net.path().join("admin-token");
+    std::fs::write(&token, format!("{TOKEN}\n"))?;
+    let mut aggregator = net.aggregator_command(
+        Path::new(AGGREGATOR),
+        addr,
+        &net.path().join("aggregator.db"),
+    );
+    aggregator.arg("--admin-token-file").arg(&token);
+    net.spawn_other(0, aggregator)?;
+    for i in 0..net.nodes.len() {
+        net.spawn(i)?;
+    }
+    eventually("3 signers ready", 4 * MINUTE, || async {
+        let ready = state_nodes(addr)
+            .await?
+            .iter()
+            .filter(|n| n["online"] == true && n["ready"] == true)
+            .count();
+        Ok((ready == 3).then_some(()))
+    })
+    .await?;
+
+    // The bundle: public, its genesis hash is the chain's block 0.
+    let (code, body) = http_get(addr, "/api/bundle").await?;
+    ensure!(code == 200, "bundle {code}: {body}");
+    let bundle: Value = serde_json::from_str(&body)?;
+    let genesis_hash = format!("{:#x}", net.block_hash(0, 0).await?);
+    assert_eq!(bundle["genesis_hash"], genesis_hash.as_str(), "{body}");
+    assert_eq!(bundle["enodes"].as_array().map(Vec::len), Some(3), "{body}");
+
+    // A different expected genesis: refused, nothing written.
+    let refused_dir = net.path().join("refused");
+    let out = Command::new(&agent_bin)
+        .arg("join")
+        .arg(&url)
+        .arg("--datadir")
+        .arg(&refused_dir)
+        .arg("--expect-genesis-hash")
+        .arg(format!("0x{}", "11".repeat(32)))
+        .env("GETH_BIN", testnet::geth_bin())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("genesis hash mismatch"), "{stderr}");
+    assert!(!refused_dir.exists(), "nothing may be written");
+
+    // The join, from its own folder.
+    let dir: PathBuf = net.path().join("joined");
+    let log_path = net.path().join("join.log");
+    let log = std::fs::File::create(&log_path)?;
+    let child = Command::new(&agent_bin)
+        .arg("join")
+        .arg(&url)
+        .arg("--datadir")
+        .arg(&dir)
+        .arg("--expect-genesis-hash")
+        .arg(&genesis_hash)
+        .arg("--name")
+        .arg("joined-1")
+        .arg("--p2p-port")
+        .arg(join_p2p.to_string())
+        .arg("--http")
+        .arg(join_http.to_string())
+        .arg("--listen")
+        .arg(join_agent.to_string())
+        .env("GETH_BIN", testnet::geth_bin())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    let _joined = Joined {
+        agent: child,
+        datadir: dir.clone(),
+    };
+    let log_text = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    eventually("the joined node to be ready", 5 * MINUTE, || async {
+        let text = log_text();
+        ensure!(!text.contains("geth-agent join:"), "join failed: {text}");
+        Ok(text.contains("\nready: head ").then_some(()))
+    })
+    .await
+    .with_context(log_text)?;
+    let text = log_text();
+    assert!(text.contains("sync: block "), "{text}");
+    let enode = text
+        .lines()
+        .find_map(|l| l.strip_prefix("enode "))
+        .context("enode line")?
+        .to_owned();
+
+    // Same chain: its block at a height both hold is the signers' block.
+    let head = u64::from_str_radix(
+        rpc(join_http, "eth_blockNumber", json!([]))
+            .await?
+            .as_str()
+            .context("head")?
+            .trim_start_matches("0x"),
+        16,
+    )?;
+    assert!(head > 0);
+    net.wait_for_block(0, head, MINUTE).await?;
+    let joined_block = rpc(
+        join_http,
+        "eth_getBlockByNumber",
+        json!([format!("{head:#x}"), false]),
+    )
+    .await?;
+    assert_eq!(
+        joined_block["hash"],
+        format!("{:#x}", net.block_hash(0, head).await?).as_str()
+    );
+
+    // Not admitted: reports refused with the way to be admitted; not shown.
+    eventually("the joined node's reports refused", 2 * MINUTE, || async {
+        Ok((rejected_unknown(addr).await? > 0.0).then_some(()))
+    })
+    .await?;
+    eventually(
+        "the refusal reason in the joined agent's log",
+        2 * MINUTE,
+        || async { Ok(log_text().contains("nodes admit").then_some(())) },
+    )
+    .await?;
+    let names: Vec<Value> = state_nodes(addr)
+        .await?
+        .iter()
+        .map(|n| n["name"].clone())
+        .collect();
+    assert!(!names.contains(&json!("joined-1")), "{names:?}");
+
+    // The admission needs the admin token.
+    let wrong = net.path().join("wrong-token");
+    std::fs::write(&wrong, "wrong-token-0123456789")?;
+    let out = nodes_cli(&url, &wrong, &["admit", &enode])?;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{out:?}"
+    );
+
+    let out = nodes_cli(&url, &token, &["admit", &enode, "--name", "joined-1"])?;
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("admitted 0x"),
+        "{out:?}"
+    );
+    eventually("the joined node on the dashboard", 2 * MINUTE, || async {
+        let nodes = state_nodes(addr).await?;
+        Ok(nodes
+            .iter()
+            .any(|n| n["name"] == "joined-1" && n["online"] == true)
+            .then_some(()))
+    })
+    .await?;
+    let listed = nodes_cli(&url, &token, &["list"])?;
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("joined-1"),
+        "{listed:?}"
+    );
+
+    // Revoked: refused again.
+    let before = rejected_unknown(addr).await?;
+    let out = nodes_cli(&url, &token, &["remove", &enode])?;
+    assert!(out.status.success(), "{out:?}");
+    eventually("reports refused again after remove", 2 * MINUTE, || async {
+        Ok((rejected_unknown(addr).await? > before).then_some(()))
+    })
+    .await?;
+    // A node of network.json cannot be removed.
+    let signer_enode = net.nodes[0].info.enode.clone();
+    let out = nodes_cli(&url, &token, &["remove", &signer_enode])?;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("network.json"),
+        "{out:?}"
+    );
+    Ok(())
+}
