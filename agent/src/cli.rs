@@ -49,6 +49,10 @@ pub enum Command {
     /// aggregator's signed bundle, write the datadir, init geth, run it and
     /// follow the sync until ready.
     Join(Box<crate::join::JoinArgs>),
+    /// Create this node's clique signer key here (it never leaves the
+    /// machine) and make the node a signer candidate at the agent's next
+    /// start; then `geth-aggregator signers add` votes it in.
+    SignerKey(crate::join::SignerKeyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +108,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Network(NetworkCommand::New(args)) => new_network(&args),
         Command::Ctl(args) => ctl::run(args).await,
         Command::Join(args) => crate::join::run(*args).await,
+        Command::SignerKey(args) => crate::join::run_signer_key(&args),
     }
 }
 

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::RunArgs;
 use crate::init::InitError;
-use crate::network::{genesis, NetworkError, NodeKey};
+use crate::network::{genesis, keys, NetworkError, NodeKey};
 
 /// Largest bundle accepted (a genesis with a big alloc is still far below).
 const MAX_BUNDLE_BYTES: usize = 16 * 1024 * 1024;
@@ -428,6 +428,71 @@ async fn join(args: &JoinArgs) -> Result<Option<RunArgs>, JoinError> {
     Ok(Some(run_args(args)))
 }
 
+#[derive(Debug, Args)]
+pub struct SignerKeyArgs {
+    /// The node's agent.toml (as `geth-agent join` wrote it); the key goes
+    /// into `keystore/` beside it, its password into `password` (0600).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+/// `geth-agent signer-key`: creates this node's clique signer key on its own
+/// machine (it never travels) and makes the node a signer candidate: geth
+/// unlocks it, serves JSON-RPC on IPC only and seals once clique votes the
+/// address in (`geth-aggregator signers add`). Takes effect at the agent's
+/// next start.
+pub fn signer_key(args: &SignerKeyArgs) -> Result<Address, JoinError> {
+    let text =
+        std::fs::read_to_string(&args.config).map_err(|e| NetworkError::io(&args.config, e))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| JoinError::Usage(format!("{}: {e}", args.config.display())))?;
+    if table.contains_key("signer") || table.contains_key("keystore") {
+        return Err(JoinError::Usage(format!(
+            "{} already names a signer key",
+            args.config.display()
+        )));
+    }
+    let dir = args.config.parent().unwrap_or_else(|| Path::new("."));
+    let keystore = dir.join("keystore");
+    if !folder_is_empty(&keystore)? {
+        return Err(JoinError::Exists(keystore));
+    }
+    let password = keys::random_password();
+    keys::write_secret(&dir.join("password"), password.as_bytes())?;
+    let (address, _) = keys::new_keystore_account(&keystore, &password)?;
+    // An unlocked account must not be reachable over HTTP: the http line goes.
+    let mut kept: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("http ") && !l.trim_start().starts_with("http="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    kept.push_str("# Signer key made on this machine by `geth-agent signer-key` (IPC only).\n");
+    kept.push_str("keystore = \"keystore\"\npassword_file = \"password\"\n");
+    kept.push_str(&format!("signer = \"{address:#x}\"\nmine_min_peers = 1\n"));
+    crate::shutdown::write_atomic(&args.config, kept.as_bytes())
+        .map_err(|e| NetworkError::io(&args.config, e))?;
+    Ok(address)
+}
+
+/// `geth-agent signer-key` with its output.
+pub fn run_signer_key(args: &SignerKeyArgs) -> ExitCode {
+    match signer_key(args) {
+        Ok(address) => {
+            println!(
+                "signer key {address:#x} created beside {}",
+                args.config.display()
+            );
+            println!("restart the agent, then: geth-aggregator signers add {address:#x}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("geth-agent signer-key: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
 /// One JSON-RPC call to geth's HTTP endpoint.
 async fn rpc(client: &reqwest::Client, url: &str, method: &str, params: Value) -> Option<Value> {
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
@@ -704,5 +769,18 @@ mod tests {
         assert_eq!(config.listen, args.listen);
         assert!(!folder_is_empty(&args.datadir).unwrap());
         assert!(folder_is_empty(&dir.path().join("missing")).unwrap());
+
+        // The signer key: made here, the HTTP line gone, only once.
+        let key_args = SignerKeyArgs {
+            config: args.datadir.join("agent.toml"),
+        };
+        let address = signer_key(&key_args).unwrap();
+        let config = run_args(&args).resolve().unwrap();
+        assert_eq!(config.geth.http, None, "an unlocked signer serves no HTTP");
+        assert_eq!(
+            config.geth.signer.as_ref().map(|s| s.address),
+            Some(address)
+        );
+        assert!(matches!(signer_key(&key_args), Err(JoinError::Usage(_))));
     }
 }
