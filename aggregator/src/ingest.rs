@@ -246,6 +246,7 @@ pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
                 }
             }
             app.restarts.on_events(&live, &id, &for_restarts, now);
+            app.signer_plans.on_events(&for_restarts, now);
             reply.acked = seqs;
         }
     }
@@ -258,6 +259,10 @@ pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
     // tick), and a command it produced for this node rides on this reply.
     app.restarts.tick(&app.live(), now);
     reply.commands = app.restarts.commands_for(&id);
+    app.signer_plans.tick(&app.live(), now);
+    reply
+        .commands
+        .extend(app.signer_plans.commands_for(&id, now));
     signed_json(&app, sig, StatusCode::OK, &reply)
 }
 

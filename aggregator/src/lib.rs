@@ -129,6 +129,9 @@ pub enum Subcommand {
     /// Admit or remove nodes that joined with `geth-agent join`:
     /// `nodes admit <enode|address>`, `nodes remove <enode|address>`, `nodes list`.
     Nodes(signers::cli::NodesArgs),
+    /// Change the signer set by clique votes the aggregator drives:
+    /// `signers add <node>`, `signers remove <address|node>`, `signers status`.
+    Signers(signers::cli::SignersArgs),
 }
 
 #[derive(Debug, thiserror::Error)]

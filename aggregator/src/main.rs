@@ -8,7 +8,12 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command.take() {
         Some(geth_aggregator::Subcommand::Restart(args)) => return client(args),
-        Some(geth_aggregator::Subcommand::Nodes(args)) => return nodes_client(args),
+        Some(geth_aggregator::Subcommand::Nodes(args)) => {
+            return nodes_client(|| geth_aggregator::signers::cli::run(args))
+        }
+        Some(geth_aggregator::Subcommand::Signers(args)) => {
+            return nodes_client(|| geth_aggregator::signers::cli::run_signers(args))
+        }
         None => {}
     }
     let runtime = match tokio::runtime::Runtime::new() {
@@ -99,8 +104,12 @@ fn client(args: geth_aggregator::restarts::cli::RestartArgs) -> ExitCode {
     }
 }
 
-/// `geth-aggregator nodes …`: a client of a running aggregator.
-fn nodes_client(args: geth_aggregator::signers::cli::NodesArgs) -> ExitCode {
+/// `geth-aggregator nodes|signers …`: a client of a running aggregator.
+fn nodes_client<F, Fut>(run: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<u8, geth_aggregator::restarts::cli::CliError>>,
+{
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -111,10 +120,10 @@ fn nodes_client(args: geth_aggregator::signers::cli::NodesArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(geth_aggregator::signers::cli::run(args)) {
+    match runtime.block_on(run()) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("geth-aggregator nodes: {e}");
+            eprintln!("geth-aggregator: {e}");
             ExitCode::from(e.exit_code())
         }
     }

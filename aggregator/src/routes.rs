@@ -68,6 +68,7 @@ pub async fn serve(
                             let mut live = app.live();
                             live.tick(now);
                             app.restarts.tick(&live, now);
+                            app.signer_plans.tick(&live, now);
                         }
                         let progress = app.restarts.progress();
                         app.live().set_restart(progress);

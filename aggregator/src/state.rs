@@ -40,6 +40,8 @@ pub struct App {
     pub wallet: Option<serde_json::Value>,
     /// Genesis and chain facts for the join bundle (`/api/bundle`).
     pub chain: Option<crate::bundle::ChainInfo>,
+    /// Signer changes by clique vote.
+    pub signer_plans: crate::signers::Signers,
 }
 
 impl App {
@@ -67,6 +69,7 @@ impl App {
             gateway: Default::default(),
             wallet: None,
             chain: None,
+            signer_plans: Default::default(),
         }
     }
 

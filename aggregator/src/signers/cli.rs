@@ -1,11 +1,106 @@
-//! `geth-aggregator nodes admit|remove|list`: a client of the admission
-//! endpoints of a running aggregator (admin token).
+//! `geth-aggregator nodes admit|remove|list` and `geth-aggregator signers
+//! add|remove|status`: clients of the admission and signer change endpoints
+//! of a running aggregator (admin token).
 
 use std::time::Duration;
 
 use crate::restarts::cli::{CliError, Target};
 
 use super::admission::Admitted;
+use super::{SignerPlan, State};
+
+#[derive(Debug, clap::Args)]
+pub struct SignersArgs {
+    #[command(subcommand)]
+    pub action: SignersAction,
+    /// Return once the change is accepted instead of following it.
+    #[arg(long, global = true)]
+    pub no_follow: bool,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SignersAction {
+    /// Vote a node's signer key into the signer set (the node made it with
+    /// `geth-agent signer-key`).
+    Add {
+        /// Node name, node key address, enode, or the signer address.
+        node: String,
+    },
+    /// Vote a signer out of the set; its node keeps validating.
+    Remove {
+        /// The signer address, or its node's name, address or enode.
+        node: String,
+    },
+    /// Show (and follow) the newest change.
+    Status,
+}
+
+/// Prints the change's history as it grows until it ends; the exit code.
+async fn follow(target: &Target, mut plan: SignerPlan, follow: bool) -> Result<u8, CliError> {
+    let mut printed = 0;
+    loop {
+        for line in plan.history.iter().skip(printed) {
+            println!("{} {}", clock(line.at_ms), line.text);
+        }
+        printed = plan.history.len();
+        if !follow || plan.state != State::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let next = call(target, reqwest::Method::GET, "/api/signers/latest", None).await?;
+        plan = serde_json::from_value(next).map_err(|e| CliError::Refused {
+            status: 200,
+            reason: format!("unreadable plan: {e}"),
+        })?;
+    }
+    Ok(match plan.state {
+        State::Done | State::Running => 0,
+        State::Failed => 1,
+    })
+}
+
+/// `HH:MM:SS` (UTC) of a Unix-ms time.
+fn clock(ms: u64) -> String {
+    let s = ms / 1000 % 86_400;
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// Runs `signers …`; the exit code.
+pub async fn run_signers(args: SignersArgs) -> Result<u8, CliError> {
+    let (action, node) = match &args.action {
+        SignersAction::Add { node } => ("add", node),
+        SignersAction::Remove { node } => ("remove", node),
+        SignersAction::Status => {
+            let plan = call(
+                &args.target,
+                reqwest::Method::GET,
+                "/api/signers/latest",
+                None,
+            )
+            .await?;
+            let plan: SignerPlan = serde_json::from_value(plan).map_err(|e| CliError::Refused {
+                status: 200,
+                reason: format!("unreadable plan: {e}"),
+            })?;
+            return follow(&args.target, plan, !args.no_follow).await;
+        }
+    };
+    let body = serde_json::json!({ "action": action, "node": node });
+    let plan = call(
+        &args.target,
+        reqwest::Method::POST,
+        "/api/signers",
+        Some(body),
+    )
+    .await?;
+    let plan: SignerPlan = serde_json::from_value(plan).map_err(|e| CliError::Refused {
+        status: 200,
+        reason: format!("unreadable plan: {e}"),
+    })?;
+    follow(&args.target, plan, !args.no_follow).await
+}
 
 #[derive(Debug, clap::Args)]
 pub struct NodesArgs {
