@@ -44,6 +44,8 @@ pub fn router(app: Arc<App>) -> Router {
             "/api/nodes/remove",
             post(crate::signers::admission::remove_route),
         )
+        .route("/api/signers", post(crate::signers::api::create))
+        .route("/api/signers/latest", get(crate::signers::api::latest))
         .layer(DefaultBodyLimit::max(geth_wire::MAX_REPORT_BYTES))
         .with_state(app)
 }

@@ -4,7 +4,14 @@
 //! refused before anything is written; the joined node syncs to the signers'
 //! head (same hash), turns ready, its reports are refused with a reason that
 //! says how to be admitted, and after `geth-aggregator nodes admit` it shows
-//! on the dashboard; `nodes remove` revokes it.
+//! on the dashboard. Then the joined node makes its own signer key and
+//! `signers add` votes it in (4 signers everywhere, it seals within 2 × 4
+//! periods); `signers remove` of an original signer brings the set back to 3
+//! (that node stops sealing and stays in sync); with a signer stopped, a
+//! removal that would break the quorum is refused before any vote. The
+//! genesis has a short epoch (votes reset every few blocks). Throughout, no
+//! gap between blocks is longer than 3 periods. Finally `nodes remove`
+//! revokes the admission.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,6 +29,8 @@ const AGGREGATOR: &str = env!("CARGO_BIN_EXE_geth-aggregator");
 const MINUTE: Duration = Duration::from_secs(60);
 const PERIOD: u64 = 2;
 const TOKEN: &str = "test-admin-token-0123456789abcdef";
+/// Votes reset at every multiple of this block number.
+const EPOCH: u64 = 6;
 
 /// A joined node's agent and its geth, killed when dropped (as the harness
 /// does with the network's nodes).
@@ -76,6 +85,52 @@ async fn rpc(addr: SocketAddr, method: &str, params: Value) -> Result<Value> {
     Ok(reply["result"].clone())
 }
 
+fn signers_cli(url: &str, token: &Path, args: &[&str]) -> Result<std::process::Output> {
+    Command::new(AGGREGATOR)
+        .arg("signers")
+        .args(args)
+        .arg("--url")
+        .arg(url)
+        .arg("--admin-token-file")
+        .arg(token)
+        .output()
+        .context("geth-aggregator signers")
+}
+
+/// The block a followed `signers add|remove` reports the change at.
+fn changed_at(text: &str) -> Result<u64> {
+    text.lines()
+        .find_map(|l| l.split("done: changed at block ").nth(1))
+        .and_then(|n| n.trim().parse().ok())
+        .with_context(|| format!("no final block in: {text}"))
+}
+
+/// `clique_getSigners` at the head, over a node's IPC.
+async fn signers_of(ipc: &Path) -> Result<Vec<String>> {
+    let rpc = geth_agent::rpc::GethRpc::connect(ipc).await?;
+    Ok(rpc.call("clique_getSigners", ()).await?)
+}
+
+async fn block_time(net: &TestNetwork, i: usize, number: u64) -> Result<u64> {
+    let rpc = geth_agent::rpc::GethRpc::connect(&net.nodes[i].ipc()).await?;
+    let block = rpc.block(number.into()).await?;
+    Ok(block.header.timestamp)
+}
+
+/// Stops a process with SIGTERM and waits for it (bounded).
+async fn stop(child: &mut Child) -> Result<()> {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    eventually("the joined agent to stop", 2 * MINUTE, || {
+        let polled = child.try_wait().map_err(anyhow::Error::from);
+        async move { polled }
+    })
+    .await?;
+    Ok(())
+}
+
 fn nodes_cli(url: &str, token: &Path, args: &[&str]) -> Result<std::process::Output> {
     Command::new(AGGREGATOR)
         .arg("nodes")
@@ -89,7 +144,7 @@ fn nodes_cli(url: &str, token: &Path, args: &[&str]) -> Result<std::process::Out
 }
 
 #[tokio::test]
-async fn a_fourth_node_joins_syncs_and_is_admitted() -> Result<()> {
+async fn a_node_joins_is_admitted_voted_in_and_a_signer_is_retired() -> Result<()> {
     let ports = free_ports(4)?;
     let addr: SocketAddr = ([127, 0, 0, 1], ports[0]).into();
     let url = format!("http://{addr}");
@@ -106,6 +161,9 @@ async fn a_fourth_node_joins_syncs_and_is_admitted() -> Result<()> {
         ..Default::default()
     };
     let mut net = TestNetwork::generate(&options)?;
+    let mut genesis: Value = serde_json::from_str(&std::fs::read_to_string(net.genesis())?)?;
+    genesis["config"]["clique"]["epoch"] = json!(EPOCH);
+    std::fs::write(net.genesis(), serde_json::to_string_pretty(&genesis)?)?;
     let token = net.path().join("admin-token");
     std::fs::write(&token, format!("{TOKEN}\n"))?;
     let mut aggregator = net.aggregator_command(
@@ -177,10 +235,11 @@ async fn a_fourth_node_joins_syncs_and_is_admitted() -> Result<()> {
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()?;
-    let _joined = Joined {
+    let mut joined = Joined {
         agent: child,
         datadir: dir.clone(),
     };
+    let first_block = net.head(0).await?;
     let log_text = || std::fs::read_to_string(&log_path).unwrap_or_default();
     eventually("the joined node to be ready", 5 * MINUTE, || async {
         let text = log_text();
@@ -266,6 +325,140 @@ async fn a_fourth_node_joins_syncs_and_is_admitted() -> Result<()> {
         String::from_utf8_lossy(&listed.stdout).contains("joined-1"),
         "{listed:?}"
     );
+
+    // Promotion: the joined node makes its own signer key and restarts as a
+    // signer candidate (JSON-RPC on IPC only).
+    stop(&mut joined.agent).await?;
+    let out = Command::new(&agent_bin)
+        .arg("signer-key")
+        .arg("--config")
+        .arg(dir.join("agent.toml"))
+        .output()?;
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let account = stdout
+        .split_whitespace()
+        .nth(2)
+        .context("signer key address")?
+        .to_lowercase();
+    let log = std::fs::OpenOptions::new().append(true).open(&log_path)?;
+    joined.agent = Command::new(&agent_bin)
+        .arg("run")
+        .arg("--config")
+        .arg(dir.join("agent.toml"))
+        .arg("--datadir")
+        .arg(&dir)
+        .env("GETH_BIN", testnet::geth_bin())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    let joined_ipc = dir.join("geth.ipc");
+    eventually(
+        "the joined node to report its signer key",
+        3 * MINUTE,
+        || async {
+            let nodes = state_nodes(addr).await?;
+            Ok(nodes
+                .iter()
+                .any(|n| {
+                    n["name"] == "joined-1"
+                        && n["online"] == true
+                        && n["signer"].as_str().map(str::to_lowercase).as_deref() == Some(&account)
+                })
+                .then_some(()))
+        },
+    )
+    .await
+    .with_context(log_text)?;
+
+    // signers add: 4 signers everywhere, the new one seals within 2 × 4 periods.
+    let out = signers_cli(&url, &token, &["add", "joined-1"])?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{out:?}");
+    let changed = changed_at(&text)?;
+    for i in 0..3 {
+        assert_eq!(signers_of(&net.nodes[i].ipc()).await?.len(), 4, "node {i}");
+    }
+    eventually("the joined node to list 4 signers", MINUTE, || async {
+        Ok((signers_of(&joined_ipc).await?.len() == 4).then_some(()))
+    })
+    .await?;
+    net.wait_for_block(0, changed + 8, 2 * MINUTE).await?;
+    let mut sealed_by_new = None;
+    for b in changed + 1..=changed + 8 {
+        if format!("{:#x}", net.signer_of(0, b).await?) == account {
+            sealed_by_new = Some(b);
+            break;
+        }
+    }
+    assert!(
+        sealed_by_new.is_some(),
+        "no block of {changed}+1..+8 sealed by {account}: {text}"
+    );
+
+    // signers remove signer-1: back to 3; it stops sealing and stays in sync.
+    let removed = format!("{:#x}", net.nodes[0].info.signer.context("signer")?);
+    let out = signers_cli(&url, &token, &["remove", "signer-1"])?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{out:?}");
+    let changed = changed_at(&text)?;
+    for i in 0..3 {
+        assert_eq!(signers_of(&net.nodes[i].ipc()).await?.len(), 3, "node {i}");
+    }
+    net.wait_for_block(1, changed + 12, 2 * MINUTE).await?;
+    for b in changed + 2..=changed + 12 {
+        let sealer = format!("{:#x}", net.signer_of(1, b).await?);
+        assert_ne!(sealer, removed, "block {b} sealed by the removed signer");
+    }
+    net.wait_for_block(0, changed + 12, MINUTE).await?;
+    assert_eq!(
+        net.block_hash(0, changed + 12).await?,
+        net.block_hash(1, changed + 12).await?
+    );
+
+    // A removal that breaks the quorum: signer-3 stopped, 2 of 3 live;
+    // removing signer-2 would leave 1 live of 2. Refused, no vote cast.
+    net.nodes[2].signal(nix::sys::signal::Signal::SIGTERM)?;
+    net.nodes[2].wait_exit(2 * MINUTE).await?;
+    eventually("signer-3 offline", 2 * MINUTE, || async {
+        let nodes = state_nodes(addr).await?;
+        Ok(nodes
+            .iter()
+            .any(|n| n["name"] == "signer-3" && n["online"] == false)
+            .then_some(()))
+    })
+    .await?;
+    let out = signers_cli(&url, &token, &["remove", "signer-2"])?;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("422") && stderr.contains("quorum"),
+        "{stderr}"
+    );
+    let status = signers_cli(&url, &token, &["status", "--no-follow"])?;
+    let status = String::from_utf8_lossy(&status.stdout);
+    // The latest change is still the removal of signer-1: no new vote.
+    assert!(
+        status.contains("(signer-1)") && status.contains("done"),
+        "{status}"
+    );
+    assert!(!status.contains("(signer-2)"), "{status}");
+    net.spawn(2)?;
+
+    // The chain sealed through every change: no gap over 3 periods.
+    let last = net.head(1).await?;
+    let mut previous = block_time(&net, 1, first_block).await?;
+    for b in first_block + 1..=last {
+        let t = block_time(&net, 1, b).await?;
+        assert!(
+            t - previous <= 3 * PERIOD,
+            "block {b}: {} s after its parent",
+            t - previous
+        );
+        previous = t;
+    }
 
     // Revoked: refused again.
     let before = rejected_unknown(addr).await?;
