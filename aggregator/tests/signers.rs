@@ -9,7 +9,9 @@
 //! periods); `signers remove` of an original signer brings the set back to 3
 //! (that node stops sealing and stays in sync); with a signer stopped, a
 //! removal that would break the quorum is refused before any vote. The
-//! genesis has a short epoch (votes reset every few blocks). Throughout, no
+//! genesis has a short epoch (votes reset every 6 blocks): a vote for the new
+//! key cast before an epoch block, and lost there, still ends in the change
+//! the plan completes after it. Throughout, no
 //! gap between blocks is longer than 3 periods. Finally `nodes remove`
 //! revokes the admission.
 
@@ -109,6 +111,14 @@ fn changed_at(text: &str) -> Result<u64> {
 async fn signers_of(ipc: &Path) -> Result<Vec<String>> {
     let rpc = geth_agent::rpc::GethRpc::connect(ipc).await?;
     Ok(rpc.call("clique_getSigners", ()).await?)
+}
+
+/// A block's beneficiary (the address a clique vote is about, lower-case)
+/// as signer-2 sees it.
+async fn signer2_block(net: &TestNetwork, number: u64) -> Result<String> {
+    let rpc = geth_agent::rpc::GethRpc::connect(&net.nodes[1].ipc()).await?;
+    let block = rpc.block(number.into()).await?;
+    Ok(format!("{:#x}", block.header.beneficiary))
 }
 
 async fn block_time(net: &TestNetwork, i: usize, number: u64) -> Result<u64> {
@@ -373,11 +383,52 @@ async fn a_node_joins_is_admitted_voted_in_and_a_signer_is_retired() -> Result<(
     .await
     .with_context(log_text)?;
 
+    // An epoch straddle, made certain: signer-2 votes for the new key alone
+    // (1 of the 2 votes needed) until an epoch block resets the tally.
+    let signer2 = geth_agent::rpc::GethRpc::connect(&net.nodes[1].ipc()).await?;
+    let _: Value = signer2
+        .call("clique_propose", (account.clone(), true))
+        .await?;
+    let from = net.head(1).await?;
+    let mut voted_in = None;
+    for b in from + 1..=from + 30 {
+        net.wait_for_block(1, b, MINUTE).await?;
+        if signer2_block(&net, b).await? == account {
+            voted_in = Some(b);
+            break;
+        }
+    }
+    let voted_in = voted_in.context("signer-2 cast no vote in 30 blocks")?;
+    let before: Value = signer2
+        .call("clique_getSnapshot", (format!("{voted_in:#x}"),))
+        .await?;
+    assert_eq!(
+        before["votes"].as_array().map(Vec::len),
+        Some(1),
+        "{before}"
+    );
+    let epoch_block = (voted_in / EPOCH + 1) * EPOCH;
+    net.wait_for_block(1, epoch_block, 2 * MINUTE).await?;
+    let snapshot: Value = signer2
+        .call("clique_getSnapshot", (format!("{epoch_block:#x}"),))
+        .await?;
+    // geth writes the reset votes as null.
+    assert!(
+        snapshot["votes"].as_array().is_none_or(Vec::is_empty)
+            && snapshot["tally"].as_object().is_some_and(|t| t.is_empty()),
+        "the epoch block resets the votes: {snapshot}"
+    );
+    assert_eq!(snapshot["signers"].as_object().map(|s| s.len()), Some(3));
+
     // signers add: 4 signers everywhere, the new one seals within 2 × 4 periods.
     let out = signers_cli(&url, &token, &["add", "joined-1"])?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{out:?}");
     let changed = changed_at(&text)?;
+    assert!(
+        changed > epoch_block,
+        "the vote begun at block {voted_in} completed after epoch block {epoch_block}: {text}"
+    );
     // A node a block behind lists the new set with that block.
     for i in 0..3 {
         let ipc = net.nodes[i].ipc();
