@@ -268,6 +268,71 @@ mod tests {
         );
     }
 
+    async fn fetch(app: App) -> (StatusCode, Option<String>, Vec<u8>) {
+        let response = serve(State(Arc::new(app))).await;
+        let code = response.status();
+        let signature = response
+            .headers()
+            .get(geth_wire::HEADER_REPLY_SIGNATURE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (code, signature, body.to_vec())
+    }
+
+    fn app(dir: &Path) -> App {
+        App::new(
+            crate::registry::Registry::default(),
+            crate::live::Live::unconfigured(),
+            crate::store::Store::open(&dir.join("a.db"), 100).unwrap(),
+            Default::default(),
+            crate::identity::Identity::random(),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_bundle_is_signed_by_the_aggregator_key_or_absent_without_genesis() {
+        let dir = tempfile::tempdir().unwrap();
+        let (code, signature, body) = fetch(app(dir.path())).await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert!(signature.is_none());
+        assert!(String::from_utf8_lossy(&body).contains("--genesis"));
+
+        let mut with_chain = app(dir.path());
+        let genesis: Value =
+            serde_json::from_str(include_str!("../tests/fixtures/genesis-reference.json")).unwrap();
+        with_chain.chain = Some(ChainInfo {
+            name: "n".into(),
+            chain_id: 1337,
+            period: 2,
+            genesis_hash: genesis_hash(&genesis).unwrap(),
+            genesis,
+            listed_enodes: vec!["enode://ab@127.0.0.1:1".into()],
+        });
+        let aggregator = with_chain.identity.address();
+        let (code, signature, body) = fetch(with_chain).await;
+        assert_eq!(code, StatusCode::OK);
+        let bundle: Bundle = serde_json::from_slice(&body).unwrap();
+        assert_eq!(bundle.aggregator, aggregator);
+        assert_eq!(
+            bundle.genesis_hash,
+            "0x0c1dda39056f95e247da7418f4a15f6d9afca020971e58a159668efad3774428"
+        );
+        assert_eq!(
+            bundle.enodes,
+            ["enode://ab@127.0.0.1:1"],
+            "none online: listed"
+        );
+        let signature: alloy::primitives::Signature = signature.unwrap().parse().unwrap();
+        let digest = keccak256(geth_wire::bundle::signing_payload(&body));
+        assert_eq!(
+            signature.recover_address_from_prehash(&digest).unwrap(),
+            aggregator
+        );
+    }
+
     #[test]
     fn quantities_read_like_geth() {
         let q = |v: Value| quantity(Some(&v), "f").unwrap();
