@@ -1,5 +1,6 @@
 //! Command line: `run` (supervise geth), `init` (prepare the datadir), `ctl`
-//! (admin client), `network new` (generate a network).
+//! (admin client), `network new` (generate a network), `join` (a new node of
+//! a running network).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +45,14 @@ pub enum Command {
     Network(NetworkCommand),
     /// Talk to a running agent over its admin socket.
     Ctl(CtlArgs),
+    /// Join a running network as a validation node: fetch and check the
+    /// aggregator's signed bundle, write the datadir, init geth, run it and
+    /// follow the sync until ready.
+    Join(Box<crate::join::JoinArgs>),
+    /// Create this node's clique signer key here (it never leaves the
+    /// machine) and make the node a signer candidate at the agent's next
+    /// start; then `geth-aggregator signers add` votes it in.
+    SignerKey(crate::join::SignerKeyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,10 +107,12 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Geth(args) => crate::launch::run(*args).await,
         Command::Network(NetworkCommand::New(args)) => new_network(&args),
         Command::Ctl(args) => ctl::run(args).await,
+        Command::Join(args) => crate::join::run(*args).await,
+        Command::SignerKey(args) => crate::join::run_signer_key(&args),
     }
 }
 
-async fn run_node(args: RunArgs) -> ExitCode {
+pub(crate) async fn run_node(args: RunArgs) -> ExitCode {
     let config = match args.resolve() {
         Ok(config) => config,
         Err(e) => {

@@ -6,13 +6,14 @@
 //! agent restart. Commands for another node or past their expiry are dropped.
 //! A command runs in its own task through the supervisor's typed control path
 //! (the same as the admin socket), so reports keep flowing while geth stops;
-//! its outcome, with the shutdown verdict, is spooled as an event.
+//! its outcome, with the shutdown verdict, is spooled as an event. Clique
+//! votes (`clique_propose`, `clique_discard`) go to geth's IPC instead.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use geth_wire::control::{AgentCommand, Outcome};
+use geth_wire::control::{AgentCommand, Command, Outcome};
 use geth_wire::EventKind;
 use tokio::sync::{mpsc, oneshot};
 
@@ -105,6 +106,8 @@ pub struct Executor {
     ledger: Mutex<Ledger>,
     requests: mpsc::Sender<Request>,
     spool: Arc<Spool>,
+    /// geth's IPC socket, for clique votes (none: votes are refused).
+    ipc: Option<PathBuf>,
 }
 
 impl Executor {
@@ -119,6 +122,48 @@ impl Executor {
             ledger: Mutex::new(ledger),
             requests,
             spool,
+            ipc: None,
+        }
+    }
+
+    /// Where clique votes are sent (geth's IPC socket).
+    pub fn with_ipc(mut self, ipc: PathBuf) -> Self {
+        self.ipc = Some(ipc);
+        self
+    }
+
+    /// Casts or withdraws a clique vote through geth's IPC.
+    async fn vote(&self, command: Command) -> Outcome {
+        let Some(ipc) = &self.ipc else {
+            return Outcome::Refused {
+                reason: "this agent has no geth IPC to vote through".into(),
+            };
+        };
+        let result = async {
+            let rpc = crate::rpc::GethRpc::connect(ipc).await?;
+            match command {
+                Command::CliquePropose { address, authorize } => {
+                    let _: serde_json::Value =
+                        rpc.call("clique_propose", (address, authorize)).await?;
+                    let what = if authorize { "add" } else { "remove" };
+                    Ok(format!("voted to {what} signer {address:#x}"))
+                }
+                Command::CliqueDiscard { address } => {
+                    let _: serde_json::Value = rpc.call("clique_discard", (address,)).await?;
+                    Ok(format!("vote about {address:#x} discarded"))
+                }
+                _ => Err(crate::rpc::RpcError::Call {
+                    method: "clique",
+                    reason: "not a vote".into(),
+                }),
+            }
+        }
+        .await;
+        match result {
+            Ok(detail) => Outcome::Done { detail },
+            Err(e) => Outcome::Failed {
+                reason: e.to_string(),
+            },
         }
     }
 
@@ -150,6 +195,15 @@ impl Executor {
     }
 
     async fn execute(&self, command: AgentCommand) {
+        if matches!(
+            command.command,
+            Command::CliquePropose { .. } | Command::CliqueDiscard { .. }
+        ) {
+            let outcome = self.vote(command.command).await;
+            tracing::info!(id = %command.id, outcome = %outcome, "command done");
+            self.spool_outcome(command, outcome);
+            return;
+        }
         let (reply, outcome) = oneshot::channel();
         let outcome = match self
             .requests
@@ -167,6 +221,10 @@ impl Executor {
             },
         };
         tracing::info!(id = %command.id, outcome = %outcome, "command done");
+        self.spool_outcome(command, outcome);
+    }
+
+    fn spool_outcome(&self, command: AgentCommand, outcome: Outcome) {
         if let Err(e) = self.spool.push(EventKind::Command {
             id: command.id,
             command: command.command,
@@ -180,7 +238,6 @@ impl Executor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use geth_wire::control::Command;
 
     fn command(id: &str, node: &str, expires_ms: u64) -> AgentCommand {
         AgentCommand {

@@ -9,6 +9,7 @@ pub mod ctl;
 pub mod geth;
 pub mod http;
 pub mod init;
+pub mod join;
 pub mod launch;
 pub mod logline;
 pub mod metrics;

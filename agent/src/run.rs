@@ -157,18 +157,21 @@ async fn start(
             report::load_node_key(config.geth.nodekey.as_deref().ok_or(RunError::NoNodeKey)?)?;
         let (heads_tx, heads_rx) = mpsc::channel(64);
         monitor.heads = Some(heads_tx);
-        let executor = Arc::new(Executor::new(
-            &format!("{:#x}", key.address()),
-            Ledger::open(
-                &config
-                    .geth
-                    .datadir
-                    .join("geth-agent")
-                    .join(crate::commands::FILE),
-            ),
-            requests_tx.clone(),
-            spool.clone(),
-        ));
+        let executor = Arc::new(
+            Executor::new(
+                &format!("{:#x}", key.address()),
+                Ledger::open(
+                    &config
+                        .geth
+                        .datadir
+                        .join("geth-agent")
+                        .join(crate::commands::FILE),
+                ),
+                requests_tx.clone(),
+                spool.clone(),
+            )
+            .with_ipc(config.geth.ipc_path()),
+        );
         reporter = Some(
             Reporter::new(
                 url,

@@ -599,6 +599,9 @@ impl Supervisor {
             reason: reason.to_owned(),
         };
         match (command, self.mode()) {
+            (Command::CliquePropose { .. } | Command::CliqueDiscard { .. }, _) => {
+                refused("a clique vote is not a lifecycle command")
+            }
             (Command::Stop | Command::Start, Mode::Attach) => {
                 refused("attach mode: geth is run by the platform; use restart")
             }

@@ -26,19 +26,19 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, Refusal> {
 
 /// A verified request: the node and its signed time.
 #[derive(Debug)]
-pub struct Verified<'r> {
+pub struct Verified {
     pub address: Address,
-    pub node: &'r KnownNode,
+    pub node: KnownNode,
     pub time_ms: u64,
 }
 
 /// Checks the headers against the body; returns the reporting node.
-pub fn verify<'r>(
-    registry: &'r Registry,
+pub fn verify(
+    registry: &Registry,
     headers: &HeaderMap,
     body: &[u8],
     now_ms: u64,
-) -> Result<Verified<'r>, Refusal> {
+) -> Result<Verified, Refusal> {
     let claimed: Address = header(headers, HEADER_NODE)?.parse().map_err(|_| {
         Refusal::new(
             Reason::Malformed,
@@ -79,7 +79,10 @@ pub fn verify<'r>(
     let node = registry.get(&claimed).ok_or_else(|| {
         Refusal::new(
             Reason::UnknownNode,
-            format!("node {claimed:#x} is not part of this network"),
+            format!(
+                "node {claimed:#x} is not part of this network (not admitted): an operator admits it \
+                 with `geth-aggregator nodes admit {claimed:#x}` (or its enode) and the admin token"
+            ),
         )
     })?;
     Ok(Verified {

@@ -90,7 +90,7 @@ fn claimed(app: &App, headers: &HeaderMap) -> String {
         .get(geth_wire::HEADER_NODE)
         .and_then(|v| v.to_str().ok()?.parse().ok())
         .and_then(|a| app.registry.get(&a))
-        .map_or_else(|| "unknown".to_owned(), |n| n.name.clone())
+        .map_or_else(|| "unknown".to_owned(), |n| n.name)
 }
 
 /// A stats report's enode must be the node's own; its signer set addresses.
@@ -252,6 +252,7 @@ pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
                 }
             }
             app.restarts.on_events(&live, &id, &for_restarts, now);
+            app.signer_plans.on_events(&for_restarts, now);
             reply.acked = seqs;
         }
     }
@@ -264,6 +265,10 @@ pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
     // tick), and a command it produced for this node rides on this reply.
     app.restarts.tick(&app.live(), now);
     reply.commands = app.restarts.commands_for(&id);
+    app.signer_plans.tick(&app.live(), now);
+    reply
+        .commands
+        .extend(app.signer_plans.commands_for(&id, now));
     signed_json(&app, sig, StatusCode::OK, &reply)
 }
 

@@ -3,6 +3,7 @@
 //! the live dashboard, fleet metrics and peer discovery.
 
 pub mod auth;
+pub mod bundle;
 pub mod ethstats;
 pub mod fleet;
 pub mod gate;
@@ -14,6 +15,7 @@ pub mod refusals;
 pub mod registry;
 pub mod restarts;
 pub mod routes;
+pub mod signers;
 pub mod solidity;
 pub mod state;
 pub mod store;
@@ -112,6 +114,10 @@ pub struct Cli {
     /// answer 401.
     #[arg(long, env = "GETH_AGGREGATOR_ADMIN_TOKEN_FILE", value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// The network's genesis file, served in the join bundle (`/api/bundle`)
+    /// [default: genesis.json beside network.json, if present].
+    #[arg(long, env = "GETH_AGGREGATOR_GENESIS", value_name = "FILE")]
+    pub genesis: Option<PathBuf>,
     #[command(flatten)]
     pub gateway: gateway::GatewayArgs,
     #[command(flatten)]
@@ -123,6 +129,12 @@ pub enum Subcommand {
     /// Rolling restart of the network's nodes, one at a time, quorum-safe:
     /// `restart --order 2,3,1`, `restart --auto`, `restart status|resume|abort`.
     Restart(restarts::cli::RestartArgs),
+    /// Admit or remove nodes that joined with `geth-agent join`:
+    /// `nodes admit <enode|address>`, `nodes remove <enode|address>`, `nodes list`.
+    Nodes(signers::cli::NodesArgs),
+    /// Change the signer set by clique votes the aggregator drives:
+    /// `signers add <node>`, `signers remove <address|node>`, `signers status`.
+    Signers(signers::cli::SignersArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +153,8 @@ pub enum SetupError {
     Gateway(#[from] gateway::GatewayError),
     #[error(transparent)]
     Solidity(#[from] solidity::SolidityError),
+    #[error(transparent)]
+    Genesis(#[from] bundle::GenesisError),
 }
 
 /// The JSON-RPC gateway and its TLS configuration, when `--gateway-listen`
@@ -249,11 +263,31 @@ pub fn build(cli: &Cli) -> Result<Arc<App>, SetupError> {
             ..store::StoreOptions::default()
         },
     )?;
+    let admitted = signers::admission::restore(&registry, &store)?;
+    if admitted > 0 {
+        tracing::info!(admitted, "admitted nodes restored");
+    }
     restore(&store, &registry, &mut live)?;
+    let chain = match &cli.genesis {
+        Some(path) => Some(bundle::ChainInfo::load(&network, path)?),
+        None => {
+            let path = network_path
+                .parent()
+                .unwrap_or_else(|| std::path::Path::new("."))
+                .join("genesis.json");
+            if path.exists() {
+                Some(bundle::ChainInfo::load(&network, &path)?)
+            } else {
+                tracing::warn!(path = %path.display(), "no genesis file: /api/bundle answers 404 (give --genesis)");
+                None
+            }
+        }
+    };
     let restarts = restarts::Restarts::load(members, store.clone())?;
     let mut app = App::new(registry, live, store, secrets, loaded.identity);
     app.admin_token = admin_token;
     app.restarts = restarts;
+    app.chain = chain;
     app.wallet = gateway::wallet::chain_params(&network, &cli.gateway);
     app.solidity = solidity::Solidity::load(&cli.solidity, &network, network_path)?;
     Ok(Arc::new(app))
@@ -265,7 +299,7 @@ fn restore(store: &Store, registry: &Registry, live: &mut Live) -> Result<(), Se
         id.parse()
             .ok()
             .and_then(|a| registry.get(&a))
-            .map(|n| n.name.clone())
+            .map(|n| n.name)
             .unwrap_or_else(|| id.trim_start_matches("ethstats:").to_owned())
     };
     let mut sightings = Vec::new();

@@ -6,8 +6,15 @@ use tokio_util::sync::CancellationToken;
 fn main() -> ExitCode {
     let mut cli = geth_aggregator::Cli::parse();
     init_logging();
-    if let Some(geth_aggregator::Subcommand::Restart(args)) = cli.command.take() {
-        return client(args);
+    match cli.command.take() {
+        Some(geth_aggregator::Subcommand::Restart(args)) => return client(args),
+        Some(geth_aggregator::Subcommand::Nodes(args)) => {
+            return nodes_client(|| geth_aggregator::signers::cli::run(args))
+        }
+        Some(geth_aggregator::Subcommand::Signers(args)) => {
+            return nodes_client(|| geth_aggregator::signers::cli::run_signers(args))
+        }
+        None => {}
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -92,6 +99,31 @@ fn client(args: geth_aggregator::restarts::cli::RestartArgs) -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("geth-aggregator restart: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// `geth-aggregator nodes|signers …`: a client of a running aggregator.
+fn nodes_client<F, Fut>(run: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<u8, geth_aggregator::restarts::cli::CliError>>,
+{
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("geth-aggregator: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("geth-aggregator: {e}");
             ExitCode::from(e.exit_code())
         }
     }

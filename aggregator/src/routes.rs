@@ -35,6 +35,18 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/restarts/latest/abort", post(restarts::api::abort))
         .route("/api/restarts/latest/resume", post(restarts::api::resume))
         .merge(crate::solidity::routes())
+        .route(geth_wire::bundle::PATH, get(crate::bundle::serve))
+        .route("/api/nodes", get(crate::signers::admission::list_route))
+        .route(
+            "/api/nodes/admit",
+            post(crate::signers::admission::admit_route),
+        )
+        .route(
+            "/api/nodes/remove",
+            post(crate::signers::admission::remove_route),
+        )
+        .route("/api/signers", post(crate::signers::api::create))
+        .route("/api/signers/latest", get(crate::signers::api::latest))
         .layer(DefaultBodyLimit::max(geth_wire::MAX_REPORT_BYTES))
         .with_state(app)
 }
@@ -59,6 +71,7 @@ pub async fn serve(
                             let mut live = app.live();
                             live.tick(now);
                             app.restarts.tick(&live, now);
+                            app.signer_plans.tick(&live, now);
                         }
                         let progress = app.restarts.progress();
                         app.live().set_restart(progress);

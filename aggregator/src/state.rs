@@ -40,6 +40,10 @@ pub struct App {
     pub wallet: Option<serde_json::Value>,
     /// The Solidity page's assets, development accounts and pass-through.
     pub solidity: crate::solidity::Solidity,
+    /// Genesis and chain facts for the join bundle (`/api/bundle`).
+    pub chain: Option<crate::bundle::ChainInfo>,
+    /// Signer changes by clique vote.
+    pub signer_plans: crate::signers::Signers,
 }
 
 impl App {
@@ -67,6 +71,8 @@ impl App {
             gateway: Default::default(),
             wallet: None,
             solidity: Default::default(),
+            chain: None,
+            signer_plans: Default::default(),
         }
     }
 

@@ -38,11 +38,12 @@ PRAGMA synchronous = NORMAL;
 
 /// Schema migrations: entry `i` brings the database from version `i` to
 /// `i + 1`. Never edit one that has shipped; append.
-pub const MIGRATIONS: [&str; 4] = [
+pub const MIGRATIONS: [&str; 5] = [
     SCHEMA_V1,
     MIGRATE_V2_SPOOL,
     MIGRATE_V3_PRUNE_INDEXES,
     MIGRATE_V4_RESTART_PLANS,
+    MIGRATE_V5_ADMITTED_NODES,
 ];
 
 /// Version 1: the first, unversioned schema (`user_version` 0 with tables).
@@ -115,6 +116,17 @@ CREATE TABLE restart_plans (
     state TEXT NOT NULL,
     body TEXT NOT NULL,
     updated_ms INTEGER NOT NULL
+);
+";
+
+/// Version 5: nodes an operator admitted after network.json was written
+/// (`geth-aggregator nodes admit`), by the address of their node key.
+const MIGRATE_V5_ADMITTED_NODES: &str = "
+CREATE TABLE admitted_nodes (
+    address TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    enode TEXT NOT NULL DEFAULT '',
+    admitted_ms INTEGER NOT NULL
 );
 ";
 
@@ -516,6 +528,34 @@ impl Store {
         let conn = self.lock();
         let mut stmt = conn.prepare("SELECT body FROM restart_plans ORDER BY id DESC LIMIT ?1")?;
         let rows = stmt.query_map([limit as i64], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records an admitted node (replacing an earlier admission of it),
+    /// durably before it returns.
+    pub fn admit_node(&self, address: &str, name: &str, enode: &str) -> Result<(), StoreError> {
+        self.lock().execute(
+            "INSERT INTO admitted_nodes (address, name, enode, admitted_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (address) DO UPDATE SET name = excluded.name, enode = excluded.enode, admitted_ms = excluded.admitted_ms",
+            params![address, name, enode, geth_wire::now_ms() as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets an admitted node; whether it was there.
+    pub fn remove_node(&self, address: &str) -> Result<bool, StoreError> {
+        let n = self
+            .lock()
+            .execute("DELETE FROM admitted_nodes WHERE address = ?1", [address])?;
+        Ok(n > 0)
+    }
+
+    /// The admitted nodes: (address, name, enode).
+    pub fn admitted_nodes(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare("SELECT address, name, enode FROM admitted_nodes ORDER BY admitted_ms")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -83,7 +83,7 @@ pub async fn events(State(app): State<Arc<App>>) -> Response {
                         .parse()
                         .ok()
                         .and_then(|a| app.registry.get(&a))
-                        .map_or(node.clone(), |n| n.name.clone());
+                        .map_or(node.clone(), |n| n.name);
                     json!({ "node": node, "name": name, "event": e })
                 })
                 .collect();

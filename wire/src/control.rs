@@ -3,6 +3,7 @@
 //! the outcome the agent answers with. The outcome of a stop carries the
 //! shutdown verdict.
 
+use alloy_primitives::Address;
 use serde::{Deserialize, Serialize};
 
 use crate::ShutdownVerdict;
@@ -17,6 +18,12 @@ pub enum Command {
     Start,
     /// Stop geth cleanly, then start it again (attach mode: the platform does).
     Restart,
+    /// Vote in clique to add (`authorize`) or remove signer `address`
+    /// (`clique_propose`; geth repeats the vote in every block it seals until
+    /// it is discarded, across epoch boundaries too).
+    CliquePropose { address: Address, authorize: bool },
+    /// Withdraw this node's vote about `address` (`clique_discard`).
+    CliqueDiscard { address: Address },
 }
 
 /// A command from the aggregator, carried in a signed [`crate::ReportReply`].
@@ -47,6 +54,8 @@ pub enum Outcome {
     Refused { reason: String },
     /// Tried and failed (the stop could not be followed to its end).
     Failed { reason: String },
+    /// A clique vote command done (what geth was asked).
+    Done { detail: String },
 }
 
 impl Outcome {
@@ -82,6 +91,7 @@ impl std::fmt::Display for Outcome {
             }
             Self::Restarting { verdict: None } => f.write_str("geth was not running; starting it"),
             Self::Refused { reason } | Self::Failed { reason } => f.write_str(reason),
+            Self::Done { detail } => f.write_str(detail),
         }
     }
 }
@@ -121,6 +131,25 @@ mod tests {
         assert_eq!(json["outcome"], "stopped");
         assert_eq!(json["verdict"]["clean"], true);
         assert_eq!(serde_json::from_value::<Outcome>(json).unwrap(), outcome);
+    }
+
+    #[test]
+    fn clique_vote_commands_carry_the_address() {
+        let vote = Command::CliquePropose {
+            address: Address::repeat_byte(0xab),
+            authorize: true,
+        };
+        let json = serde_json::to_value(vote).unwrap();
+        assert_eq!(json["clique_propose"]["authorize"], true);
+        assert_eq!(
+            json["clique_propose"]["address"],
+            format!("{:#x}", Address::repeat_byte(0xab))
+        );
+        assert_eq!(serde_json::from_value::<Command>(json).unwrap(), vote);
+        let done = Outcome::Done {
+            detail: "voted".into(),
+        };
+        assert!(done.ok() && done.verdict().is_none());
     }
 
     #[test]

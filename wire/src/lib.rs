@@ -2,6 +2,7 @@
 //! and reports about its node, what the aggregator answers, and the shape of
 //! `network.json`. Plain serde structs, stable JSON field names.
 
+pub mod bundle;
 pub mod control;
 pub mod limit;
 pub mod network;
