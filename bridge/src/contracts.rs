@@ -38,6 +38,7 @@ sol! {
         error ECDSAInvalidSignature();
         error ECDSAInvalidSignatureLength(uint256 length);
         error ECDSAInvalidSignatureS(bytes32 s);
+        error OwnableUnauthorizedAccount(address account);
 
         function deposit(address recipient, uint256 value) external returns (uint256);
         function claim(Claim c, bytes[] signatures) external;
@@ -56,6 +57,8 @@ sol! {
         function balanceOf(address owner) external view returns (uint256);
         function ownerOf(uint256 tokenId) external view returns (address);
         function home() external view returns (bool);
+        function setCap(uint256 cap, uint256 period) external;
+        function totalSupply() external view returns (uint256);
     }
 }
 
