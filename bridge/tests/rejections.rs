@@ -29,12 +29,13 @@ alloy::sol! {
 struct Fixture {
     a: Anvil,
     b: Anvil,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     key: Key,
     token_a: Address,
     token_b: Address,
     nft_b: Address,
     url: String,
+    config: std::path::PathBuf,
     user: PrivateKeySigner,
     user_a: DynProvider,
     relayer_b: DynProvider,
@@ -128,12 +129,13 @@ async fn setup() -> Result<Fixture> {
     Ok(Fixture {
         a,
         b,
-        _dir: dir,
+        dir,
         key,
         token_a,
         token_b,
         nft_b,
         url,
+        config,
         user,
         user_a,
         relayer_b,
@@ -352,6 +354,20 @@ async fn service_refuses_what_the_log_does_not_prove() -> Result<()> {
     ] {
         ensure!(metrics.contains(series), "{series} missing in\n{metrics}");
     }
+
+    // Every request is in the audit log of the store, with its outcome.
+    let audit =
+        geth_bridge::store::Store::open(&f.dir.path().join("bridge.sqlite"))?.audit_outcomes()?;
+    let count = |outcome: &str, reason: &str| {
+        audit
+            .iter()
+            .filter(|(o, r)| o == outcome && r.starts_with(reason))
+            .count()
+    };
+    assert_eq!(count("pending", "pending "), 2, "{audit:?}");
+    assert_eq!(count("signed", ""), 3, "{audit:?}");
+    assert_eq!(count("rejected", "no deposit"), 3, "{audit:?}");
+    assert_eq!(count("rejected", "transaction reverted"), 1, "{audit:?}");
     Ok(())
 }
 
@@ -541,6 +557,15 @@ async fn claims_are_single_use_and_bound_to_chain_contract_and_key() -> Result<(
     assert_eq!(
         token_b.balanceOf(f.user.address()).call().await?,
         U256::from(20u64)
+    );
+
+    // A service without the signature cached checks `claimed` on the
+    // destination first and spares the user a failing transaction.
+    let (fresh, _task) = serve_in_process(&f.config).await?;
+    assert_rejected(
+        &ask(&fresh, DIR, json!({"tx_hash": tx})).await?,
+        409,
+        "already claimed on the destination",
     );
     Ok(())
 }
