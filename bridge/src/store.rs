@@ -113,7 +113,10 @@ impl Store {
                 block_hash: block_hash.parse().unwrap_or_default(),
                 signature: hex::decode(signature).unwrap_or_default(),
             };
-            return Ok(if earlier == *record {
+            // Digest and block hash identify what was signed; the signature
+            // may differ after a key rotation (a new key signs the same claim).
+            let same = earlier.digest == record.digest && earlier.block_hash == record.block_hash;
+            return Ok(if same {
                 Recorded::Same(earlier)
             } else {
                 Recorded::Mismatch(earlier)
