@@ -14,6 +14,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+use alloy::primitives::Bytes;
+use alloy::sol_types::SolCall;
+
+use crate::contracts::IBridge;
 use crate::service::{Outcome, Rejection, Service, SignRequest};
 
 /// Fixed one-minute window per client address.
@@ -53,6 +57,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/bridge/v1/directions", get(directions))
         .route("/bridge/v1/{direction}/sign", post(sign))
+        .route("/bridge/", get(page))
+        .route("/bridge/app.js", get(script))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state)
@@ -60,6 +66,25 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 async fn directions(State(state): State<Arc<AppState>>) -> Response {
     Json(state.service.describe()).into_response()
+}
+
+/// The bridge page: static, no server-side state (see docs/BRIDGE.md).
+pub const PAGE: &str = include_str!("../web/index.html");
+pub const SCRIPT: &str = include_str!("../web/app.js");
+
+async fn page() -> Response {
+    axum::response::Html(PAGE).into_response()
+}
+
+async fn script() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/javascript; charset=utf-8",
+        )],
+        SCRIPT,
+    )
+        .into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
@@ -104,6 +129,14 @@ async fn sign(
         Ok(Outcome::Signed(signed)) => {
             let mut body = serde_json::to_value(&*signed).unwrap_or_default();
             body["status"] = json!("signed");
+            // For a wallet: the destination's claim call with this signature.
+            body["claim_calldata"] = json!(Bytes::from(
+                IBridge::claimCall {
+                    c: signed.claim.clone(),
+                    signatures: vec![signed.signature.clone()],
+                }
+                .abi_encode()
+            ));
             (StatusCode::OK, Json(body)).into_response()
         }
         Ok(Outcome::Pending {
@@ -144,6 +177,15 @@ fn status_of(r: &Rejection) -> StatusCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn page_script_uses_the_contract_selectors() {
+        use alloy::sol_types::SolCall;
+        let deposit = format!("\"0x{}\"", hex::encode(IBridge::depositCall::SELECTOR));
+        let balance = format!("\"0x{}\"", hex::encode(IBridge::balanceOfCall::SELECTOR));
+        assert!(SCRIPT.contains(&deposit), "{deposit}");
+        assert!(SCRIPT.contains(&balance), "{balance}");
+    }
 
     #[test]
     fn rate_limit_is_per_client_and_per_minute() {
