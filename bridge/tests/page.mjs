@@ -61,9 +61,9 @@ async function fakeWalletRpc(method, params) {
 
 const ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"];
 const watchdog = setTimeout(() => {
-  process.stderr.write("page: gave up after 240 s\n");
+  process.stderr.write("page: gave up after 420 s\n");
   process.exit(2);
-}, 240_000);
+}, 420_000);
 watchdog.unref();
 
 const browser = await chromium.launch({

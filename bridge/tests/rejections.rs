@@ -504,6 +504,35 @@ async fn claims_are_single_use_and_bound_to_chain_contract_and_key() -> Result<(
         IBridgeErrors::UnknownSigner(_)
     ));
 
+    // The same destination address, key and peer on another chain: the
+    // domain's chain id (block.chainid) binds the signature to chain B.
+    let c = Anvil::start(31_337_203).await?;
+    let same_address = c
+        .chain
+        .deploy(AssetKind::Erc20, false, &[f.key.signer.address()], 1)
+        .await?;
+    assert_eq!(
+        same_address, f.token_b,
+        "same deployer and nonce, same address"
+    );
+    c.chain
+        .call(
+            same_address,
+            &IBridge::setPeerCall {
+                chainId: U256::from(f.a.chain.chain_id),
+                peer: f.token_a,
+            },
+        )
+        .await?;
+    assert!(matches!(
+        revert_of(
+            &c.chain.admin_provider()?,
+            claim_tx(same_address, &signed, sig.clone())
+        )
+        .await?,
+        IBridgeErrors::UnknownSigner(_)
+    ));
+
     // Pause and cap hold a valid claim back.
     f.b.chain.call(f.token_b, &IBridge::pauseCall {}).await?;
     assert!(matches!(
