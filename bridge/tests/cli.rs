@@ -212,3 +212,46 @@ fn configuration_errors_exit_64_with_a_message() -> Result<()> {
     assert_eq!(unknown.status.code(), Some(64));
     Ok(())
 }
+
+#[tokio::test]
+async fn requests_over_the_rate_limit_get_429_with_a_reason() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let key = new_key(dir.path(), "d")?;
+    // No chain is contacted: the requests name an unknown direction.
+    let chain = Chain {
+        url: "http://127.0.0.1:9".into(),
+        chain_id: 1,
+        admin: anvil_key(0),
+    };
+    let other = Chain {
+        url: "http://127.0.0.1:9".into(),
+        chain_id: 2,
+        admin: anvil_key(0),
+    };
+    let config = write_config(
+        dir.path(),
+        "127.0.0.1:0".parse()?,
+        &[DirectionSpec {
+            name: "d",
+            source: &chain,
+            destination: &other,
+            confirmations: 1,
+            key: &key,
+            pairs: vec![(
+                AssetKind::Erc20,
+                anvil_key(1).address(),
+                anvil_key(2).address(),
+            )],
+        }],
+    )?;
+    let (url, _task) = serve_in_process_limited(&config, 3).await?;
+    let body = serde_json::json!({"tx_hash": TxHash::repeat_byte(1)});
+    for _ in 0..3 {
+        let (status, answer) = ask(&url, "elsewhere", body.clone()).await?;
+        assert_eq!(status, 404, "{answer}");
+    }
+    let (status, answer) = ask(&url, "elsewhere", body).await?;
+    assert_eq!(status, 429, "{answer}");
+    assert_eq!(answer["reason"], "too many requests");
+    Ok(())
+}

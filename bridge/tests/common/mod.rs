@@ -298,12 +298,20 @@ pub fn write_config(
 
 /// The service in this process, on a free loopback port.
 pub async fn serve_in_process(config: &Path) -> Result<(String, tokio::task::JoinHandle<()>)> {
+    serve_in_process_limited(config, 100_000).await
+}
+
+/// The same with a rate limit of `per_minute` requests per client.
+pub async fn serve_in_process_limited(
+    config: &Path,
+    per_minute: u32,
+) -> Result<(String, tokio::task::JoinHandle<()>)> {
     let config = geth_bridge::Config::load(config)?;
     let service = geth_bridge::Service::new(&config)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let task = tokio::spawn(async move {
-        let _ = geth_bridge::serve(service, 100_000, listener, std::future::pending()).await;
+        let _ = geth_bridge::serve(service, per_minute, listener, std::future::pending()).await;
     });
     Ok((url, task))
 }
