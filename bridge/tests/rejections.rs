@@ -588,6 +588,24 @@ async fn claims_are_single_use_and_bound_to_chain_contract_and_key() -> Result<(
         U256::from(20u64)
     );
 
+    // A cap lowered below what this period already paid refuses further claims.
+    f.b.chain
+        .call(
+            f.token_b,
+            &IBridge::setCapCall {
+                cap: U256::from(10u64),
+                period: U256::from(3600u64),
+            },
+        )
+        .await?;
+    let next = f.deposit(1).await?;
+    f.a.mine(CONFIRMATIONS).await?;
+    let next = f.signed(next).await?;
+    assert!(matches!(
+        revert_of(&f.relayer_b, claim_tx(f.token_b, &next, vec![next.signature.clone()])).await?,
+        IBridgeErrors::CapExceeded(e) if e.left == U256::ZERO
+    ));
+
     // A service without the signature cached checks `claimed` on the
     // destination first and spares the user a failing transaction.
     let (fresh, _task) = serve_in_process(&f.config).await?;

@@ -196,7 +196,8 @@ abstract contract BridgeCore is Ownable, Pausable, EIP712 {
             periodStart = block.timestamp;
             spentInPeriod = 0;
         }
-        uint256 left = cap - spentInPeriod;
+        // The admin may lower the cap below what was already spent this period.
+        uint256 left = cap > spentInPeriod ? cap - spentInPeriod : 0;
         if (units > left) revert CapExceeded(units, left);
         spentInPeriod += units;
     }
