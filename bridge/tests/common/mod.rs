@@ -32,6 +32,9 @@ pub fn anvil_key(i: usize) -> PrivateKeySigner {
     ANVIL_KEYS[i].parse().expect("valid test key")
 }
 
+/// One install at a time: tests of one binary run in parallel.
+static NPM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn npm_ci(dir: &Path) -> Result<()> {
     testnet::run_command(
         Command::new("npm")
@@ -45,6 +48,7 @@ fn npm_ci(dir: &Path) -> Result<()> {
 pub fn anvil_bin() -> Result<PathBuf> {
     let contracts = testnet::workspace_root().join("contracts");
     let bin = contracts.join("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
+    let _one = NPM.lock().unwrap_or_else(|e| e.into_inner());
     if !bin.exists() {
         npm_ci(&contracts)?;
     }
@@ -54,6 +58,7 @@ pub fn anvil_bin() -> Result<PathBuf> {
 /// The browser test folder with ethers.js installed.
 pub fn ethers_dir() -> Result<PathBuf> {
     let dir = testnet::workspace_root().join("tests/browser");
+    let _one = NPM.lock().unwrap_or_else(|e| e.into_inner());
     if !dir.join("node_modules/ethers").exists() {
         npm_ci(&dir)?;
     }
