@@ -147,6 +147,11 @@ async fn forward(
              http://HOST:PORT (env GETH_AGGREGATOR_BRIDGE_URL) pointing at `geth-bridge serve`",
         );
     };
+    relay(&bridge, peer, request).await
+}
+
+/// One request to the bridge service and its answer back.
+pub async fn relay(bridge: &BridgeProxy, peer: std::net::SocketAddr, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     // The page loads its script and API relative to `/bridge/`.
     if parts.uri.path() == "/bridge" {
@@ -313,6 +318,70 @@ mod tests {
         let shown = dashboard_page(page, true);
         assert!(!shown.contains("hidden"), "{shown}");
         assert!(shown.contains(r#"href="bridge/""#));
+    }
+
+    /// Answers with the headers it received, as JSON.
+    async fn echo_server() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = Router::new().route(
+            "/bridge/{*rest}",
+            any(|headers: axum::http::HeaderMap| async move {
+                let seen: serde_json::Map<String, serde_json::Value> = headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or_default())))
+                    .collect();
+                Json(seen)
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn credentials_and_cookies_are_not_forwarded() {
+        let url = echo_server().await;
+        let bridge = BridgeProxy::from_args(&BridgeArgs {
+            bridge_url: Some(url),
+        })
+        .unwrap()
+        .unwrap();
+        let request = axum::http::Request::post("/bridge/v1/x/sign")
+            .header(header::AUTHORIZATION, "Bearer operator-admin-token")
+            .header(header::COOKIE, "session=1")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-forwarded-for", "203.0.113.9")
+            .body(Body::from("{}"))
+            .unwrap();
+        let peer = std::net::SocketAddr::from(([127, 0, 0, 7], 4000));
+        let response = relay(&bridge, peer, request).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(seen["content-type"], "application/json", "{seen}");
+        assert_eq!(seen["x-forwarded-for"], "127.0.0.7", "{seen}");
+        assert!(seen.get("authorization").is_none(), "{seen}");
+        assert!(seen.get("cookie").is_none(), "{seen}");
+    }
+
+    #[tokio::test]
+    async fn dot_segments_and_other_methods_are_refused() {
+        let bridge = BridgeProxy::from_args(&BridgeArgs {
+            bridge_url: Some("http://127.0.0.1:9".into()),
+        })
+        .unwrap()
+        .unwrap();
+        let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 4000));
+        let get = |path: &str| axum::http::Request::get(path).body(Body::empty()).unwrap();
+        let r = relay(&bridge, peer, get("/bridge/../metrics")).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let delete = axum::http::Request::delete("/bridge/v1/x/sign")
+            .body(Body::empty())
+            .unwrap();
+        let r = relay(&bridge, peer, delete).await;
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        let r = relay(&bridge, peer, get("/bridge")).await;
+        assert_eq!(r.status(), StatusCode::PERMANENT_REDIRECT);
     }
 
     #[test]
