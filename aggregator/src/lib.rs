@@ -3,6 +3,7 @@
 //! the live dashboard, fleet metrics and peer discovery.
 
 pub mod auth;
+pub mod bridge_proxy;
 pub mod bundle;
 pub mod ethstats;
 pub mod fleet;
@@ -122,6 +123,8 @@ pub struct Cli {
     pub gateway: gateway::GatewayArgs,
     #[command(flatten)]
     pub solidity: solidity::SolidityArgs,
+    #[command(flatten)]
+    pub bridge: bridge_proxy::BridgeArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -155,6 +158,8 @@ pub enum SetupError {
     Solidity(#[from] solidity::SolidityError),
     #[error(transparent)]
     Genesis(#[from] bundle::GenesisError),
+    #[error(transparent)]
+    Bridge(#[from] bridge_proxy::BridgeUrlError),
 }
 
 /// The JSON-RPC gateway and its TLS configuration, when `--gateway-listen`
@@ -290,6 +295,7 @@ pub fn build(cli: &Cli) -> Result<Arc<App>, SetupError> {
     app.chain = chain;
     app.wallet = gateway::wallet::chain_params(&network, &cli.gateway);
     app.solidity = solidity::Solidity::load(&cli.solidity, &network, network_path)?;
+    app.bridge = bridge_proxy::BridgeProxy::from_args(&cli.bridge)?;
     Ok(Arc::new(app))
 }
 

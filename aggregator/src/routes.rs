@@ -35,6 +35,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/restarts/latest/abort", post(restarts::api::abort))
         .route("/api/restarts/latest/resume", post(restarts::api::resume))
         .merge(crate::solidity::routes())
+        .merge(crate::bridge_proxy::routes())
         .route(geth_wire::bundle::PATH, get(crate::bundle::serve))
         .route("/api/nodes", get(crate::signers::admission::list_route))
         .route(

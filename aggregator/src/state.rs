@@ -44,6 +44,8 @@ pub struct App {
     pub chain: Option<crate::bundle::ChainInfo>,
     /// Signer changes by clique vote.
     pub signer_plans: crate::signers::Signers,
+    /// Where `/bridge/` is forwarded (`--bridge-url`); none: 404.
+    pub bridge: Option<std::sync::Arc<crate::bridge_proxy::BridgeProxy>>,
 }
 
 impl App {
@@ -73,6 +75,7 @@ impl App {
             solidity: Default::default(),
             chain: None,
             signer_plans: Default::default(),
+            bridge: None,
         }
     }
 

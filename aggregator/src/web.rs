@@ -25,8 +25,11 @@ const STYLE: &str = include_str!("../web/style.css");
 /// SSE comment line that keeps idle connections open.
 const KEEP_ALIVE: &[u8] = b":\n\n";
 
-pub async fn index() -> Html<&'static str> {
-    Html(INDEX)
+pub async fn index(State(app): State<Arc<App>>) -> Html<std::borrow::Cow<'static, str>> {
+    Html(crate::bridge_proxy::dashboard_page(
+        INDEX,
+        app.bridge.is_some(),
+    ))
 }
 
 pub async fn script() -> Response {

@@ -2,6 +2,7 @@
 //! one resumed after a reload, with a test EIP-1193 provider (FakeTestWallet)
 //! standing in for MetaMask's UI; the chains (geth clique, anvil) and the
 //! signing service are real, and the balances are read back from both chains.
+//! The page is loaded through the aggregator (`--bridge-url`), as users reach it.
 
 mod common;
 
@@ -12,7 +13,7 @@ use geth_bridge::contracts::{AssetKind, IBridge};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bridge_page_completes_a_transfer_and_a_resume_in_chromium() -> Result<()> {
-    let side = Sidechain::start().await?;
+    let mut side = Sidechain::start().await?;
     let main = Anvil::start(31_337_601).await?;
     let dir = tempfile::tempdir()?;
     let key = new_key(dir.path(), "side-to-main")?;
@@ -56,6 +57,29 @@ async fn bridge_page_completes_a_transfer_and_a_resume_in_chromium() -> Result<(
         }],
     )?;
     let service = ServiceProcess::spawn(&config, listen, &dir.path().join("service.log")).await?;
+    // The page as users reach it: through the aggregator (`--bridge-url`).
+    let dashboard = std::net::SocketAddr::from(([127, 0, 0, 1], testnet::free_ports(1)?[0]));
+    let mut aggregator = side.net.aggregator_command(
+        &testnet::sibling_binary("geth-aggregator"),
+        dashboard,
+        &dir.path().join("aggregator.db"),
+    );
+    aggregator.arg("--bridge-url").arg(&service.url);
+    side.net.spawn_other(0, aggregator)?;
+    let page = format!("http://{dashboard}/bridge/");
+    let http = reqwest::Client::new();
+    testnet::eventually("the aggregator to forward the page", MINUTE, || {
+        let (http, page) = (http.clone(), page.clone());
+        async move {
+            Ok(http
+                .get(&page)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success()))
+        }
+    })
+    .await?;
     let user = side.chain.admin.clone();
     main.fund(user.address()).await?;
     side.chain
@@ -70,7 +94,7 @@ async fn bridge_page_completes_a_transfer_and_a_resume_in_chromium() -> Result<(
 
     let out = tokio::process::Command::new("node")
         .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/page.mjs"))
-        .arg(format!("{}/bridge/", service.url))
+        .arg(&page)
         .arg(format!("{}={}", side.chain.chain_id, side.chain.url))
         .arg(format!("{}={}", main.chain.chain_id, main.chain.url))
         .args(["30", "12"])

@@ -122,7 +122,7 @@ async function claim(tx) {
   const t = transfers().find((x) => x.tx === tx);
   let answer;
   for (;;) {
-    const response = await fetch(`/bridge/v1/${t.direction}/sign`, {
+    const response = await fetch(`v1/${t.direction}/sign`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ tx_hash: tx }),
@@ -163,7 +163,7 @@ async function connect() {
   }
   [account] = await wallet("eth_requestAccounts");
   $("account").textContent = account;
-  directions = await (await fetch("/bridge/v1/directions")).json();
+  directions = await (await fetch("v1/directions")).json();
   const select = $("pair");
   select.replaceChildren();
   directions.forEach((d, di) =>
