@@ -1,21 +1,26 @@
 // Headless-browser check of the dashboard's Signers panel and its operator
 // form against a running aggregator started with an admin token.
 //
-// Usage: node signers.mjs <url> <admin-token> <expected-signers> <quorum-target>
+// Usage: node signers.mjs <url> <admin-token> <expected-signers> <quorum-target> [<remove-target>]
 //
 // The page must list <expected-signers> signers. Then, through the form: a
 // wrong token (401), an `add` of an unknown node (400), a bad enode to admit
 // (400), and `remove <quorum-target>` (expected to break the quorum: 422).
+// With <remove-target>: `remove <remove-target>` through the form, then the
+// panel must show the change done (with its block) and one signer fewer in
+// the list, without a reload.
 // stdout, one JSON line:
 //   {"signers":[{"name":..,"address":..}],"before_token":..,"unauthorized":..,
 //    "after_401_session":..,"unknown":..,"bad_enode":..,"quorum":..,
-//    "change":..,"admitted_shown":..,"session_token":..,"local_storage":..,"url":..}
+//    "change":..,"admitted_shown":..,"session_token":..,"local_storage":..,"url":..,
+//    "removal":..,"removal_title":..,"removal_detail":..,"signers_after":[..]}
 // Exit codes: 0 ok; 2 any failure (message on stderr).
 
 import { chromium } from 'playwright-core';
 
 const TIMEOUT_MS = 60_000;
-const WATCHDOG_MS = 180_000;
+const WATCHDOG_MS = 480_000;
+const CHANGE_TIMEOUT_MS = 300_000;
 const TOKEN_KEY = 'aggregator-admin-token';
 
 const CHROMIUM_ARGS = [
@@ -54,7 +59,7 @@ async function send(page, token, action, target) {
 }
 
 async function main() {
-  const [url, token, countArg, quorumTarget] = process.argv.slice(2);
+  const [url, token, countArg, quorumTarget, removeTarget] = process.argv.slice(2);
   if (!url || !token || !countArg || !quorumTarget) {
     fail('usage: node signers.mjs <url> <admin-token> <expected-signers> <quorum-target>');
   }
@@ -107,6 +112,31 @@ async function main() {
     out.local_storage = await page.evaluate(() => localStorage.length);
     out.token_field = await page.inputValue('#admin-token');
     out.url = page.url();
+
+    if (removeTarget) {
+      out.removal = await send(page, '', 'remove', removeTarget);
+      if (!out.removal.startsWith('started')) throw new Error(`remove ${removeTarget} did not start: ${out.removal}`);
+      try {
+        await page.waitForFunction(
+          (n) => /, (done|failed)$/.test(document.getElementById('signer-change-title').textContent.trim()) &&
+            document.querySelectorAll('#signer-list .signer-row').length === n,
+          expected - 1,
+          { timeout: CHANGE_TIMEOUT_MS, polling: 250 },
+        );
+      } catch (err) {
+        const seen = await page.evaluate(() => [
+          document.getElementById('signer-change-title').textContent,
+          document.getElementById('signer-change-detail').textContent,
+          document.querySelectorAll('#signer-list .signer-row').length,
+        ]).catch(() => null);
+        throw new Error(`the removal did not show as finished with ${expected - 1} signers: ${JSON.stringify(seen)}`);
+      }
+      out.removal_title = (await page.textContent('#signer-change-title')).trim();
+      out.removal_detail = (await page.textContent('#signer-change-detail')).trim();
+      out.signers_after = await page.evaluate(() =>
+        Array.from(document.querySelectorAll('#signer-list .signer-row')).map((li) => li.getAttribute('data-address')),
+      );
+    }
     process.stdout.write(JSON.stringify(out) + '\n');
   } finally {
     await browser.close().catch(() => {});
