@@ -330,6 +330,7 @@
     dirty = { all: false, stats: false, best: false, nodes: new Set(), blocks: false, charts: false, alarms: false };
     try {
       if (d.all || d.stats || d.best) renderStats();
+      if (d.all || d.stats) renderSignerList();
       if (d.all || d.best) renderAllNodes();
       else if (d.nodes.size) renderNodes(d.nodes);
       if (d.all || d.alarms) renderAlarms();
@@ -1006,6 +1007,191 @@
     });
   }
 
+  // ------------------------------------------------------------ signers
+
+  // The signer set comes with the live state. The latest signer change
+  // (GET /api/signers/latest) and the admitted nodes (GET /api/nodes) need
+  // the admin token: they are polled only once the operator entered it. The
+  // token lives in sessionStorage (gone with the tab), never in
+  // localStorage or the URL.
+  var TOKEN_KEY = 'aggregator-admin-token';
+  var SIGNER_POLL_MS = 3000;
+  var signerPoll = null;
+
+  function renderSignerList() {
+    var list = $('signer-list');
+    if (!list) return;
+    var names = signerNames();
+    while (list.firstChild) list.removeChild(list.firstChild);
+    S.signers.forEach(function (v) {
+      var address = lower(v.address);
+      var li = el('li', 'signer-row');
+      li.setAttribute('data-address', address);
+      li.appendChild(el('span', 'signer-name', names.get(address) || '—'));
+      li.appendChild(el('span', 'mono', address));
+      var sealed = isNum(v.sealed) ? v.sealed + ' sealed' : '';
+      var missed = isNum(v.missed_turns) && v.missed_turns > 0 ? ', ' + v.missed_turns + ' missed turns' : '';
+      li.appendChild(el('span', 'muted', sealed + missed));
+      list.appendChild(li);
+    });
+    setText($('signers-summary'), S.signers.length ? S.signers.length + ' in the set' : 'set not known yet');
+  }
+
+  function adminToken() {
+    try { return window.sessionStorage.getItem(TOKEN_KEY) || ''; } catch (e) { return ''; }
+  }
+
+  function setAdminToken(t) {
+    try {
+      if (t) window.sessionStorage.setItem(TOKEN_KEY, t); else window.sessionStorage.removeItem(TOKEN_KEY);
+    } catch (e) { /* storage disabled: the token is sent but not kept */ }
+  }
+
+  // An operator call: resolves to { status, body } (body parsed when JSON).
+  function adminFetch(method, path, payload, token) {
+    var init = { method: method, cache: 'no-store', headers: { Authorization: 'Bearer ' + token } };
+    if (payload !== undefined) {
+      init.headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(payload);
+    }
+    return fetch(path, init).then(function (r) {
+      return r.text().then(function (text) {
+        var body = null;
+        try { body = text ? JSON.parse(text) : null; } catch (e) { body = null; }
+        return { status: r.status, body: body, text: text };
+      });
+    });
+  }
+
+  function reasonOf(res) {
+    var b = res.body;
+    if (b && typeof b === 'object' && b.error !== undefined) return str(b.error);
+    if (b && typeof b === 'object' && b.reason !== undefined) return str(b.reason);
+    return str(res.text).slice(0, 300);
+  }
+
+  // Votes (clique_propose commands) answered by the agents this round.
+  function planVotes(p) {
+    var prefix = 'signers-' + p.id + '-' + p.round + '-propose-';
+    return Object.keys(p.answered || {}).filter(function (id) { return id.indexOf(prefix) === 0; }).length;
+  }
+
+  function renderPlan(p) {
+    var title = $('signer-change-title');
+    var detail = $('signer-change-detail');
+    var box = $('signer-change');
+    if (!p) {
+      setText(title, 'No signer change yet');
+      setText(detail, '');
+      setClass(box, 'signer-change');
+      return;
+    }
+    var target = str(p.address) + (p.node ? ' (' + str(p.node) + ')' : '');
+    setText(title, 'Signer change ' + str(p.id) + ': ' + str(p.action) + ' ' + target + ', ' + str(p.state));
+    var parts = [];
+    parts.push('phase ' + str(p.phase));
+    if (isNum(p.votes_needed)) {
+      var voters = Array.isArray(p.voters) ? p.voters.length : 0;
+      parts.push('votes ' + planVotes(p) + ' of ' + voters + ' asked answered, ' + p.votes_needed + ' needed (round ' + str(p.round) + ')');
+    }
+    if (isNum(p.changed_at_block)) parts.push('changed at block ' + p.changed_at_block);
+    if (p.reason) parts.push('error: ' + str(p.reason));
+    var history = Array.isArray(p.history) ? p.history : [];
+    var last = history.length ? history[history.length - 1] : null;
+    if (last && last.text) parts.push('last: ' + str(last.text));
+    setText(detail, parts.join(' · '));
+    setClass(box, 'signer-change signer-' + str(p.state));
+  }
+
+  function renderAdmitted(list) {
+    var ul = $('admitted-list');
+    while (ul.firstChild) ul.removeChild(ul.firstChild);
+    list.forEach(function (n) {
+      var li = el('li', 'admitted-row');
+      li.appendChild(el('span', 'signer-name', str(n && n.name)));
+      li.appendChild(el('span', 'mono', str(n && n.address)));
+      ul.appendChild(li);
+    });
+    if (!list.length) ul.appendChild(el('li', 'muted', 'none: only the nodes of network.json'));
+    $('admitted').hidden = false;
+  }
+
+  function pollSigners() {
+    var token = adminToken();
+    if (!token) {
+      setText($('signer-change-title'), 'Latest signer change: enter the admin token below to see it');
+      setText($('signer-change-detail'), '');
+      $('admitted').hidden = true;
+      return;
+    }
+    adminFetch('GET', '/api/signers/latest', undefined, token).then(function (res) {
+      if (res.status === 200) renderPlan(res.body);
+      else if (res.status === 404) renderPlan(null);
+      else {
+        if (res.status === 401) setAdminToken('');
+        setText($('signer-change-title'), 'Latest signer change: not shown (' + res.status + ')');
+        setText($('signer-change-detail'), reasonOf(res));
+      }
+    }, function () {});
+    adminFetch('GET', '/api/nodes', undefined, token).then(function (res) {
+      if (res.status === 200 && Array.isArray(res.body)) renderAdmitted(res.body);
+      else $('admitted').hidden = true;
+    }, function () {});
+  }
+
+  function signerSubmit(ev) {
+    ev.preventDefault();
+    var typed = $('admin-token').value.trim();
+    if (typed) setAdminToken(typed);
+    $('admin-token').value = '';
+    var token = adminToken();
+    var action = $('signer-action').value;
+    var target = $('signer-target').value.trim();
+    var out = $('signer-result');
+    if (!token) { setText(out, 'enter the admin token first'); setClass(out, 'signer-result bad'); return; }
+    if (!target) { setText(out, 'name the node'); setClass(out, 'signer-result bad'); return; }
+    var call = action === 'admit'
+      ? adminFetch('POST', '/api/nodes/admit', { node: target }, token)
+      : adminFetch('POST', '/api/signers', { action: action === 'remove' ? 'remove' : 'add', node: target }, token);
+    setText(out, 'sending…');
+    setClass(out, 'signer-result muted');
+    $('signer-submit').disabled = true;
+    call.then(function (res) {
+      $('signer-submit').disabled = false;
+      if (res.status === 401) setAdminToken('');
+      if (res.status >= 200 && res.status < 300) {
+        var b = res.body || {};
+        var what = action === 'admit'
+          ? 'admitted ' + str(b.address) + (b.name ? ' as ' + str(b.name) : '')
+          : 'started signer change ' + str(b.id) + ': ' + str(b.action) + ' ' + str(b.address);
+        setText(out, what);
+        setClass(out, 'signer-result ok');
+      } else {
+        setText(out, 'refused (' + res.status + '): ' + reasonOf(res));
+        setClass(out, 'signer-result bad');
+      }
+      pollSigners();
+    }, function (e) {
+      $('signer-submit').disabled = false;
+      setText(out, 'not sent: ' + str(e && e.message ? e.message : e));
+      setClass(out, 'signer-result bad');
+    });
+  }
+
+  function signersSetup() {
+    var form = $('signer-form');
+    if (!form) return;
+    form.addEventListener('submit', signerSubmit);
+    $('admin-forget').addEventListener('click', function () {
+      setAdminToken('');
+      setText($('signer-result'), 'token forgotten');
+      setClass($('signer-result'), 'signer-result muted');
+      pollSigners();
+    });
+    pollSigners();
+    if (!signerPoll) signerPoll = setInterval(pollSigners, SIGNER_POLL_MS);
+  }
+
   // ------------------------------------------------------ add to wallet
 
   // GET /api/wallet gives the EIP-3085 parameters when the aggregator serves
@@ -1071,6 +1257,7 @@
   }
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', walletSetup); else walletSetup();
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', signersSetup); else signersSetup();
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', boot);
   else boot();
 })();
