@@ -32,6 +32,8 @@ use crate::status::{now_ms, NodeStatus};
 
 const STATS_EVERY: Duration = Duration::from_secs(5);
 const SPOOL_EVERY: Duration = Duration::from_secs(1);
+/// Longest time a stopping agent keeps sending the events still spooled.
+const FINAL_FLUSH: Duration = Duration::from_secs(5);
 const PEERS_EVERY: Duration = Duration::from_secs(15);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for geth's hash at the reference height.
@@ -236,7 +238,11 @@ impl Reporter {
         self
     }
 
-    pub async fn run(mut self, cancel: CancellationToken) {
+    /// Reports until `stop`; then sends what is still spooled (within
+    /// [`FINAL_FLUSH`]). `stop` comes after the supervisor has returned, so the
+    /// verdict of a shutdown is in the spool by then.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let recorded = self.spool.clone();
         let mut stats = tokio::time::interval(STATS_EVERY);
         let mut spool = tokio::time::interval(SPOOL_EVERY);
         let mut peers = tokio::time::interval(PEERS_EVERY);
@@ -245,7 +251,8 @@ impl Reporter {
         }
         loop {
             let result = tokio::select! {
-                _ = cancel.cancelled() => break,
+                _ = stop.cancelled() => break,
+                _ = recorded.pushed() => self.flush_spool().await,
                 Some(head) = self.heads.recv() => {
                     self.recent.record(&head);
                     match self.send(&Report::Block(head)).await {
@@ -262,8 +269,24 @@ impl Reporter {
                 self.on_failure(&e);
             }
         }
-        // A last try for events recorded during shutdown.
-        let _ = tokio::time::timeout(Duration::from_secs(3), self.flush_spool()).await;
+        // A last try for events recorded during shutdown (a verdict above all).
+        let deadline = Instant::now() + FINAL_FLUSH;
+        loop {
+            let left = self.spool.depth();
+            if left == 0 || Instant::now() >= deadline {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, self.flush_spool()).await {
+                // Nothing acknowledged: another try would send the same.
+                Ok(Ok(())) if self.spool.depth() >= left => break,
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, left = self.spool.depth(), "events not delivered before exit: they stay spooled for the next agent");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
     }
 
     /// Counts a failed exchange and warns about it, once a minute per kind.
@@ -773,6 +796,24 @@ mod tests {
             h.requests.try_recv().is_err(),
             "a re-delivered command ran again"
         );
+    }
+
+    #[tokio::test]
+    async fn a_stopping_reporter_first_delivers_what_is_still_spooled() {
+        let key = PrivateKeySigner::random();
+        let (base, times) = serve(Signing::Honest(key.clone())).await;
+        let h = reporter(&base, key.address());
+        // Recorded by the supervisor while stopping, before the reporter's stop.
+        h.spool
+            .push(EventKind::Blocked {
+                reason: "test".into(),
+            })
+            .unwrap();
+        let stop = CancellationToken::new();
+        stop.cancel();
+        h.reporter.run(stop).await;
+        assert_eq!(h.spool.depth(), 0, "the event was delivered and acked");
+        assert!(!times.lock().unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -90,8 +90,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<Option<Verdict>, RunError> {
     let cancel = shutdown.child_token();
+    // The reporter stops after the supervisor, to deliver its last verdict.
+    let report_stop = CancellationToken::new();
     let tasks = Critical::new(cancel.clone());
-    let result = start(&config, listeners, &tasks, &cancel).await;
+    let result = start(&config, listeners, &tasks, &cancel, &report_stop).await;
     let supervisor = match result {
         Ok(supervisor) => supervisor,
         Err(e) => {
@@ -106,6 +108,7 @@ pub async fn run(
         .await;
     // The supervisor returns once cancelled (shutdown, or a task died).
     cancel.cancel();
+    report_stop.cancel();
     let died = tasks.finish().await;
     let _ = std::fs::remove_file(&config.admin_socket);
     let last = last.map_err(|e| RunError::TaskDied {
@@ -124,6 +127,7 @@ async fn start(
     listeners: Listeners,
     tasks: &Critical,
     cancel: &CancellationToken,
+    report_stop: &CancellationToken,
 ) -> Result<Supervisor, RunError> {
     tracing::info!(listen = %config.listen, admin = %config.admin_socket.display(), mode = ?config.mode, "agent starting");
     let (status_tx, status_rx) = watch::channel(NodeStatus::new(
@@ -221,7 +225,7 @@ async fn start(
         admin::serve(listeners.admin, admin_state, cancel.clone()),
     );
     if let Some(reporter) = reporter {
-        tasks.spawn("reporter", reporter.run(cancel.clone()));
+        tasks.spawn("reporter", reporter.run(report_stop.clone()));
     }
     tasks.spawn("monitor", monitor.run(cancel.clone()));
     Ok(supervisor)

@@ -37,6 +37,8 @@ pub struct Spool {
     id: String,
     next: Mutex<u64>,
     metrics: Option<Arc<Metrics>>,
+    /// Wakes the reporter as soon as an event is recorded.
+    pushed: tokio::sync::Notify,
 }
 
 impl Spool {
@@ -60,6 +62,7 @@ impl Spool {
             id,
             next: Mutex::new(stored.max(highest + 1)),
             metrics: None,
+            pushed: tokio::sync::Notify::new(),
         })
     }
 
@@ -102,7 +105,15 @@ impl Spool {
             tracing::warn!(file = %path.display(), "event spool full: dropping the oldest event");
             let _ = std::fs::remove_file(path);
         }
+        drop(next);
+        self.pushed.notify_one();
         Ok(seq)
+    }
+
+    /// Resolves once an event was recorded since the last call (at once if
+    /// one was recorded while nobody waited).
+    pub async fn pushed(&self) {
+        self.pushed.notified().await;
     }
 
     /// The oldest events not yet acknowledged: at most `limit`, and at most

@@ -940,21 +940,18 @@ async fn geth_daemonset_with_agent_sidecar_on_a_three_node_cluster() -> Result<(
         cluster.identity(&name(&new))? == "signer-2",
         "kn2 lost signer-2"
     );
-    // Did the old agent deliver the verdict itself, before it exited? Then the
-    // aggregator had it before the new pod's agent started (which otherwise
-    // sends it from the spool in the datadir). Printed: see the pause below.
+    // The old agent delivered the verdict itself, before it exited: the
+    // aggregator had it before the new pod's agent started (which could
+    // otherwise have sent it from the spool in the datadir).
     let received = *cluster
         .verdicts_received("signer-2")?
         .get(received_before)
         .context("the aggregator logged no verdict of signer-2")?;
     let new_agent = started_at(&new, "agent")?;
-    println!(
-        "signer-2's verdict received at {received}, the new agent started at {new_agent}: {}",
-        if received.as_second() <= new_agent.as_second() {
-            "delivered by the old agent"
-        } else {
-            "delivered later, from the spool"
-        }
+    println!("signer-2's verdict received at {received}, the new agent started at {new_agent}");
+    ensure!(
+        received.as_second() <= new_agent.as_second(),
+        "the verdict ({received}) came after the new agent started ({new_agent})"
     );
     let ready_at = head(&cluster, &name(&new))?;
     let addr2 = signers.get("signer-2").context("signer-2")?.clone();
@@ -1020,20 +1017,14 @@ async fn geth_daemonset_with_agent_sidecar_on_a_three_node_cluster() -> Result<(
         },
     )
     .await?;
-    // Delivered before the old agent exited, or from the spool in the datadir
-    // by the next pod's agent: which one is printed (the agent's last report
-    // can race its exit; docs/KUBERNETES.md).
-    let early = events_since(&cluster, "signer-3", since)?
+    // The agent stops last: the verdict was delivered before it exited, so
+    // before the pod was gone (no new agent exists to send it from the spool).
+    let verdict = events_since(&cluster, "signer-3", since)?
         .into_iter()
-        .any(|e| e["kind"] == "shutdown");
-    println!("paused: signer-3's verdict at the aggregator when its pod was gone: {early}");
+        .find(|e| e["kind"] == "shutdown")
+        .context("signer-3's pod is gone but the aggregator has no verdict of its stop")?;
+    println!("paused: signer-3's verdict, delivered before its pod was gone: {verdict}");
     cluster.k(&["label", "node", "kn3", "geth-clique/paused-"])?;
-    let verdict = eventually("signer-3's verdict of the pause", 4 * MINUTE, || async {
-        Ok(events_since(&cluster, "signer-3", since)?
-            .into_iter()
-            .find(|e| e["kind"] == "shutdown"))
-    })
-    .await?;
     ensure!(verdict["verdict"]["clean"] == true, "paused: {verdict}");
     let pods = wait_all_ready(&cluster, 5 * MINUTE).await?;
     let back = pods
