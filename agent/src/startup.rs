@@ -16,7 +16,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use alloy::primitives::U256;
+use alloy::primitives::{Address, U256};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +35,8 @@ pub struct StartupPolicy {
 
 #[derive(Debug, Clone, Copy)]
 pub struct SealingStart {
+    /// This node's signer address.
+    pub signer: Address,
     pub min_peers: usize,
     pub max_wait: Duration,
     /// Clique block period (seconds), to judge a chain stuck at block 1.
@@ -98,6 +100,23 @@ pub fn static_nodes(config: &std::path::Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// How long the signer in turn for block 1 waits before it seals. geth drops
+/// the blocks peers propagate until it seals itself, so a block 1 sealed
+/// before the other signers started is lost on them: each seals its own and
+/// the chain can wedge with every signer "signed recently" on its own branch.
+/// Sealed after they started, the in-turn block 1 (difficulty 2) is taken by
+/// all of them, whatever out-of-turn block 1 they sealed meanwhile.
+const BLOCK_ONE_DELAY: Duration = Duration::from_secs(1);
+
+/// Whether `own` is clique's in-turn signer for block 1: `signers` sorted by
+/// address (as `clique_getSigners` returns them), block `n` is in turn for
+/// `signers[n % len]`.
+pub fn in_turn_for_block_one(signers: &[Address], own: Address) -> bool {
+    let mut sorted = signers.to_vec();
+    sorted.sort();
+    !sorted.is_empty() && sorted[1 % sorted.len()] == own
 }
 
 /// Re-dial rounds for a fresh chain stuck at block 1.
@@ -245,7 +264,20 @@ async fn start_sealing(
     if !wait_until_signer_unlocked(rpc, cancel).await? {
         return Ok(());
     }
-    let fresh = rpc.block_number().await? <= 1;
+    let head = rpc.block_number().await?;
+    if head == 0 {
+        let signers: Vec<Address> = rpc.call("clique_getSigners", ()).await?;
+        if in_turn_for_block_one(&signers, sealing.signer) {
+            tracing::info!(
+                "fresh chain: in turn for block 1, sealing after the other signers have started"
+            );
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(BLOCK_ONE_DELAY) => {}
+            }
+        }
+    }
+    let fresh = head <= 1;
     rpc.start_mining().await?;
     if fresh {
         unwedge_block_one(rpc, sealing.period, &policy.static_nodes, cancel).await?;
@@ -417,6 +449,21 @@ mod tests {
     use super::*;
     use crate::status::Mode;
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn the_second_signer_by_address_is_in_turn_for_block_one() {
+        let a = Address::repeat_byte(1);
+        let b = Address::repeat_byte(2);
+        let c = Address::repeat_byte(3);
+        assert!(in_turn_for_block_one(&[c, a, b], b));
+        assert!(!in_turn_for_block_one(&[c, a, b], a));
+        assert!(!in_turn_for_block_one(&[c, a, b], c));
+        assert!(
+            in_turn_for_block_one(&[a], a),
+            "a lone signer seals every block"
+        );
+        assert!(!in_turn_for_block_one(&[], a));
+    }
 
     fn evidence(after_unclean_stop: bool) -> crate::crash::StartEvidence {
         crate::crash::StartEvidence {

@@ -331,7 +331,8 @@ impl Supervisor {
                 .as_deref()
                 .map(startup::static_nodes)
                 .unwrap_or_default(),
-            sealing: self.config.geth.signer.as_ref().map(|_| SealingStart {
+            sealing: self.config.geth.signer.as_ref().map(|signer| SealingStart {
+                signer: signer.address,
                 min_peers: self.config.mine_min_peers,
                 max_wait: self.config.mine_wait,
                 period: self.config.period,

@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod identity;
 pub mod ingest;
 pub mod live;
+pub mod operator;
 pub mod refusals;
 pub mod registry;
 pub mod restarts;

@@ -108,7 +108,7 @@ fn client(args: geth_aggregator::restarts::cli::RestartArgs) -> ExitCode {
 fn nodes_client<F, Fut>(run: F) -> ExitCode
 where
     F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<u8, geth_aggregator::restarts::cli::CliError>>,
+    Fut: std::future::Future<Output = Result<u8, geth_aggregator::operator::CliError>>,
 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

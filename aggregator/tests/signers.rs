@@ -174,18 +174,7 @@ async fn a_node_joins_is_admitted_voted_in_and_a_signer_is_retired() -> Result<(
     let mut genesis: Value = serde_json::from_str(&std::fs::read_to_string(net.genesis())?)?;
     genesis["config"]["clique"]["epoch"] = json!(EPOCH);
     std::fs::write(net.genesis(), serde_json::to_string_pretty(&genesis)?)?;
-    let token = net.path().join("admin-token");
-    std::fs::write(&token, format!("{TOKEN}\n"))?;
-    let mut aggregator = net.aggregator_command(
-        Path::new(AGGREGATOR),
-        addr,
-        &net.path().join("aggregator.db"),
-    );
-    aggregator.arg("--admin-token-file").arg(&token);
-    net.spawn_other(0, aggregator)?;
-    for i in 0..net.nodes.len() {
-        net.spawn(i)?;
-    }
+    let token = net.start_with_admin_aggregator(Path::new(AGGREGATOR), addr, TOKEN)?;
     eventually("3 signers ready", 4 * MINUTE, || async {
         let ready = state_nodes(addr)
             .await?

@@ -42,18 +42,7 @@ async fn the_signers_panel_lists_the_set_and_shows_the_api_refusals() -> Result<
         ..Default::default()
     };
     let mut net = TestNetwork::generate(&options)?;
-    let token = net.path().join("admin-token");
-    std::fs::write(&token, format!("{TOKEN}\n"))?;
-    let mut aggregator = net.aggregator_command(
-        Path::new(AGGREGATOR),
-        addr,
-        &net.path().join("aggregator.db"),
-    );
-    aggregator.arg("--admin-token-file").arg(&token);
-    net.spawn_other(0, aggregator)?;
-    for i in 0..net.nodes.len() {
-        net.spawn(i)?;
-    }
+    net.start_with_admin_aggregator(Path::new(AGGREGATOR), addr, TOKEN)?;
     eventually("3 signers ready and the set known", 4 * MINUTE, || async {
         let s = state(addr).await?;
         let ready = s["nodes"]

@@ -12,7 +12,7 @@ use alloy::primitives::U256;
 use anyhow::{ensure, Result};
 use common::*;
 use geth_bridge::client;
-use geth_bridge::contracts::{AssetKind, IBridge};
+use geth_bridge::contracts::IBridge;
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -20,39 +20,14 @@ async fn main() -> Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    let a = Anvil::start(31_337_501).await?;
-    let b = Anvil::start(31_337_502).await?;
     let dir = tempfile::tempdir()?;
-    let key = new_key(dir.path(), "a-to-b")?;
-    let token_a = a
-        .chain
-        .deploy(AssetKind::Erc20, true, &[anvil_key(2).address()], 1)
-        .await?;
-    let token_b = b
-        .chain
-        .deploy(AssetKind::Erc20, false, &[key.signer.address()], 1)
-        .await?;
-    a.chain
-        .call(
-            token_a,
-            &IBridge::setPeerCall {
-                chainId: U256::from(b.chain.chain_id),
-                peer: token_b,
-            },
-        )
-        .await?;
-    let config = write_config(
-        dir.path(),
-        "127.0.0.1:0".parse()?,
-        &[DirectionSpec {
-            name: "a-to-b",
-            source: &a.chain,
-            destination: &b.chain,
-            confirmations: 1,
-            key: &key,
-            pairs: vec![(AssetKind::Erc20, token_a, token_b)],
-        }],
-    )?;
+    let Erc20Pair {
+        a,
+        b: _b,
+        token_a,
+        config,
+        ..
+    } = erc20_pair(dir.path(), (31_337_501, 31_337_502), false).await?;
     let (url, _task) = serve_in_process(&config).await?;
     let user = a.chain.admin_provider()?;
     a.chain

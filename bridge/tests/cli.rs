@@ -9,7 +9,7 @@ use alloy::primitives::{TxHash, U256};
 use alloy::signers::local::PrivateKeySigner;
 use anyhow::{ensure, Result};
 use common::*;
-use geth_bridge::contracts::{AssetKind, IBridge};
+use geth_bridge::contracts::IBridge;
 
 fn bridge_cli() -> Command {
     Command::new(env!("CARGO_BIN_EXE_geth-bridge"))
@@ -17,48 +17,15 @@ fn bridge_cli() -> Command {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cli_deposits_and_claims_with_a_keystore() -> Result<()> {
-    let a = Anvil::start(31_337_401).await?;
-    let b = Anvil::start(31_337_402).await?;
     let dir = tempfile::tempdir()?;
-    let key = new_key(dir.path(), "a-to-b")?;
-    let token_a = a
-        .chain
-        .deploy(AssetKind::Erc20, true, &[anvil_key(2).address()], 1)
-        .await?;
-    let token_b = b
-        .chain
-        .deploy(AssetKind::Erc20, false, &[key.signer.address()], 1)
-        .await?;
-    a.chain
-        .call(
-            token_a,
-            &IBridge::setPeerCall {
-                chainId: U256::from(b.chain.chain_id),
-                peer: token_b,
-            },
-        )
-        .await?;
-    b.chain
-        .call(
-            token_b,
-            &IBridge::setPeerCall {
-                chainId: U256::from(a.chain.chain_id),
-                peer: token_a,
-            },
-        )
-        .await?;
-    let config = write_config(
-        dir.path(),
-        "127.0.0.1:0".parse()?,
-        &[DirectionSpec {
-            name: "a-to-b",
-            source: &a.chain,
-            destination: &b.chain,
-            confirmations: 1,
-            key: &key,
-            pairs: vec![(AssetKind::Erc20, token_a, token_b)],
-        }],
-    )?;
+    let Erc20Pair {
+        a,
+        b,
+        token_a,
+        token_b,
+        config,
+        ..
+    } = erc20_pair(dir.path(), (31_337_401, 31_337_402), true).await?;
     let (url, _task) = serve_in_process(&config).await?;
 
     // The user's wallet: anvil's second account in an encrypted keystore.
@@ -162,32 +129,7 @@ fn configuration_errors_exit_64_with_a_message() -> Result<()> {
     // A wrong keystore password: refused at start, password not echoed.
     let key = new_key(dir.path(), "d")?;
     std::fs::write(&key.password_file, "not the password\n")?;
-    let chain = Chain {
-        url: "http://127.0.0.1:9".into(),
-        chain_id: 1,
-        admin: anvil_key(0),
-    };
-    let other = Chain {
-        url: "http://127.0.0.1:9".into(),
-        chain_id: 2,
-        admin: anvil_key(0),
-    };
-    let config = write_config(
-        dir.path(),
-        "127.0.0.1:0".parse()?,
-        &[DirectionSpec {
-            name: "d",
-            source: &chain,
-            destination: &other,
-            confirmations: 1,
-            key: &key,
-            pairs: vec![(
-                AssetKind::Erc20,
-                anvil_key(1).address(),
-                anvil_key(2).address(),
-            )],
-        }],
-    )?;
+    let config = offline_config(dir.path(), &key)?;
     let bad = bridge_cli()
         .args(["serve", "--config"])
         .arg(&config)
@@ -218,32 +160,7 @@ async fn requests_over_the_rate_limit_get_429_with_a_reason() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let key = new_key(dir.path(), "d")?;
     // No chain is contacted: the requests name an unknown direction.
-    let chain = Chain {
-        url: "http://127.0.0.1:9".into(),
-        chain_id: 1,
-        admin: anvil_key(0),
-    };
-    let other = Chain {
-        url: "http://127.0.0.1:9".into(),
-        chain_id: 2,
-        admin: anvil_key(0),
-    };
-    let config = write_config(
-        dir.path(),
-        "127.0.0.1:0".parse()?,
-        &[DirectionSpec {
-            name: "d",
-            source: &chain,
-            destination: &other,
-            confirmations: 1,
-            key: &key,
-            pairs: vec![(
-                AssetKind::Erc20,
-                anvil_key(1).address(),
-                anvil_key(2).address(),
-            )],
-        }],
-    )?;
+    let config = offline_config(dir.path(), &key)?;
     let (url, _task) = serve_in_process_limited(&config, 3).await?;
     let body = serde_json::json!({"tx_hash": TxHash::repeat_byte(1)});
     for _ in 0..3 {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use alloy::primitives::{Address, B256};
 use anyhow::{bail, ensure, Context, Result};
 use geth_agent::geth::{GethCommand, SignerArgs};
-use geth_agent::network::{self, genesis, Network, NetworkSpec, NodeInfo, NodePorts, Role};
+use geth_agent::network::{self, genesis, Network, NetworkSpec, NodeInfo, NodePorts};
 use geth_agent::rpc::GethRpc;
 use geth_agent::startup::{self, SealingStart, StartupPolicy};
 use tokio::time::Instant;
@@ -320,6 +320,26 @@ impl TestNetwork {
         c
     }
 
+    /// Starts `geth-aggregator` (binary `bin`, on `addr`, its database and
+    /// the admin token `token` in this network's folder), then every node.
+    /// Returns the token file.
+    pub fn start_with_admin_aggregator(
+        &mut self,
+        bin: &Path,
+        addr: std::net::SocketAddr,
+        token: &str,
+    ) -> Result<PathBuf> {
+        let token_file = self.path().join("admin-token");
+        std::fs::write(&token_file, format!("{token}\n"))?;
+        let mut aggregator = self.aggregator_command(bin, addr, &self.path().join("aggregator.db"));
+        aggregator.arg("--admin-token-file").arg(&token_file);
+        self.spawn_other(0, aggregator)?;
+        for i in 0..self.nodes.len() {
+            self.spawn(i)?;
+        }
+        Ok(token_file)
+    }
+
     /// `geth-agent run` for node `i` with its generated agent.toml.
     pub fn agent_command(&self, i: usize, bin: &Path, extra: &[&str]) -> Command {
         let mut c = Command::new(bin);
@@ -371,7 +391,8 @@ impl TestNetwork {
                     .filter(|n| n.info.name != node.info.name)
                     .map(|n| n.info.enode.clone())
                     .collect(),
-                sealing: (node.info.role == Role::Signer).then_some(SealingStart {
+                sealing: node.info.signer.map(|signer| SealingStart {
+                    signer,
                     min_peers: signers - 1,
                     max_wait: Duration::from_secs(30),
                     period: self.network.period,

@@ -1,10 +1,10 @@
 //! `geth-aggregator restart …`: a client of the operator endpoints, printing
 //! the run's progress line by line until it ends.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{Phase, Plan, PlanState};
+use crate::operator::{clock, CliError, Client, Target};
 
 /// How long a following CLI waits for an aggregator that does not answer
 /// (one restarting comes back well within it).
@@ -33,26 +33,6 @@ pub struct RestartArgs {
     pub target: Target,
 }
 
-#[derive(Debug, clap::Args)]
-pub struct Target {
-    /// The aggregator's base URL.
-    #[arg(
-        long,
-        env = "GETH_AGGREGATOR_URL",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
-    pub url: String,
-    /// File holding the admin token.
-    #[arg(
-        long,
-        env = "GETH_AGGREGATOR_ADMIN_TOKEN_FILE",
-        value_name = "FILE",
-        global = true
-    )]
-    pub admin_token_file: Option<PathBuf>,
-}
-
 #[derive(Debug, clap::Subcommand)]
 pub enum Action {
     /// Show the newest plan (and follow it with --follow).
@@ -69,93 +49,6 @@ pub enum Action {
     Abort,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    #[error("{0}")]
-    Usage(String),
-    #[error("aggregator unreachable: {0}")]
-    Unreachable(String),
-    #[error("refused ({status}): {reason}")]
-    Refused { status: u16, reason: String },
-}
-
-impl CliError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Self::Usage(_) => 64,
-            Self::Unreachable(_) => 69,
-            Self::Refused { .. } => 1,
-        }
-    }
-}
-
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Client {
-    fn new(target: &Target) -> Result<Self, CliError> {
-        let path = target.admin_token_file.as_ref().ok_or_else(|| {
-            CliError::Usage(
-                "--admin-token-file (or GETH_AGGREGATOR_ADMIN_TOKEN_FILE) is required".into(),
-            )
-        })?;
-        let token = std::fs::read_to_string(path)
-            .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?
-            .trim()
-            .to_owned();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
-            .build()
-            .map_err(|e| CliError::Usage(e.to_string()))?;
-        Ok(Self {
-            http,
-            base: target.url.trim_end_matches('/').to_owned(),
-            token,
-        })
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> Result<Plan, CliError> {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| CliError::Unreachable(e.to_string()))?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| CliError::Unreachable(e.to_string()))?;
-        if !status.is_success() {
-            let reason = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v.get("error")?.as_str().map(str::to_owned))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-            return Err(CliError::Refused {
-                status: status.as_u16(),
-                reason,
-            });
-        }
-        serde_json::from_slice(&bytes).map_err(|e| CliError::Refused {
-            status: status.as_u16(),
-            reason: format!("unreadable plan: {e}"),
-        })
-    }
-}
-
 /// Runs the subcommand; the exit code.
 pub async fn run(args: RestartArgs) -> Result<u8, CliError> {
     let client = Client::new(&args.target)?;
@@ -166,27 +59,23 @@ pub async fn run(args: RestartArgs) -> Result<u8, CliError> {
             } else {
                 serde_json::json!({ "order": args.order })
             };
-            let plan = client
-                .call(reqwest::Method::POST, "/api/restarts", Some(body))
-                .await?;
+            let plan = client.post::<Plan>("/api/restarts", Some(body)).await?;
             (plan, !args.no_follow)
         }
         Some(Action::Status { follow }) => {
-            let plan = client
-                .call(reqwest::Method::GET, "/api/restarts/latest", None)
-                .await?;
+            let plan = client.get::<Plan>("/api/restarts/latest").await?;
             println!("{}", summary(&plan));
             (plan, follow)
         }
         Some(Action::Resume { no_follow }) => (
             client
-                .call(reqwest::Method::POST, "/api/restarts/latest/resume", None)
+                .post::<Plan>("/api/restarts/latest/resume", None)
                 .await?,
             !no_follow,
         ),
         Some(Action::Abort) => (
             client
-                .call(reqwest::Method::POST, "/api/restarts/latest/abort", None)
+                .post::<Plan>("/api/restarts/latest/abort", None)
                 .await?,
             false,
         ),
@@ -203,10 +92,7 @@ pub async fn run(args: RestartArgs) -> Result<u8, CliError> {
             break;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        match client
-            .call(reqwest::Method::GET, "/api/restarts/latest", None)
-            .await
-        {
+        match client.get::<Plan>("/api/restarts/latest").await {
             Ok(p) if p.id == plan.id => {
                 plan = p;
                 unreachable_since = None;
@@ -236,12 +122,6 @@ pub async fn run(args: RestartArgs) -> Result<u8, CliError> {
     })
 }
 
-/// `HH:MM:SS` (UTC) of a Unix-ms time.
-fn clock(ms: u64) -> String {
-    let s = ms / 1000 % 86_400;
-    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-}
-
 /// One line: the plan's state and where it is.
 pub fn summary(plan: &Plan) -> String {
     let done = plan.steps.iter().filter(|s| s.phase == Phase::Done).count();
@@ -266,15 +146,4 @@ pub fn summary(plan: &Plan) -> String {
         line.push_str(&format!("; reason: {reason}"));
     }
     line
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clock_is_utc_time_of_day() {
-        assert_eq!(clock(0), "00:00:00");
-        assert_eq!(clock((25 * 3600 + 61) * 1000 + 5), "01:01:01");
-    }
 }

@@ -301,6 +301,100 @@ pub fn write_config(
     Ok(path)
 }
 
+/// A config of one direction `d` between two chains nobody listens on
+/// (port 9), for tests that never reach a chain; its key's password file is
+/// the key's.
+pub fn offline_config(dir: &Path, key: &Key) -> Result<PathBuf> {
+    let chain = |chain_id| Chain {
+        url: "http://127.0.0.1:9".into(),
+        chain_id,
+        admin: anvil_key(0),
+    };
+    let (source, destination) = (chain(1), chain(2));
+    write_config(
+        dir,
+        "127.0.0.1:0".parse()?,
+        &[DirectionSpec {
+            name: "d",
+            source: &source,
+            destination: &destination,
+            confirmations: 1,
+            key,
+            pairs: vec![(
+                AssetKind::Erc20,
+                anvil_key(1).address(),
+                anvil_key(2).address(),
+            )],
+        }],
+    )
+}
+
+/// Two anvil chains with an ERC-20 bridge pair: minted on `a`, its peer on
+/// `b` accepting claims signed by `key` (direction `a-to-b`, 1 confirmation);
+/// `b`'s contract is peered back only when `both_ways`.
+pub struct Erc20Pair {
+    pub a: Anvil,
+    pub b: Anvil,
+    pub key: Key,
+    pub token_a: Address,
+    pub token_b: Address,
+    pub config: PathBuf,
+}
+
+pub async fn erc20_pair(dir: &Path, chain_ids: (u64, u64), both_ways: bool) -> Result<Erc20Pair> {
+    let a = Anvil::start(chain_ids.0).await?;
+    let b = Anvil::start(chain_ids.1).await?;
+    let key = new_key(dir, "a-to-b")?;
+    let token_a = a
+        .chain
+        .deploy(AssetKind::Erc20, true, &[anvil_key(2).address()], 1)
+        .await?;
+    let token_b = b
+        .chain
+        .deploy(AssetKind::Erc20, false, &[key.signer.address()], 1)
+        .await?;
+    a.chain
+        .call(
+            token_a,
+            &IBridge::setPeerCall {
+                chainId: U256::from(b.chain.chain_id),
+                peer: token_b,
+            },
+        )
+        .await?;
+    if both_ways {
+        b.chain
+            .call(
+                token_b,
+                &IBridge::setPeerCall {
+                    chainId: U256::from(a.chain.chain_id),
+                    peer: token_a,
+                },
+            )
+            .await?;
+    }
+    let config = write_config(
+        dir,
+        "127.0.0.1:0".parse()?,
+        &[DirectionSpec {
+            name: "a-to-b",
+            source: &a.chain,
+            destination: &b.chain,
+            confirmations: 1,
+            key: &key,
+            pairs: vec![(AssetKind::Erc20, token_a, token_b)],
+        }],
+    )?;
+    Ok(Erc20Pair {
+        a,
+        b,
+        key,
+        token_a,
+        token_b,
+        config,
+    })
+}
+
 /// The service in this process, on a free loopback port.
 pub async fn serve_in_process(config: &Path) -> Result<(String, tokio::task::JoinHandle<()>)> {
     serve_in_process_limited(config, 100_000).await
