@@ -25,24 +25,7 @@ async fn bridge_page_completes_a_transfer_and_a_resume_in_chromium() -> Result<(
         .chain
         .deploy(AssetKind::Erc20, false, &[key.signer.address()], 1)
         .await?;
-    side.chain
-        .call(
-            token_side,
-            &IBridge::setPeerCall {
-                chainId: U256::from(main.chain.chain_id),
-                peer: token_main,
-            },
-        )
-        .await?;
-    main.chain
-        .call(
-            token_main,
-            &IBridge::setPeerCall {
-                chainId: U256::from(side.chain.chain_id),
-                peer: token_side,
-            },
-        )
-        .await?;
+    peer_both_ways(&side.chain, token_side, &main.chain, token_main).await?;
     let listen = std::net::SocketAddr::from(([127, 0, 0, 1], testnet::free_ports(1)?[0]));
     let config = write_config(
         dir.path(),

@@ -34,24 +34,7 @@ async fn erc20_and_erc721_round_trip_sidechain_mainnet_sidechain() -> Result<()>
             .chain
             .deploy(kind, false, &[to_main_key.signer.address()], 1)
             .await?;
-        side.chain
-            .call(
-                on_side,
-                &IBridge::setPeerCall {
-                    chainId: U256::from(main.chain.chain_id),
-                    peer: on_main,
-                },
-            )
-            .await?;
-        main.chain
-            .call(
-                on_main,
-                &IBridge::setPeerCall {
-                    chainId: U256::from(side.chain.chain_id),
-                    peer: on_side,
-                },
-            )
-            .await?;
+        peer_both_ways(&side.chain, on_side, &main.chain, on_main).await?;
         pairs.push((kind, on_side, on_main));
     }
     let listen = std::net::SocketAddr::from(([127, 0, 0, 1], testnet::free_ports(1)?[0]));

@@ -42,24 +42,7 @@ async fn two_of_three_needs_two_distinct_validators() -> Result<()> {
         .chain
         .deploy(AssetKind::Erc721, false, &addresses, 2)
         .await?;
-    a.chain
-        .call(
-            nft_a,
-            &IBridge::setPeerCall {
-                chainId: U256::from(b.chain.chain_id),
-                peer: nft_b,
-            },
-        )
-        .await?;
-    b.chain
-        .call(
-            nft_b,
-            &IBridge::setPeerCall {
-                chainId: U256::from(a.chain.chain_id),
-                peer: nft_a,
-            },
-        )
-        .await?;
+    peer_both_ways(&a.chain, nft_a, &b.chain, nft_b).await?;
 
     // Each validator runs its own service with its own key and store.
     let mut services = Vec::new();

@@ -144,15 +144,19 @@ async function claim(tx) {
   status(`claimed: ${hash}`);
 }
 
-// data-busy on <body> tells scripts (and tests) when an action has finished.
+// data-busy on <body> tells scripts (and tests) when every action has
+// finished: actions can overlap (a resume clicked while connect still loads).
+let running = 0;
 async function run(action) {
+  running += 1;
   document.body.dataset.busy = "1";
   try {
     await action();
   } catch (e) {
     status(e.message || String(e), true);
   } finally {
-    document.body.dataset.busy = "0";
+    running -= 1;
+    document.body.dataset.busy = running > 0 ? "1" : "0";
   }
 }
 

@@ -329,6 +329,36 @@ pub fn offline_config(dir: &Path, key: &Key) -> Result<PathBuf> {
     )
 }
 
+/// Makes `contract_a` on `a` and `contract_b` on `b` each other's peer.
+pub async fn peer_both_ways(
+    a: &Chain,
+    contract_a: Address,
+    b: &Chain,
+    contract_b: Address,
+) -> Result<()> {
+    set_peer(a, contract_a, b.chain_id, contract_b).await?;
+    set_peer(b, contract_b, a.chain_id, contract_a).await
+}
+
+/// Makes `peer` on chain `peer_chain` the peer of `contract` on `chain`.
+pub async fn set_peer(
+    chain: &Chain,
+    contract: Address,
+    peer_chain: u64,
+    peer: Address,
+) -> Result<()> {
+    chain
+        .call(
+            contract,
+            &IBridge::setPeerCall {
+                chainId: U256::from(peer_chain),
+                peer,
+            },
+        )
+        .await?;
+    Ok(())
+}
+
 /// Two anvil chains with an ERC-20 bridge pair: minted on `a`, its peer on
 /// `b` accepting claims signed by `key` (direction `a-to-b`, 1 confirmation);
 /// `b`'s contract is peered back only when `both_ways`.
@@ -353,25 +383,10 @@ pub async fn erc20_pair(dir: &Path, chain_ids: (u64, u64), both_ways: bool) -> R
         .chain
         .deploy(AssetKind::Erc20, false, &[key.signer.address()], 1)
         .await?;
-    a.chain
-        .call(
-            token_a,
-            &IBridge::setPeerCall {
-                chainId: U256::from(b.chain.chain_id),
-                peer: token_b,
-            },
-        )
-        .await?;
     if both_ways {
-        b.chain
-            .call(
-                token_b,
-                &IBridge::setPeerCall {
-                    chainId: U256::from(a.chain.chain_id),
-                    peer: token_a,
-                },
-            )
-            .await?;
+        peer_both_ways(&a.chain, token_a, &b.chain, token_b).await?;
+    } else {
+        set_peer(&a.chain, token_a, b.chain.chain_id, token_b).await?;
     }
     let config = write_config(
         dir,
