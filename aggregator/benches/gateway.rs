@@ -8,17 +8,28 @@
 //! The gateway runs in this process with the aggregator's library; the node
 //! is marked ready in the live view as its agent's report would.
 //!
+//! Two CPU layouts, each with 1 client (the latency a hop adds) and
+//! BENCH_CLIENTS concurrent keep-alive clients (throughput):
+//! - `separate`: geth on the first half of the CPUs, this process (load
+//!   generator and gateway) on the other half, as deployed: the gateway runs
+//!   beside the aggregator, not on the node's CPUs. The load generator's own
+//!   TLS work counts against the gateway here, so the figure is conservative.
+//!   The targets are judged on this layout; the exit status is 1 when one is
+//!   missed.
+//! - `shared`: everything on every CPU. On a small machine this measures the
+//!   CPU per request of load generator, gateway and geth together more than
+//!   the gateway's queueing; printed for comparison.
+//!
 //! `cargo bench -p geth-aggregator --bench gateway` (BENCH_SECS per case,
-//! default 10; runs with 1 client, then BENCH_CLIENTS concurrent keep-alive
-//! clients, default 16). The load generator, the gateway and geth share the
-//! machine's cores, so on a small machine the throughput ratio measures CPU
-//! per request more than the gateway's queueing.
+//! default 10; BENCH_CLIENTS default 16).
 
 use std::net::SocketAddr;
 
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use nix::sched::{sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
 use serde_json::{json, Value};
 use testnet::{free_ports, NetworkOptions, TestNetwork};
 use tokio_util::sync::CancellationToken;
@@ -97,12 +108,52 @@ async fn load(
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(run())
+    let met = runtime.block_on(run())?;
+    Ok(if met {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
 }
 
-async fn run() -> anyhow::Result<()> {
+/// Where the processes run.
+#[derive(Clone, Copy, PartialEq)]
+enum Layout {
+    Shared,
+    Separate,
+}
+
+/// Restricts every thread of process `pid` to `cpus` (threads it starts later
+/// inherit the mask of the thread that starts them).
+fn pin(pid: u32, cpus: &[usize]) -> anyhow::Result<()> {
+    let mut set = CpuSet::new();
+    for &cpu in cpus {
+        set.set(cpu)?;
+    }
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let tid: i32 = task?.file_name().to_string_lossy().parse()?;
+        // A thread may exit between the listing and the call.
+        let _ = sched_setaffinity(Pid::from_raw(tid), &set);
+    }
+    Ok(())
+}
+
+fn apply(layout: Layout, geth: &[u32], cpus: usize) -> anyhow::Result<()> {
+    let all: Vec<usize> = (0..cpus).collect();
+    let (node_cpus, bench_cpus) = match layout {
+        Layout::Shared => (&all[..], &all[..]),
+        Layout::Separate => all.split_at(cpus / 2),
+    };
+    for &pid in geth {
+        pin(pid, node_cpus)?;
+    }
+    pin(std::process::id(), bench_cpus)
+}
+
+/// Runs every case; true when the targets are met.
+async fn run() -> anyhow::Result<bool> {
     let secs = env_or("BENCH_SECS", 10);
     let clients = env_or("BENCH_CLIENTS", 16);
     let net = TestNetwork::start(NetworkOptions {
@@ -192,43 +243,81 @@ async fn run() -> anyhow::Result<()> {
     let direct = reqwest::Client::new();
     let direct_url = net.nodes[1].http_url();
 
-    // One client shows the latency the gateway adds; many show throughput.
-    for n in [1, clients] {
-        println!(
-            "gateway benchmark: {n} keep-alive client(s), {secs} s per case, node {}",
-            validator.name
-        );
-        println!(
-            "{:<16} {:<8} {:>10} {:>9} {:>9} {:>7}",
-            "method", "path", "req/s", "p50 ms", "p99 ms", "errors"
-        );
-        let calls = [
-            ("eth_blockNumber", json!([])),
-            (
-                "eth_call",
-                json!([{"to": "0x0000000000000000000000000000000000000001", "data": "0x1234"}, "latest"]),
+    let geth: Vec<u32> = net.nodes.iter().filter_map(|n| n.pid()).collect();
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let layouts = if cpus >= 2 {
+        vec![Layout::Shared, Layout::Separate]
+    } else {
+        println!("one CPU: only the shared layout, no verdict");
+        vec![Layout::Shared]
+    };
+    let mut met = true;
+    for layout in layouts {
+        apply(layout, &geth, cpus)?;
+        let name = match layout {
+            Layout::Shared => "shared: geth, gateway and load generator on every CPU".to_owned(),
+            Layout::Separate => format!(
+                "separate: geth on CPUs 0-{}, gateway and load generator on CPUs {}-{}",
+                cpus / 2 - 1,
+                cpus / 2,
+                cpus - 1
             ),
-        ];
-        for (method, params) in calls {
-            let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-            let d = load(direct.clone(), direct_url.clone(), body.clone(), secs, n).await;
-            let g = load(https.clone(), gateway_url.clone(), body, secs, n).await;
-            for (path, o) in [("direct", &d), ("gateway", &g)] {
+        };
+        // One client shows the latency the gateway adds; many show throughput.
+        for n in [1, clients] {
+            println!(
+                "gateway benchmark ({name}): {n} keep-alive client(s), {secs} s per case, node {}",
+                validator.name
+            );
+            println!(
+                "{:<16} {:<8} {:>10} {:>9} {:>9} {:>7}",
+                "method", "path", "req/s", "p50 ms", "p99 ms", "errors"
+            );
+            let calls = [
+                ("eth_blockNumber", json!([])),
+                (
+                    "eth_call",
+                    json!([{"to": "0x0000000000000000000000000000000000000001", "data": "0x1234"}, "latest"]),
+                ),
+            ];
+            for (method, params) in calls {
+                let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+                let d = load(direct.clone(), direct_url.clone(), body.clone(), secs, n).await;
+                let g = load(https.clone(), gateway_url.clone(), body, secs, n).await;
+                for (path, o) in [("direct", &d), ("gateway", &g)] {
+                    println!(
+                        "{method:<16} {path:<8} {:>10.0} {:>9.2} {:>9.2} {:>7}",
+                        o.rps, o.p50_ms, o.p99_ms, o.errors
+                    );
+                }
+                let added = g.p99_ms - d.p99_ms;
+                let kept = g.rps / d.rps * 100.0;
+                // A single sequential client is bound by the hop's latency,
+                // not by throughput: only the latency target applies to it.
+                let judged = layout == Layout::Separate;
+                let latency_ok = added <= 1.0;
+                let throughput_ok = n == 1 || kept >= 80.0;
+                if judged {
+                    met &= latency_ok && throughput_ok && g.errors == 0;
+                }
+                let verdict = |ok: bool| match (judged, ok) {
+                    (false, _) => "not judged",
+                    (true, true) => "met",
+                    (true, false) => "MISSED",
+                };
                 println!(
-                    "{method:<16} {path:<8} {:>10.0} {:>9.2} {:>9.2} {:>7}",
-                    o.rps, o.p50_ms, o.p99_ms, o.errors
+                    "{method:<16} gateway adds {added:.2} ms at p99 (target <= 1 ms: {}), keeps {kept:.0} % of direct throughput (target >= 80 % with {clients} clients: {})",
+                    verdict(latency_ok),
+                    if n == 1 { "not judged" } else { verdict(throughput_ok) },
                 );
             }
-            let added = g.p99_ms - d.p99_ms;
-            let kept = g.rps / d.rps * 100.0;
-            println!(
-                "{method:<16} gateway adds {added:.2} ms at p99 (target <= 1 ms: {}), keeps {kept:.0} % of direct throughput (target >= 80 %: {})",
-                if added <= 1.0 { "met" } else { "MISSED" },
-                if kept >= 80.0 { "met" } else { "MISSED" },
-            );
         }
     }
+    println!(
+        "gateway benchmark: targets {}",
+        if met { "met" } else { "MISSED" }
+    );
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
-    Ok(())
+    Ok(met)
 }

@@ -20,7 +20,8 @@ pub struct Upstream {
     /// The node's id in the live view (its node key's address).
     pub id: String,
     pub name: String,
-    pub http: String,
+    /// Parsed once: the gateway's hot path only clones it.
+    pub http: hyper::Uri,
     pub ws: String,
 }
 
@@ -47,10 +48,11 @@ pub fn from_network(network: &Network) -> Vec<Arc<Upstream>> {
             let address: Address = enode_address(&n.enode)?;
             let host = n.enode.split('@').nth(1)?.rsplit_once(':')?.0;
             let host = host.split('?').next()?;
+            let http = format!("http://{host}:{}", n.ports.http).parse().ok()?;
             Some(Arc::new(Upstream {
                 id: format!("{address:#x}"),
                 name: n.name.clone(),
-                http: format!("http://{host}:{}", n.ports.http),
+                http,
                 ws: format!("ws://{host}:{}", n.ports.http),
             }))
         })
@@ -143,7 +145,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// POSTs a JSON-RPC body to one node.
 pub async fn post(client: &Client, up: &Upstream, body: Bytes) -> Result<Bytes, Failure> {
-    let request = hyper::Request::post(up.http.as_str())
+    let request = hyper::Request::post(up.http.clone())
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .body(Full::new(body))
         .map_err(|e| Failure {
@@ -193,7 +195,7 @@ mod tests {
         Arc::new(Upstream {
             id: id.into(),
             name: id.into(),
-            http: format!("http://{id}"),
+            http: format!("http://{id}").parse().unwrap(),
             ws: format!("ws://{id}"),
         })
     }
@@ -251,7 +253,7 @@ mod tests {
         let network: Network = serde_json::from_str(&json).unwrap();
         let ups = from_network(&network);
         assert_eq!(ups.len(), 1, "signers serve no RPC");
-        assert_eq!(ups[0].http, "http://10.0.0.5:8545");
+        assert_eq!(ups[0].http.to_string(), "http://10.0.0.5:8545/");
         assert_eq!(ups[0].ws, "ws://10.0.0.5:8545");
     }
 }
