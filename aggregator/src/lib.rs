@@ -93,6 +93,23 @@ pub struct Cli {
         default_value_t = 100_000
     )]
     pub retention_blocks: u64,
+    /// Blocks first seen more than this many days ago are deleted (0: keep
+    /// by count only).
+    #[arg(long, env = "GETH_AGGREGATOR_RETENTION_DAYS", default_value_t = 0)]
+    pub retention_days: u64,
+    /// Bytes the database may use: over it, the oldest blocks are deleted, a
+    /// tenth of them at a time (0: no bound). Accepts a plain byte count.
+    #[arg(long, env = "GETH_AGGREGATOR_RETENTION_BYTES", default_value_t = 0)]
+    pub retention_bytes: u64,
+    /// Per-node sighting times are kept for this many of the newest blocks;
+    /// older blocks keep a propagation summary (nodes, p50, p90, max).
+    #[arg(
+        long,
+        env = "GETH_AGGREGATOR_SIGHTING_DETAIL_BLOCKS",
+        default_value_t = 1_000,
+        value_parser = clap::value_parser!(u64).range(256..)
+    )]
+    pub sighting_detail_blocks: u64,
     /// Newest lifecycle events kept per node.
     #[arg(
         long,
@@ -263,6 +280,10 @@ pub fn build(cli: &Cli) -> Result<Arc<App>, SetupError> {
         &cli.db,
         store::StoreOptions {
             retention_blocks: cli.retention_blocks,
+            blocks_max_age: (cli.retention_days > 0)
+                .then(|| Duration::from_secs(cli.retention_days * 24 * 3600)),
+            blocks_max_bytes: (cli.retention_bytes > 0).then_some(cli.retention_bytes),
+            sighting_detail_blocks: cli.sighting_detail_blocks,
             events_per_node: cli.retention_events,
             events_max_age: (cli.retention_event_days > 0)
                 .then(|| Duration::from_secs(cli.retention_event_days * 24 * 3600)),

@@ -38,12 +38,13 @@ PRAGMA synchronous = NORMAL;
 
 /// Schema migrations: entry `i` brings the database from version `i` to
 /// `i + 1`. Never edit one that has shipped; append.
-pub const MIGRATIONS: [&str; 5] = [
+pub const MIGRATIONS: [&str; 6] = [
     SCHEMA_V1,
     MIGRATE_V2_SPOOL,
     MIGRATE_V3_PRUNE_INDEXES,
     MIGRATE_V4_RESTART_PLANS,
     MIGRATE_V5_ADMITTED_NODES,
+    MIGRATE_V6_PROPAGATION_SUMMARY,
 ];
 
 /// Version 1: the first, unversioned schema (`user_version` 0 with tables).
@@ -130,6 +131,17 @@ CREATE TABLE admitted_nodes (
 );
 ";
 
+/// Version 6: a block's propagation summary (how many nodes saw it; p50,
+/// p90 and max milliseconds after the first), written when its per-node
+/// sightings are folded away; NULL while they are kept.
+const MIGRATE_V6_PROPAGATION_SUMMARY: &str = "
+ALTER TABLE blocks ADD COLUMN seen_count INTEGER;
+ALTER TABLE blocks ADD COLUMN propagation_p50_ms INTEGER;
+ALTER TABLE blocks ADD COLUMN propagation_p90_ms INTEGER;
+ALTER TABLE blocks ADD COLUMN propagation_max_ms INTEGER;
+CREATE INDEX blocks_first_seen ON blocks (first_seen_ms);
+";
+
 /// The schema version this code writes.
 pub fn schema_version() -> i64 {
     MIGRATIONS.len() as i64
@@ -172,6 +184,15 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 pub struct StoreOptions {
     /// Blocks (and their sightings) kept below the highest.
     pub retention_blocks: u64,
+    /// Blocks older than this are deleted (None: kept by count only).
+    pub blocks_max_age: Option<Duration>,
+    /// Bytes the database may use (pages in use; None: no bound); over it,
+    /// the oldest tenth of the blocks goes at each prune (events have their
+    /// own bounds).
+    pub blocks_max_bytes: Option<u64>,
+    /// Per-node sightings are kept for this many of the newest blocks; older
+    /// blocks keep a propagation summary instead (count, p50, p90, max).
+    pub sighting_detail_blocks: u64,
     /// Newest events kept per node.
     pub events_per_node: u64,
     /// Events older than this are deleted (None: kept by count only).
@@ -186,6 +207,9 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             retention_blocks: 100_000,
+            blocks_max_age: None,
+            blocks_max_bytes: None,
+            sighting_detail_blocks: 1_000,
             events_per_node: 10_000,
             events_max_age: Some(Duration::from_secs(365 * 24 * 3600)),
             queue: 16 * 1024,
@@ -690,16 +714,33 @@ fn write_batch(
     for write in writes {
         match write {
             Write::Sighting { node, block: b } => {
-                tx.execute(
-                    "INSERT OR IGNORE INTO blocks (hash, number, parent_hash, signer, timestamp, difficulty, txs, gas_used, gas_limit, first_seen_ms)
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO blocks (hash, number, parent_hash, signer, timestamp,
+                     difficulty, txs, gas_used, gas_limit, first_seen_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                    params![b.hash, b.number as i64, b.parent_hash, b.signer, b.timestamp as i64, b.difficulty as i64,
-                            b.transactions as i64, b.gas_used as i64, b.gas_limit as i64, b.seen_at_ms as i64],
-                )?;
-                tx.execute(
-                    "INSERT OR IGNORE INTO sightings (hash, node, seen_ms, number) VALUES (?1, ?2, ?3, ?4)",
-                    params![b.hash, node, b.seen_at_ms as i64, b.number as i64],
-                )?;
+                )?
+                .execute(params![
+                    b.hash,
+                    b.number as i64,
+                    b.parent_hash,
+                    b.signer,
+                    b.timestamp as i64,
+                    b.difficulty as i64,
+                    b.transactions as i64,
+                    b.gas_used as i64,
+                    b.gas_limit as i64,
+                    b.seen_at_ms as i64
+                ])?;
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO sightings (hash, node, seen_ms, number)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![
+                    b.hash,
+                    node,
+                    b.seen_at_ms as i64,
+                    b.number as i64
+                ])?;
             }
             Write::Node {
                 id,
@@ -707,19 +748,26 @@ fn write_batch(
                 stats,
                 at_ms,
             } => {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO nodes (id, name, stats, updated_ms) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (id) DO UPDATE SET name = ?2, stats = ?3, updated_ms = ?4",
-                    params![id, name, stats, at_ms as i64],
-                )?;
+                )?
+                .execute(params![id, name, stats, at_ms as i64])?;
             }
             Write::EventsOf { node, events } => {
                 for e in &events {
                     let body = serde_json::to_string(e).unwrap_or_default();
-                    tx.execute(
-                        "INSERT OR IGNORE INTO events (node, spool, seq, at_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-                        params![node, e.spool, e.seq as i64, e.at_ms as i64, body],
-                    )?;
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO events (node, spool, seq, at_ms, body)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![
+                        node,
+                        e.spool,
+                        e.seq as i64,
+                        e.at_ms as i64,
+                        body
+                    ])?;
                 }
             }
             Write::Events { .. } => unreachable!("split off by commit"),
@@ -731,18 +779,40 @@ fn write_batch(
     tx.commit()
 }
 
-/// Deletes blocks and sightings below the retained range (both by an indexed
-/// number range) and events beyond the per-node count or age.
+/// Deletes blocks and sightings below the retained range (by count, age and
+/// bytes; each an indexed number range), folds old sightings into their
+/// block's propagation summary, and deletes events beyond the per-node count
+/// or age.
 fn prune_history(
     tx: &rusqlite::Transaction<'_>,
     options: &StoreOptions,
 ) -> Result<(), rusqlite::Error> {
-    let highest: Option<i64> = tx.query_row("SELECT MAX(number) FROM blocks", [], |r| r.get(0))?;
-    if let Some(highest) = highest {
+    let range: (Option<i64>, Option<i64>) =
+        tx.query_row("SELECT MIN(number), MAX(number) FROM blocks", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    if let (Some(lowest), Some(highest)) = range {
         let keep = i64::try_from(options.retention_blocks).unwrap_or(i64::MAX);
-        let below = highest.saturating_sub(keep);
+        let mut below = highest.saturating_sub(keep);
+        if let Some(age) = options.blocks_max_age {
+            let cutoff = now_ms().saturating_sub(age.as_millis() as i64);
+            let newer: Option<i64> = tx.query_row(
+                "SELECT MIN(number) FROM blocks WHERE first_seen_ms >= ?1",
+                [cutoff],
+                |r| r.get(0),
+            )?;
+            below = below.max(newer.unwrap_or(highest.saturating_add(1)));
+        }
+        if let Some(max) = options.blocks_max_bytes {
+            if history_bytes(tx)? > max {
+                // Freed pages are reused, so the file stops growing here.
+                below = below.max(lowest.saturating_add((highest - lowest) / 10 + 1));
+            }
+        }
         tx.execute("DELETE FROM blocks WHERE number < ?1", [below])?;
         tx.execute("DELETE FROM sightings WHERE number < ?1", [below])?;
+        let detail = i64::try_from(options.sighting_detail_blocks).unwrap_or(i64::MAX);
+        summarise_sightings(tx, highest.saturating_sub(detail))?;
     }
     if let Some(age) = options.events_max_age {
         let now = std::time::SystemTime::now()
@@ -764,6 +834,75 @@ fn prune_history(
         )?;
     }
     Ok(())
+}
+
+/// Blocks folded per prune, so a first prune of a large database does not
+/// hold the writer for long.
+const SUMMARISE_AT_ONCE: usize = 10_000;
+
+/// Writes the propagation summary of the blocks below `below` that have
+/// none yet and deletes their per-node sightings.
+fn summarise_sightings(tx: &rusqlite::Transaction<'_>, below: i64) -> Result<(), rusqlite::Error> {
+    let blocks: Vec<(String, i64, i64)> = tx
+        .prepare_cached(
+            "SELECT hash, number, first_seen_ms FROM blocks
+             WHERE number < ?1 AND seen_count IS NULL ORDER BY number LIMIT ?2",
+        )?
+        .query_map(params![below, SUMMARISE_AT_ONCE as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let Some(&(_, last, _)) = blocks.last() else {
+        return tx
+            .execute("DELETE FROM sightings WHERE number < ?1", [below])
+            .map(drop);
+    };
+    let mut seen = tx.prepare_cached("SELECT seen_ms FROM sightings WHERE hash = ?1")?;
+    let mut update = tx.prepare_cached(
+        "UPDATE blocks SET seen_count = ?2, propagation_p50_ms = ?3, propagation_p90_ms = ?4,
+         propagation_max_ms = ?5 WHERE hash = ?1",
+    )?;
+    for (hash, _, first) in &blocks {
+        let mut delays: Vec<i64> = seen
+            .query_map([hash], |r| r.get::<_, i64>(0))?
+            .map(|t| t.map(|t| t.saturating_sub(*first).max(0)))
+            .collect::<Result<_, _>>()?;
+        delays.sort_unstable();
+        let at =
+            |p: usize| delays.get((delays.len() * p / 100).min(delays.len().saturating_sub(1)));
+        update.execute(params![
+            hash,
+            delays.len() as i64,
+            at(50),
+            at(90),
+            delays.last()
+        ])?;
+    }
+    // Every block below `last` is summarised now (ordered by number); those
+    // at `last` may not all be when the batch was full.
+    let done_below = if blocks.len() < SUMMARISE_AT_ONCE {
+        below
+    } else {
+        last
+    };
+    tx.execute("DELETE FROM sightings WHERE number < ?1", [done_below])?;
+    Ok(())
+}
+
+/// Bytes in use in the database file.
+fn history_bytes(tx: &rusqlite::Transaction<'_>) -> Result<u64, rusqlite::Error> {
+    // Pages in use (freed pages are reused before the file grows).
+    let page_size: i64 = tx.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let pages: i64 = tx.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let free: i64 = tx.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    Ok((pages.saturating_sub(free) * page_size).max(0) as u64)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
 }
 
 #[cfg(test)]
@@ -964,6 +1103,111 @@ mod tests {
                 .unwrap();
             assert!(plan.iter().any(|p| p.contains(index)), "{sql}: {plan:?}");
         }
+    }
+
+    fn seen_at(number: u64, hash: &str, seen_at_ms: u64) -> BlockReport {
+        BlockReport {
+            seen_at_ms,
+            ..block(number, hash)
+        }
+    }
+
+    #[tokio::test]
+    async fn old_sightings_fold_into_a_propagation_summary() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(
+            &dir.path().join("agg.db"),
+            StoreOptions {
+                sighting_detail_blocks: 5,
+                prune_every: 1,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        for n in 1..=20u64 {
+            let hash = format!("0x{n:x}");
+            // Seen first by n1, then 10 ms and 100 ms later.
+            for (node, delay) in [("n1", 0), ("n2", 10), ("n3", 100)] {
+                store.sighting(node, seen_at(n, &hash, 1_000 * n + delay));
+            }
+        }
+        store.events("n1", vec![]).await.unwrap();
+        store.events("n1", vec![]).await.unwrap(); // a prune ran after the sightings
+        let conn = store.lock();
+        let summary = |n: u64| -> (Option<i64>, Option<i64>, Option<i64>, Option<i64>, i64) {
+            conn.query_row(
+                "SELECT seen_count, propagation_p50_ms, propagation_p90_ms, propagation_max_ms,
+                        (SELECT COUNT(*) FROM sightings WHERE number = ?1)
+                 FROM blocks WHERE number = ?1",
+                [n as i64],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            summary(3),
+            (Some(3), Some(10), Some(100), Some(100), 0),
+            "an old block keeps its propagation, not its rows"
+        );
+        assert_eq!(summary(14), (Some(3), Some(10), Some(100), Some(100), 0));
+        assert_eq!(
+            summary(15),
+            (None, None, None, None, 3),
+            "the newest 5 blocks keep every sighting"
+        );
+        let blocks: i64 = conn
+            .query_row("SELECT COUNT(*) FROM blocks", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(blocks, 20, "folding deletes no block");
+    }
+
+    #[tokio::test]
+    async fn blocks_go_by_age_and_by_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let aged = Store::open_with(
+            &dir.path().join("aged.db"),
+            StoreOptions {
+                blocks_max_age: Some(Duration::from_secs(24 * 3600)),
+                prune_every: 1,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        for n in 1..=20u64 {
+            // Blocks 1-10 were first seen two days ago.
+            let at = if n <= 10 { now - 2 * 86_400_000 } else { now };
+            aged.sighting("n1", seen_at(n, &format!("0x{n:x}"), at));
+        }
+        aged.events("n1", vec![]).await.unwrap();
+        aged.events("n1", vec![]).await.unwrap();
+        let kept = aged.recent_blocks(100).unwrap();
+        assert_eq!(kept.len(), 10);
+        assert_eq!(kept.last().unwrap().block.number, 11);
+
+        let small = Store::open_with(
+            &dir.path().join("small.db"),
+            StoreOptions {
+                blocks_max_bytes: Some(1),
+                prune_every: 1,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        for n in 1..=100u64 {
+            small.sighting("n1", seen_at(n, &format!("0x{n:x}"), now));
+        }
+        small.events("n1", vec![]).await.unwrap();
+        small.events("n1", vec![]).await.unwrap();
+        let kept = small.recent_blocks(1000).unwrap();
+        assert!(
+            kept.len() < 100 && kept.first().unwrap().block.number == 100,
+            "over the byte bound the oldest blocks go, the newest stay: {} kept",
+            kept.len()
+        );
     }
 
     #[tokio::test]
