@@ -14,7 +14,8 @@
 //! least 600 s. The exit status is 1 when a target is missed.
 //!
 //! `cargo bench -p geth-aggregator --bench load` with BENCH_REPORTERS
-//! (default 100), BENCH_VIEWERS (5), BENCH_SECS (180). The reporters and
+//! (default 100), BENCH_VIEWERS (5), BENCH_SECS (180), and BENCH_ARGS for
+//! extra aggregator options (e.g. `--sighting-detail-blocks 256`). The reporters and
 //! viewers run in this process on the same machine as the aggregator.
 
 use std::net::SocketAddr;
@@ -287,17 +288,25 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         )));
     }
     tokio::time::sleep_until(origin.into()).await;
-    let db_start = std::fs::metadata(&db).map_or(0, |m| m.len());
+    // The database file itself (its write-ahead log is checkpointed into it
+    // and stays a few MiB).
+    let db_size = || std::fs::metadata(&db).map_or(0, |m| m.len());
+    let db_start = db_size();
+    let mut db_half = None;
     let (cpu_start, _) = proc_stat(pid);
     let mut rss = Vec::new();
     let end = origin + Duration::from_secs(secs);
     while Instant::now() < end {
         rss.push(proc_stat(pid).1);
         let done = Instant::now().duration_since(origin).as_secs();
+        if done >= secs / 2 && db_half.is_none() {
+            db_half = Some((db_size(), Instant::now()));
+        }
         if done > 0 && done % 30 == 0 {
             println!(
-                "  {done} s: RSS {:.0} MiB",
-                rss.last().copied().unwrap_or(0) as f64 / 1024.0
+                "  {done} s: RSS {:.0} MiB, database {:.1} MiB",
+                rss.last().copied().unwrap_or(0) as f64 / 1024.0,
+                db_size() as f64 / 1048576.0
             );
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -321,8 +330,9 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     for task in watching {
         latencies.extend(task.await??);
     }
-    let db_end = std::fs::metadata(&db).map_or(0, |m| m.len())
-        + std::fs::metadata(dir.path().join("bench.db-wal")).map_or(0, |m| m.len());
+    let db_end = db_size();
+    let half_growth =
+        db_half.map(|(size, at)| (db_end.saturating_sub(size), at.elapsed().as_secs_f64()));
     let _ = child.kill();
     let _ = child.wait();
 
@@ -353,11 +363,20 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         mib(median),
         mib(last)
     );
+    let per_node_day =
+        |bytes: u64, secs: f64| bytes as f64 / 1048576.0 / reporters as f64 / secs * 86400.0;
     println!(
-        "SQLite file grew {:.1} MiB in {wall:.0} s ({:.1} MiB per node per day)",
+        "database grew {:.1} MiB in {wall:.0} s ({:.1} MiB per node per day)",
         db_end.saturating_sub(db_start) as f64 / 1048576.0,
-        db_end.saturating_sub(db_start) as f64 / 1048576.0 / reporters as f64 / wall * 86400.0
+        per_node_day(db_end.saturating_sub(db_start), wall)
     );
+    if let Some((bytes, secs)) = half_growth {
+        println!(
+            "  second half: {:.1} MiB in {secs:.0} s ({:.2} MiB per node per day)",
+            bytes as f64 / 1048576.0,
+            per_node_day(bytes, secs)
+        );
+    }
 
     // The live view fills its window of recent heights first: flatness is
     // judged after that, on runs long enough to show it.
