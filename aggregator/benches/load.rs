@@ -15,7 +15,11 @@
 //!
 //! `cargo bench -p geth-aggregator --bench load` with BENCH_REPORTERS
 //! (default 100), BENCH_VIEWERS (5), BENCH_SECS (180), and BENCH_ARGS for
-//! extra aggregator options (e.g. `--sighting-detail-blocks 256`). The reporters and
+//! extra aggregator options (e.g. `--sighting-detail-blocks 256`);
+//! BENCH_CHROMIUM=1 also opens the dashboard in headless Chromium
+//! (`tests/browser/dashboard-lag.mjs`; needs `scripts/install-deps`) and
+//! checks that the best block it shows stays within 1 s of the load's head.
+//! The reporters and
 //! viewers run in this process on the same machine as the aggregator.
 
 use std::net::SocketAddr;
@@ -287,6 +291,24 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             logins.clone(),
         )));
     }
+    let browser = if std::env::var("BENCH_CHROMIUM").is_ok_and(|v| v == "1") {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/browser/dashboard-lag.mjs");
+        let origin_ms = geth_wire::now_ms()
+            + origin.saturating_duration_since(Instant::now()).as_millis() as u64;
+        Some(
+            tokio::process::Command::new("node")
+                .arg(script)
+                .arg(format!("http://{addr}/"))
+                .arg(origin_ms.to_string())
+                .arg(secs.to_string())
+                .stdout(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()?,
+        )
+    } else {
+        None
+    };
     tokio::time::sleep_until(origin.into()).await;
     // The database file itself (its write-ahead log is checkpointed into it
     // and stays a few MiB).
@@ -330,6 +352,15 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     for task in watching {
         latencies.extend(task.await??);
     }
+    let page = match browser {
+        Some(child) => {
+            let out = child.wait_with_output().await?;
+            let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            anyhow::ensure!(out.status.success(), "dashboard-lag.mjs failed: {line}");
+            Some(serde_json::from_str::<Value>(&line)?)
+        }
+        None => None,
+    };
     let db_end = db_size();
     let half_growth =
         db_half.map(|(size, at)| (db_end.saturating_sub(size), at.elapsed().as_secs_f64()));
@@ -412,6 +443,11 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         checks.push(("p99 <= 50 ms", pct(0.99) <= 50.0));
         checks.push(("RSS <= 150 MiB", mib(sorted[sorted.len() - 1]) <= 150.0));
         checks.push(("CPU <= 10 s/min", cpu_per_min <= 10.0));
+    }
+    if let Some(page) = &page {
+        println!("dashboard in Chromium, behind the load's head: {page}");
+        let max = page["behind_ms_max"].as_u64().unwrap_or(u64::MAX);
+        checks.push(("page within 1 s of the load's head", max <= 1000));
     }
     let mut met = true;
     for (what, ok) in checks {

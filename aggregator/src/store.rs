@@ -796,12 +796,15 @@ fn prune_history(
         let mut below = highest.saturating_sub(keep);
         if let Some(age) = options.blocks_max_age {
             let cutoff = now_ms().saturating_sub(age.as_millis() as i64);
-            let newer: Option<i64> = tx.query_row(
-                "SELECT MIN(number) FROM blocks WHERE first_seen_ms >= ?1",
+            // Only the few old rows are read (index on first_seen_ms).
+            let old: Option<i64> = tx.query_row(
+                "SELECT MAX(number) FROM blocks INDEXED BY blocks_first_seen WHERE first_seen_ms < ?1",
                 [cutoff],
                 |r| r.get(0),
             )?;
-            below = below.max(newer.unwrap_or(highest.saturating_add(1)));
+            if let Some(old) = old {
+                below = below.max(old.saturating_add(1));
+            }
         }
         if let Some(max) = options.blocks_max_bytes {
             if history_bytes(tx)? > max {
@@ -1093,6 +1096,10 @@ mod tests {
             ("DELETE FROM sightings WHERE number < 5", "sightings_number"),
             ("DELETE FROM blocks WHERE number < 5", "blocks_number"),
             ("DELETE FROM events WHERE at_ms < 5", "events_at"),
+            (
+                "SELECT MAX(number) FROM blocks INDEXED BY blocks_first_seen WHERE first_seen_ms < 5",
+                "blocks_first_seen",
+            ),
         ] {
             let plan: Vec<String> = conn
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
