@@ -53,7 +53,8 @@ pub async fn state(State(app): State<Arc<App>>) -> Json<Value> {
 }
 
 /// `state` first, then only what changed. Every change is rendered once by
-/// the live view; subscribers only copy a reference to its bytes.
+/// the live view; a subscriber passes its bytes on, joined with the other
+/// changes already waiting for it.
 pub async fn stream(State(app): State<Arc<App>>) -> Response {
     let (first, updates) = app.live().subscribe();
     let changes = coalesced(updates, move || sse_event("state", &app.live().snapshot()));
