@@ -127,11 +127,13 @@ async fn reporter(
             "timestamp": start_unix + number, "miner": format!("0x{:040x}", number % 7 + 1),
             "difficulty": "2", "gasUsed": 0, "gasLimit": 30_000_000, "transactions": [],
             "uncles": []}}]});
-        tx.send(Message::text(block.to_string())).await?;
+        let frame = Message::text(block.to_string());
+        // Stamped just before the write, so no update can overtake it.
         if let Some(slot) = written.slot(i, number) {
             let us = written.origin.elapsed().as_micros() as u64;
             slot.store(us.max(1), Ordering::Relaxed);
         }
+        tx.send(frame).await?;
         if (number + i) % STATS_EVERY == 0 {
             let stats = json!({"emit": ["stats", {"id": name, "stats": {"active": true,
                 "syncing": false, "mining": false, "peers": 25, "gasPrice": 0, "uptime": 100}}]});
@@ -200,14 +202,9 @@ async fn viewer(
                 continue;
             }
             seen[r as usize] = number;
-            if let Some(at) = written.slot(r, number).map(|s| s.load(Ordering::Relaxed)) {
-                // The update can overtake the reporter's own bookkeeping by
-                // microseconds; count it as 0 then.
-                latencies_us.push(if at == 0 {
-                    0
-                } else {
-                    now_us.saturating_sub(at)
-                });
+            let at = written.slot(r, number).map(|s| s.load(Ordering::Relaxed));
+            if let Some(at) = at.filter(|&at| at > 0) {
+                latencies_us.push(now_us.saturating_sub(at));
             }
         }
     }
