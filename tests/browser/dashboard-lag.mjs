@@ -10,18 +10,8 @@
 //    "last_shown":…, "page_errors":…}
 // Exit codes: 0 measured; 2 any failure (message on stderr).
 
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 
-const CHROMIUM_ARGS = [
-  '--headless=new',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const SAMPLE_MS = 250;
 const LAST_JITTER_MS = 200;
 
@@ -40,8 +30,7 @@ async function main() {
   if (!url || !Number.isFinite(origin) || !(seconds > 0)) {
     fail('usage: node dashboard-lag.mjs <url> <origin-epoch-ms> <seconds>');
   }
-  const executablePath = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
-  const browser = await chromium.launch({ executablePath, headless: true, args: CHROMIUM_ARGS });
+  const browser = await launchChromium();
   let pageErrors = 0;
   try {
     const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });

@@ -8,22 +8,11 @@
 // Exit codes: 0 ok; 1 the best block did not advance within 30 s (the
 // screenshot is still saved); 2 any other failure (message on stderr).
 
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 
 const FIRST_TIMEOUT_MS = 60_000;
 const ADVANCE_TIMEOUT_MS = 30_000;
 const WATCHDOG_MS = 150_000;
-
-const CHROMIUM_ARGS = [
-  '--headless=new',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 function fail(message, code = 2) {
   // Playwright's messages carry terminal colour codes.
@@ -42,11 +31,10 @@ async function main() {
   const expected = Number(countArg);
   if (!Number.isInteger(expected) || expected < 0) fail(`bad expected-node-count: ${countArg}`);
 
-  const executablePath = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
   const watchdog = setTimeout(() => fail(`gave up after ${WATCHDOG_MS / 1000} s`), WATCHDOG_MS);
   watchdog.unref();
 
-  const browser = await chromium.launch({ executablePath, headless: true, args: CHROMIUM_ARGS });
+  const browser = await launchChromium();
   let exitCode = 0;
   try {
     const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });

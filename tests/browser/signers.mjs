@@ -16,23 +16,12 @@
 //    "removal":..,"removal_title":..,"removal_detail":..,"signers_after":[..]}
 // Exit codes: 0 ok; 2 any failure (message on stderr).
 
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 
 const TIMEOUT_MS = 60_000;
 const WATCHDOG_MS = 480_000;
 const CHANGE_TIMEOUT_MS = 300_000;
 const TOKEN_KEY = 'aggregator-admin-token';
-
-const CHROMIUM_ARGS = [
-  '--headless=new',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 function fail(message) {
   const plain = String(message).replace(/\u001b\[[0-9;]*m/g, '').trimEnd();
@@ -64,11 +53,10 @@ async function main() {
     fail('usage: node signers.mjs <url> <admin-token> <expected-signers> <quorum-target>');
   }
   const expected = Number(countArg);
-  const executablePath = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
   const watchdog = setTimeout(() => fail(`gave up after ${WATCHDOG_MS / 1000} s`), WATCHDOG_MS);
   watchdog.unref();
 
-  const browser = await chromium.launch({ executablePath, headless: true, args: CHROMIUM_ARGS });
+  const browser = await launchChromium();
   try {
     const page = await (await browser.newContext({ viewport: { width: 1440, height: 900 } })).newPage();
     page.on('pageerror', (err) => process.stderr.write(`page error: ${err.message}\n`));
