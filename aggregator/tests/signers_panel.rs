@@ -5,9 +5,11 @@
 //! reason, an `add` of an unknown node with the 400 reason, a bad enode to
 //! admit with the 400 reason, and `remove signer-2` with the 422 quorum
 //! reason (no change starts). The token is kept in sessionStorage only.
-//! A change that goes through (the same API) is run by the CLI in
-//! `signers.rs`; `tests/browser/signers.mjs` can also follow one in the
-//! panel (its optional 5th argument).
+//! Then `remove signer-3` (stopped, so the 2 live signers keep the quorum)
+//! through the form: the panel shows the change done at its block and the
+//! list drops to 2 signers without a reload, as geth's `clique_getSigners`.
+//! If the page does not get there, the plan's history, the aggregator's set
+//! and each geth's head and set are printed before the test fails.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -90,10 +92,14 @@ async fn the_signers_panel_lists_the_set_and_shows_the_api_refusals() -> Result<
         .arg(TOKEN)
         .arg("3")
         .arg("signer-2")
+        .arg("signer-3")
         .output()
         .await?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        eprintln!("{}", diagnosis(&net, addr).await);
+    }
     // A panic (not an error) keeps the network's logs for inspection.
     assert!(
         out.status.success(),
@@ -156,5 +162,68 @@ async fn the_signers_panel_lists_the_set_and_shows_the_api_refusals() -> Result<
     assert_eq!(page["token_field"], "", "{page}");
     assert!(!text("url").contains(TOKEN), "{page}");
 
+    // The real change, followed live by the panel.
+    let retired = format!("{:#x}", net.nodes[2].info.signer.context("signer key")?);
+    assert!(
+        text("removal").starts_with("started signer change") && text("removal").contains(&retired),
+        "{page}"
+    );
+    assert!(
+        text("removal_title").contains(&format!("remove {retired} (signer-3), done")),
+        "{page}"
+    );
+    let block: u64 = text("removal_detail")
+        .split("changed at block ")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no final block shown: {page}"))?;
+    let after: Vec<String> = serde_json::from_value(page["signers_after"].clone())?;
+    assert_eq!(after.len(), 2, "{page}");
+    assert!(!after.contains(&retired), "{page}");
+    let mut shown_after = after.clone();
+    shown_after.sort();
+    assert_eq!(
+        geth_signers(&net, 0).await?,
+        shown_after,
+        "the panel's set is geth's"
+    );
+    assert!(
+        net.head(0).await? >= block,
+        "block {block} shown before geth had it"
+    );
     Ok(())
+}
+
+/// Node `i`'s signer set from geth, lower-case and sorted.
+async fn geth_signers(net: &TestNetwork, i: usize) -> Result<Vec<String>> {
+    let rpc = geth_agent::rpc::GethRpc::connect(&net.nodes[i].ipc()).await?;
+    let mut set: Vec<String> = rpc.call("clique_getSigners", ()).await?;
+    set.iter_mut().for_each(|a| *a = a.to_lowercase());
+    set.sort();
+    Ok(set)
+}
+
+/// What a stalled change looks like from the aggregator and from each live geth.
+async fn diagnosis(net: &TestNetwork, addr: SocketAddr) -> String {
+    let mut text = String::from("diagnosis:\n");
+    let plan = reqwest::Client::new()
+        .get(format!("http://{addr}/api/signers/latest"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await;
+    match plan {
+        Ok(r) => text += &format!("  plan: {}\n", r.text().await.unwrap_or_default()),
+        Err(e) => text += &format!("  plan: {e}\n"),
+    }
+    match state(addr).await {
+        Ok(s) => text += &format!("  aggregator set: {}\n", s["signers"]),
+        Err(e) => text += &format!("  state: {e:#}\n"),
+    }
+    for i in 0..2 {
+        let head = net.head(i).await.map_err(|e| format!("{e:#}"));
+        let set = geth_signers(net, i).await.map_err(|e| format!("{e:#}"));
+        text += &format!("  {}: head {head:?}, set {set:?}\n", net.nodes[i].info.name);
+    }
+    text
 }
