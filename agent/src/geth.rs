@@ -115,6 +115,12 @@ impl GethCommand {
             push("--http.addr", &http.ip().to_string());
             push("--http.port", &http.port().to_string());
             push("--http.api", &HTTP_APIS);
+            if !http.ip().is_loopback() {
+                // Reached by a name (a Kubernetes Service, a load balancer):
+                // geth's default answers 403 to any Host but localhost, a
+                // guard for loopback listeners a browser page could reach.
+                push("--http.vhosts", &"*");
+            }
         }
         if let Some(floor) = self.min_gas_price_wei {
             for (flag, value) in gas_price_args(floor) {
@@ -208,6 +214,18 @@ mod tests {
         // Even if HTTP were set, geth must refuse to unlock: no --allow-insecure-unlock.
         cmd.http = Some("127.0.0.1:8545".parse().unwrap());
         assert!(!joined(&cmd).contains("--allow-insecure-unlock"));
+    }
+
+    #[test]
+    fn http_on_a_pod_address_answers_any_host_name() {
+        let mut cmd = GethCommand::new("geth".into(), "/d".into());
+        cmd.http = Some("127.0.0.1:8545".parse().unwrap());
+        assert!(
+            !joined(&cmd).contains("--http.vhosts"),
+            "loopback keeps the guard"
+        );
+        cmd.http = Some("0.0.0.0:8545".parse().unwrap());
+        assert!(joined(&cmd).contains("--http.vhosts *"));
     }
 
     #[test]
