@@ -615,6 +615,11 @@ impl Counters {
     }
 }
 
+/// How long the writer lets writes gather after a commit. Dashboards read the
+/// live view, not the store, so only agents' event acknowledgements wait this
+/// long at the most.
+const GATHER_WRITES: Duration = Duration::from_millis(50);
+
 async fn writer(
     conn: Arc<Mutex<Connection>>,
     mut rx: mpsc::Receiver<Write>,
@@ -669,8 +674,9 @@ async fn writer(
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
-        // Let more writes gather into the next transaction.
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        // Let more writes gather into the next transaction: at a block a
+        // second per node, one commit per window instead of one per sighting.
+        tokio::time::sleep(GATHER_WRITES).await;
     }
 }
 
