@@ -21,6 +21,13 @@
 //! checks that the best block it shows stays within 1 s of the load's head.
 //! The reporters and
 //! viewers run in this process on the same machine as the aggregator.
+//!
+//! BENCH_GOERLI=<a checkout of github.com/goerli/ethstats-server> then puts
+//! goerli's ethstats-server (the server operators run today) under the same
+//! load in the same run, after ours: copied into a temp folder, its npm
+//! dependencies installed there, its limit of 6 new connections per 30 s
+//! lifted (said in the output), `NODE_ENV=production`; its viewers on
+//! `/primus`. Target: our CPU <= 1/5 of its CPU.
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -92,10 +99,31 @@ impl Written {
     }
 }
 
+/// The server under load.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    /// geth-aggregator: a secret per node, viewers on `/api/stream` (SSE).
+    Aggregator,
+    /// goerli's ethstats-server: one shared secret, viewers on `/primus`.
+    Goerli,
+}
+
+const GOERLI_SECRET: &str = "bench-secret";
+
+impl Kind {
+    fn secret(self, i: u64) -> String {
+        match self {
+            Kind::Aggregator => format!("secret-{i}"),
+            Kind::Goerli => GOERLI_SECRET.into(),
+        }
+    }
+}
+
 /// One ethstats reporter: logs in, then sends its block at every second
 /// (jittered within the first 200 ms), stats and a ping every 15 s.
 async fn reporter(
     addr: SocketAddr,
+    kind: Kind,
     i: u64,
     start_unix: u64,
     written: Arc<Written>,
@@ -105,7 +133,7 @@ async fn reporter(
     let permit = logins.acquire().await?;
     let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api")).await?;
     let (mut tx, mut rx) = ws.split();
-    let hello = json!({"emit": ["hello", {"id": name, "secret": format!("secret-{i}"),
+    let hello = json!({"emit": ["hello", {"id": name, "secret": kind.secret(i),
         "info": {"name": name, "node": "Geth/v1.13.15-stable/linux-amd64/go1.21"}}]});
     tx.send(Message::text(hello.to_string())).await?;
     match rx.next().await {
@@ -113,13 +141,26 @@ async fn reporter(
         other => anyhow::bail!("{name}: login answered {other:?}"),
     }
     drop(permit);
-    // Drain what the aggregator sends (pongs).
-    tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });
+    // Read what the server sends; answer its primus heartbeat as geth does
+    // (goerli's server closes a connection that does not).
+    let (pongs, mut to_answer) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = rx.next().await {
+            if let Message::Text(text) = message {
+                if let Some(ts) = text.trim_matches('"').strip_prefix("primus::ping::") {
+                    let _ = pongs.send(format!("\"primus::pong::{ts}\""));
+                }
+            }
+        }
+    });
     let jitter_ms = (i * 7919) % 200;
     let on_fork = |number: u64| (i + number) % FORK_EVERY == 0;
     for number in 1..=written.blocks {
         let due = written.origin + Duration::from_millis((number - 1) * 1000 + jitter_ms);
         tokio::time::sleep_until(due.into()).await;
+        while let Ok(pong) = to_answer.try_recv() {
+            tx.send(Message::text(pong)).await?;
+        }
         let fork = on_fork(number);
         let parent = hash(number - 1, false);
         let block = json!({"emit": ["block", {"id": name, "block": {
@@ -144,6 +185,71 @@ async fn reporter(
     }
     let _ = tx.close().await;
     Ok(())
+}
+
+/// The latency of one node update, if it shows reporter `r` at a new block.
+fn on_update(
+    written: &Written,
+    seen: &mut [u64],
+    reporter: Option<u64>,
+    number: Option<u64>,
+    now_us: u64,
+) -> Option<u64> {
+    let (r, number) = (reporter?, number?);
+    if r >= seen.len() as u64 || number <= seen[r as usize] {
+        return None;
+    }
+    seen[r as usize] = number;
+    let at = written.slot(r, number)?.load(Ordering::Relaxed);
+    (at > 0).then(|| now_us.saturating_sub(at))
+}
+
+/// One viewer of goerli's dashboard: its primus socket, answering the
+/// heartbeat; every `block` action is a node at a block.
+async fn goerli_viewer(
+    addr: SocketAddr,
+    reporters: u64,
+    written: Arc<Written>,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Vec<u64>> {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/primus")).await?;
+    let (mut tx, mut rx) = ws.split();
+    tx.send(Message::text(json!({"emit": ["ready"]}).to_string()))
+        .await?;
+    let mut latencies_us = Vec::new();
+    let mut seen = vec![0u64; reporters as usize];
+    loop {
+        let message = tokio::select! {
+            _ = stop.cancelled() => break,
+            m = rx.next() => m,
+        };
+        let Some(Ok(Message::Text(text))) = message else {
+            match message {
+                Some(Ok(_)) => continue,
+                _ => break,
+            }
+        };
+        let now_us = written.origin.elapsed().as_micros() as u64;
+        if let Some(ts) = text.trim_matches('"').strip_prefix("primus::ping::") {
+            tx.send(Message::text(format!("\"primus::pong::{ts}\"")))
+                .await?;
+            continue;
+        }
+        let Ok(value) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        if value["action"] != "block" {
+            continue;
+        }
+        let data = &value["data"];
+        let reporter = data["id"]
+            .as_str()
+            .and_then(|id| id.strip_prefix("node-"))
+            .and_then(|n| n.parse().ok());
+        let number = data.pointer("/block/number").and_then(Value::as_u64);
+        latencies_us.extend(on_update(&written, &mut seen, reporter, number, now_us));
+    }
+    Ok(latencies_us)
 }
 
 /// One dashboard viewer: reads the live stream and records, for every node
@@ -195,43 +301,80 @@ async fn viewer(
                 .and_then(|id| id.strip_prefix("ethstats:node-"))
                 .and_then(|n| n.parse::<u64>().ok());
             let number = node.pointer("/head/number").and_then(Value::as_u64);
-            let (Some(r), Some(number)) = (reporter, number) else {
-                continue;
-            };
-            if r >= reporters || number <= seen[r as usize] {
-                continue;
-            }
-            seen[r as usize] = number;
-            let at = written.slot(r, number).map(|s| s.load(Ordering::Relaxed));
-            if let Some(at) = at.filter(|&at| at > 0) {
-                latencies_us.push(now_us.saturating_sub(at));
-            }
+            latencies_us.extend(on_update(&written, &mut seen, reporter, number, now_us));
         }
     }
     Ok(latencies_us)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<std::process::ExitCode> {
-    let reporters = env_or("BENCH_REPORTERS", 100);
-    let viewers = env_or("BENCH_VIEWERS", 5);
-    let secs = env_or("BENCH_SECS", 180);
-    anyhow::ensure!(
-        reporters >= 1 && secs >= 10,
-        "BENCH_REPORTERS >= 1, BENCH_SECS >= 10"
-    );
-    let dir = tempfile::tempdir()?;
-    let network = dir.path().join("network.json");
+/// What the benchmark asks of a server.
+#[derive(Clone, Copy)]
+struct Load {
+    reporters: u64,
+    viewers: u64,
+    secs: u64,
+}
+
+/// Database size at the start, half-way (size, when), at the end.
+struct DbGrowth {
+    start: u64,
+    half: Option<(u64, Instant)>,
+    end: u64,
+}
+
+/// One server's figures under the load.
+struct Outcome {
+    /// Block -> viewer latencies, sorted (µs).
+    latencies: Vec<u64>,
+    failed: u64,
+    /// RSS once a second (KiB).
+    rss: Vec<u64>,
+    cpu_per_min: f64,
+    db: Option<DbGrowth>,
+    wall: f64,
+    page: Option<Value>,
+}
+
+impl Outcome {
+    fn percentile_ms(&self, p: f64) -> f64 {
+        let l = &self.latencies;
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+            .map_or(f64::NAN, |us| *us as f64 / 1000.0)
+    }
+
+    fn max_rss_mib(&self) -> f64 {
+        self.rss.iter().copied().max().unwrap_or(0) as f64 / 1024.0
+    }
+}
+
+async fn wait_listening(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "{what} did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    Ok(([127, 0, 0, 1], port).into())
+}
+
+/// geth-aggregator (release build) with a secret per reporter.
+fn start_aggregator(
+    dir: &std::path::Path,
+    addr: SocketAddr,
+    reporters: u64,
+) -> anyhow::Result<std::process::Child> {
+    let network = dir.join("network.json");
     std::fs::write(
         &network,
         json!({"name": "bench", "chain_id": 1337, "period": 1, "nodes": [], "accounts": []})
             .to_string(),
     )?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let db = dir.path().join("bench.db");
     let mut command = Command::new(AGGREGATOR);
     command
         .arg("--listen")
@@ -239,7 +382,12 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         .arg("--network")
         .arg(&network)
         .arg("--db")
-        .arg(&db)
+        .arg(dir.join("bench.db"))
+        .args(
+            std::env::var("BENCH_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null());
     for i in 0..reporters {
@@ -247,17 +395,72 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             .arg("--ethstats-secret")
             .arg(format!("node-{i}=secret-{i}"));
     }
-    let mut child = command.spawn()?;
-    let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "the aggregator did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    Ok(command.spawn()?)
+}
 
-    println!(
-        "load: {reporters} ethstats reporters (1 block/s, 1 in {FORK_EVERY} on a fork, stats every {STATS_EVERY} s), {viewers} viewers, {secs} s"
-    );
+/// goerli's ethstats-server from `checkout`, copied into `dir`, with its npm
+/// dependencies and its connection limit lifted.
+fn start_goerli(
+    checkout: &std::path::Path,
+    dir: &std::path::Path,
+    addr: SocketAddr,
+) -> anyhow::Result<std::process::Child> {
+    let copy = dir.join("ethstats-server");
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(checkout)
+        .arg(&copy)
+        .status()?;
+    anyhow::ensure!(status.success(), "cannot copy {}", checkout.display());
+    let app = copy.join("app.js");
+    let text = std::fs::read_to_string(&app)?;
+    if text.contains("const C_LIMIT = 5") {
+        std::fs::write(
+            &app,
+            text.replace("const C_LIMIT = 5", "const C_LIMIT = Infinity"),
+        )?;
+        println!("goerli: its limit of 6 new connections per 30 s is lifted for this run");
+    } else {
+        println!("goerli: no connection limit found in app.js (logins may be throttled)");
+    }
+    eprintln!("goerli: npm install in {} ...", copy.display());
+    let status = Command::new("npm")
+        .args([
+            "install",
+            "--omit=dev",
+            "--no-audit",
+            "--no-fund",
+            "--ignore-scripts",
+        ])
+        .current_dir(&copy)
+        .stdout(Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "npm install failed for goerli's server");
+    Ok(Command::new("node")
+        .arg("bin/www")
+        .current_dir(&copy)
+        .env("PORT", addr.port().to_string())
+        .env("WS_SECRET", GOERLI_SECRET)
+        .env("NODE_ENV", "production")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?)
+}
+
+/// The load against one server (`pid` measured), until every reporter is done.
+async fn run_load(
+    load: Load,
+    kind: Kind,
+    addr: SocketAddr,
+    pid: u32,
+    db: Option<&std::path::Path>,
+    chromium: bool,
+) -> anyhow::Result<Outcome> {
+    let Load {
+        reporters,
+        viewers,
+        secs,
+    } = load;
     // Logins take a while at 1,000 reporters: the blocks start after them.
     let login_time = Duration::from_millis(2000 + reporters * 5);
     let origin = Instant::now() + login_time;
@@ -270,25 +473,25 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     let stop = tokio_util::sync::CancellationToken::new();
     let mut watching = Vec::new();
     for _ in 0..viewers {
-        watching.push(tokio::spawn(viewer(
-            addr,
-            reporters,
-            written.clone(),
-            stop.clone(),
-        )));
+        let (written, stop) = (written.clone(), stop.clone());
+        watching.push(match kind {
+            Kind::Aggregator => tokio::spawn(viewer(addr, reporters, written, stop)),
+            Kind::Goerli => tokio::spawn(goerli_viewer(addr, reporters, written, stop)),
+        });
     }
     let logins = Arc::new(tokio::sync::Semaphore::new(LOGINS_AT_ONCE));
     let mut reporting = Vec::new();
     for i in 0..reporters {
         reporting.push(tokio::spawn(reporter(
             addr,
+            kind,
             i,
             start_unix,
             written.clone(),
             logins.clone(),
         )));
     }
-    let browser = if std::env::var("BENCH_CHROMIUM").is_ok_and(|v| v == "1") {
+    let browser = if chromium {
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../tests/browser/dashboard-lag.mjs");
         let origin_ms = geth_wire::now_ms()
@@ -309,7 +512,10 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     tokio::time::sleep_until(origin.into()).await;
     // The database file itself (its write-ahead log is checkpointed into it
     // and stays a few MiB).
-    let db_size = || std::fs::metadata(&db).map_or(0, |m| m.len());
+    let db_size = || {
+        db.and_then(|d| std::fs::metadata(d).ok())
+            .map_or(0, |m| m.len())
+    };
     let db_start = db_size();
     let mut db_half = None;
     let (cpu_start, _) = proc_stat(pid);
@@ -322,11 +528,14 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             db_half = Some((db_size(), Instant::now()));
         }
         if done > 0 && done % 30 == 0 {
-            println!(
-                "  {done} s: RSS {:.0} MiB, database {:.1} MiB",
-                rss.last().copied().unwrap_or(0) as f64 / 1024.0,
-                db_size() as f64 / 1048576.0
-            );
+            let rss_mib = rss.last().copied().unwrap_or(0) as f64 / 1024.0;
+            match db {
+                Some(_) => println!(
+                    "  {done} s: RSS {rss_mib:.0} MiB, database {:.1} MiB",
+                    db_size() as f64 / 1048576.0
+                ),
+                None => println!("  {done} s: RSS {rss_mib:.0} MiB"),
+            }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -349,6 +558,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     for task in watching {
         latencies.extend(task.await??);
     }
+    latencies.sort_unstable();
     let page = match browser {
         Some(child) => {
             let out = child.wait_with_output().await?;
@@ -358,63 +568,127 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         }
         None => None,
     };
-    let db_end = db_size();
-    let half_growth =
-        db_half.map(|(size, at)| (db_end.saturating_sub(size), at.elapsed().as_secs_f64()));
-    let _ = child.kill();
-    let _ = child.wait();
-
     let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64;
-    let cpu_per_min = (cpu_end - cpu_start) as f64 / ticks / wall * 60.0;
-    latencies.sort_unstable();
-    let expected = reporters * secs * viewers;
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(f64::NAN, |us| *us as f64 / 1000.0)
-    };
-    let mut sorted = rss.clone();
+    Ok(Outcome {
+        latencies,
+        failed,
+        rss,
+        cpu_per_min: (cpu_end - cpu_start) as f64 / ticks / wall * 60.0,
+        db: db.map(|_| DbGrowth {
+            start: db_start,
+            half: db_half,
+            end: db_size(),
+        }),
+        wall,
+        page,
+    })
+}
+
+/// Prints one server's figures.
+fn report(server: &str, load: Load, o: &Outcome) {
+    let expected = load.reporters * load.secs * load.viewers;
+    println!(
+        "{server}: block -> viewer ms: p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  ({} of {expected} updates seen; {} reporters failed)",
+        o.percentile_ms(0.5),
+        o.percentile_ms(0.9),
+        o.percentile_ms(0.99),
+        o.percentile_ms(1.0),
+        o.latencies.len(),
+        o.failed,
+    );
+    let mut sorted = o.rss.clone();
     sorted.sort_unstable();
-    let (first, median, last) = (rss[0], sorted[sorted.len() / 2], rss[rss.len() - 1]);
     let mib = |kib: u64| kib as f64 / 1024.0;
     println!(
-        "block -> viewer ms: p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  ({} of {expected} updates seen; {failed} reporters failed)",
-        pct(0.5),
-        pct(0.9),
-        pct(0.99),
-        pct(1.0),
-        latencies.len()
-    );
-    println!(
-        "aggregator RSS MiB: first {:.0}, median {:.0}, last {:.0}; CPU {cpu_per_min:.2} s/min",
-        mib(first),
-        mib(median),
-        mib(last)
+        "{server}: RSS MiB: first {:.0}, median {:.0}, last {:.0}; CPU {:.2} s/min",
+        mib(o.rss.first().copied().unwrap_or(0)),
+        mib(sorted.get(sorted.len() / 2).copied().unwrap_or(0)),
+        mib(o.rss.last().copied().unwrap_or(0)),
+        o.cpu_per_min
     );
     let per_node_day =
-        |bytes: u64, secs: f64| bytes as f64 / 1048576.0 / reporters as f64 / secs * 86400.0;
-    println!(
-        "database grew {:.1} MiB in {wall:.0} s ({:.1} MiB per node per day)",
-        db_end.saturating_sub(db_start) as f64 / 1048576.0,
-        per_node_day(db_end.saturating_sub(db_start), wall)
-    );
-    if let Some((bytes, secs)) = half_growth {
+        |bytes: u64, secs: f64| bytes as f64 / 1048576.0 / load.reporters as f64 / secs * 86400.0;
+    if let Some(DbGrowth { start, half, end }) = o.db {
         println!(
-            "  second half: {:.1} MiB in {secs:.0} s ({:.2} MiB per node per day)",
-            bytes as f64 / 1048576.0,
-            per_node_day(bytes, secs)
+            "{server}: database grew {:.1} MiB in {:.0} s ({:.1} MiB per node per day)",
+            end.saturating_sub(start) as f64 / 1048576.0,
+            o.wall,
+            per_node_day(end.saturating_sub(start), o.wall)
         );
+        if let Some((size, at)) = half {
+            let secs = at.elapsed().as_secs_f64();
+            println!(
+                "  second half: {:.1} MiB in {secs:.0} s ({:.2} MiB per node per day)",
+                end.saturating_sub(size) as f64 / 1048576.0,
+                per_node_day(end.saturating_sub(size), secs)
+            );
+        }
     }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<std::process::ExitCode> {
+    let load = Load {
+        reporters: env_or("BENCH_REPORTERS", 100),
+        viewers: env_or("BENCH_VIEWERS", 5),
+        secs: env_or("BENCH_SECS", 180),
+    };
+    anyhow::ensure!(
+        load.reporters >= 1 && load.secs >= 10,
+        "BENCH_REPORTERS >= 1, BENCH_SECS >= 10"
+    );
+    let dir = tempfile::tempdir()?;
+    let addr = free_addr()?;
+    let mut child = start_aggregator(dir.path(), addr, load.reporters)?;
+    wait_listening(addr, "the aggregator").await?;
+    println!(
+        "load: {} ethstats reporters (1 block/s, 1 in {FORK_EVERY} on a fork, stats every {STATS_EVERY} s), {} viewers, {} s",
+        load.reporters, load.viewers, load.secs
+    );
+    let chromium = std::env::var("BENCH_CHROMIUM").is_ok_and(|v| v == "1");
+    let db = dir.path().join("bench.db");
+    let ours = run_load(
+        load,
+        Kind::Aggregator,
+        addr,
+        child.id(),
+        Some(&db),
+        chromium,
+    )
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let ours = ours?;
+    report("geth-aggregator", load, &ours);
+
+    let goerli = match std::env::var_os("BENCH_GOERLI") {
+        Some(checkout) => {
+            let addr = free_addr()?;
+            let mut child = start_goerli(std::path::Path::new(&checkout), dir.path(), addr)?;
+            wait_listening(addr, "goerli's ethstats-server").await?;
+            println!("goerli's ethstats-server under the same load:");
+            let outcome = run_load(load, Kind::Goerli, addr, child.id(), None, false).await;
+            let _ = child.kill();
+            let _ = child.wait();
+            let outcome = outcome?;
+            report("goerli ethstats-server", load, &outcome);
+            Some(outcome)
+        }
+        None => None,
+    };
 
     // The live view fills its window of recent heights first: flatness is
     // judged after that, on runs long enough to show it.
-    let steady = rss
+    let steady = ours
+        .rss
         .get(WARM_UP_SECS as usize..)
-        .filter(|after| secs >= 2 * WARM_UP_SECS && !after.is_empty());
+        .filter(|after| load.secs >= 2 * WARM_UP_SECS && !after.is_empty());
+    let expected = load.reporters * load.secs * load.viewers;
     let mut checks = vec![(
-        "every update seen",
-        latencies.len() as u64 >= expected * 99 / 100 && failed == 0,
+        "every update seen".to_owned(),
+        ours.latencies.len() as u64 >= expected * 99 / 100 && ours.failed == 0,
     )];
+    let mib = |kib: u64| kib as f64 / 1024.0;
     match steady {
         Some(after) => {
             let base = after[0] as f64;
@@ -427,24 +701,36 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                 mib(after.iter().copied().min().unwrap_or(0)),
                 mib(after.iter().copied().max().unwrap_or(0))
             );
-            checks.push(("RSS flat (within 10 % after the warm-up)", flat));
+            checks.push(("RSS flat (within 10 % after the warm-up)".into(), flat));
         }
         None => println!(
             "RSS flatness not judged: needs BENCH_SECS >= {} (warm-up {WARM_UP_SECS} s)",
             2 * WARM_UP_SECS
         ),
     }
-    if reporters <= 100 {
-        checks.push(("p99 <= 5 ms", pct(0.99) <= 5.0));
+    let p99 = ours.percentile_ms(0.99);
+    if load.reporters <= 100 {
+        checks.push(("p99 <= 5 ms".into(), p99 <= 5.0));
     } else {
-        checks.push(("p99 <= 50 ms", pct(0.99) <= 50.0));
-        checks.push(("RSS <= 150 MiB", mib(sorted[sorted.len() - 1]) <= 150.0));
-        checks.push(("CPU <= 10 s/min", cpu_per_min <= 10.0));
+        checks.push(("p99 <= 50 ms".into(), p99 <= 50.0));
+        checks.push(("RSS <= 150 MiB".into(), ours.max_rss_mib() <= 150.0));
+        checks.push(("CPU <= 10 s/min".into(), ours.cpu_per_min <= 10.0));
     }
-    if let Some(page) = &page {
+    if let Some(g) = &goerli {
+        checks.push((
+            format!(
+                "CPU <= 1/5 of goerli's ({:.2} vs {:.2} s/min: {:.1}x less)",
+                ours.cpu_per_min,
+                g.cpu_per_min,
+                g.cpu_per_min / ours.cpu_per_min.max(f64::MIN_POSITIVE)
+            ),
+            ours.cpu_per_min * 5.0 <= g.cpu_per_min,
+        ));
+    }
+    if let Some(page) = &ours.page {
         println!("dashboard in Chromium, behind the load's head: {page}");
         let max = page["behind_ms_max"].as_u64().unwrap_or(u64::MAX);
-        checks.push(("page within 1 s of the load's head", max <= 1000));
+        checks.push(("page within 1 s of the load's head".into(), max <= 1000));
     }
     let mut met = true;
     for (what, ok) in checks {
