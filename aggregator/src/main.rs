@@ -16,7 +16,11 @@ fn main() -> ExitCode {
         }
         None => {}
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.worker_threads.into())
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("geth-aggregator: cannot start the async runtime: {e}");
