@@ -27,8 +27,9 @@ use testnet::{eventually, workspace_root};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const NS: &str = "testnetsidechain";
-/// Where each identity of the test network runs: signer-i on kn<i>, and
+/// The test network's identities, and where each runs: signer-i on kn<i>, and
 /// validator-1 beside signer-3 on kn3 (overlays/local gives it other ports).
+const IDENTITIES: [&str; 4] = ["signer-1", "signer-2", "signer-3", "validator-1"];
 const RUNS_ON: [&str; 4] = ["kn1", "kn2", "kn3", "kn3"];
 const SIGNER_PODS: &str = "app.kubernetes.io/name=geth,app.kubernetes.io/component=signer";
 const VALIDATOR_PODS: &str = "app.kubernetes.io/name=geth,app.kubernetes.io/component=validator";
@@ -696,7 +697,7 @@ fn generate_network(dir: &Path) -> Result<()> {
         }
         text
     };
-    for node in ["signer-1", "signer-2", "signer-3", "validator-1"] {
+    for node in IDENTITIES {
         let f = dir.join(format!("nodes/{node}/config.toml"));
         std::fs::write(&f, fix(std::fs::read_to_string(&f)?))?;
     }
@@ -718,44 +719,34 @@ fn load_network(cluster: &Cluster, dir: &Path) -> Result<()> {
         format!("--from-file=aggregator.key={}", p("aggregator/key")),
         format!("--from-file=admin-token={}", token.display()),
     ];
-    for i in 1..=3 {
-        let node = format!("nodes/signer-{i}");
-        cm.push(format!(
-            "--from-file=signer-{i}.agent.toml={}",
-            p(&format!("{node}/agent.toml"))
-        ));
-        cm.push(format!(
-            "--from-file=signer-{i}.config.toml={}",
-            p(&format!("{node}/config.toml"))
-        ));
-        let keystore = std::fs::read_dir(dir.join(&node).join("keystore"))?
-            .next()
-            .context("no keystore file")??
-            .path();
+    // Every identity's config and node key; a signer's keystore and password too.
+    for identity in IDENTITIES {
+        let node = format!("nodes/{identity}");
+        for file in ["agent.toml", "config.toml"] {
+            cm.push(format!(
+                "--from-file={identity}.{file}={}",
+                p(&format!("{node}/{file}"))
+            ));
+        }
         secret.push(format!(
-            "--from-file=signer-{i}.keystore={}",
-            keystore.display()
-        ));
-        secret.push(format!(
-            "--from-file=signer-{i}.password={}",
-            p(&format!("{node}/password"))
-        ));
-        secret.push(format!(
-            "--from-file=signer-{i}.nodekey={}",
+            "--from-file={identity}.nodekey={}",
             p(&format!("{node}/nodekey"))
         ));
+        if identity.starts_with("signer-") {
+            let keystore = std::fs::read_dir(dir.join(&node).join("keystore"))?
+                .next()
+                .context("no keystore file")??
+                .path();
+            secret.push(format!(
+                "--from-file={identity}.keystore={}",
+                keystore.display()
+            ));
+            secret.push(format!(
+                "--from-file={identity}.password={}",
+                p(&format!("{node}/password"))
+            ));
+        }
     }
-    let validator = "nodes/validator-1";
-    for file in ["agent.toml", "config.toml"] {
-        cm.push(format!(
-            "--from-file=validator-1.{file}={}",
-            p(&format!("{validator}/{file}"))
-        ));
-    }
-    secret.push(format!(
-        "--from-file=validator-1.nodekey={}",
-        p(&format!("{validator}/nodekey"))
-    ));
     let mut args = vec!["create", "configmap", "geth-network", "-n", NS];
     args.extend(cm.iter().map(String::as_str));
     cluster.k(&args)?;
