@@ -1,8 +1,10 @@
 //! Load benchmark, measured the way users see it: N reporters speaking geth's
 //! `--ethstats` protocol to a real geth-aggregator process (release build),
 //! one block per second each, 1 in 10 of them on a competing fork block at
-//! every height, stats and a ping every 15 s; K dashboard viewers holding the
-//! live stream (`/api/stream`) open.
+//! every height, stats and a ping every 15 s; beside them M agent reporters
+//! sending signed `POST /api/report` as geth-agent does (a node key each,
+//! listed in the network file; the same blocks and forks, stats every 5 s);
+//! K dashboard viewers holding the live stream (`/api/stream`) open.
 //!
 //! Latency is from a reporter having written a block frame to a viewer
 //! receiving the node update that shows that node at that block. Printed:
@@ -14,7 +16,8 @@
 //! least 600 s. The exit status is 1 when a target is missed.
 //!
 //! `cargo bench -p geth-aggregator --bench load` with BENCH_REPORTERS
-//! (default 100), BENCH_VIEWERS (5), BENCH_SECS (180), and BENCH_ARGS for
+//! (default 100), BENCH_AGENTS (default BENCH_REPORTERS, or 0 with
+//! BENCH_GOERLI), BENCH_VIEWERS (5), BENCH_SECS (180), and BENCH_ARGS for
 //! extra aggregator options (e.g. `--sighting-detail-blocks 256`);
 //! BENCH_CHROMIUM=1 also opens the dashboard in headless Chromium
 //! (`tests/browser/dashboard-lag.mjs`; needs `scripts/install-deps`) and
@@ -27,14 +30,20 @@
 //! load in the same run, after ours: copied into a temp folder, its npm
 //! dependencies installed there, its limit of 6 new connections per 30 s
 //! lifted (said in the output), `NODE_ENV=production`; its viewers on
-//! `/primus`. Target: our CPU <= 1/5 of its CPU.
+//! `/primus`. Target: our CPU <= 1/5 of its CPU. Its server cannot take
+//! agent reports, so a comparison runs both servers with ethstats reporters
+//! only (BENCH_AGENTS is then 0 unless set, and must be 0).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use alloy::primitives::keccak256;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::signers::SignerSync;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::BodyExt;
 use hyper::body::Bytes;
@@ -46,6 +55,8 @@ const AGGREGATOR: &str = env!("CARGO_BIN_EXE_geth-aggregator");
 const FORK_EVERY: u64 = 10;
 /// Stats and ping interval of geth's reporter.
 const STATS_EVERY: u64 = 15;
+/// Stats interval of geth-agent's reporter.
+const AGENT_STATS_EVERY: u64 = 5;
 /// The live view keeps 256 heights: RSS grows until they are filled.
 const WARM_UP_SECS: u64 = 300;
 /// Logins at once: below the aggregator's pending logins per address (8).
@@ -187,21 +198,133 @@ async fn reporter(
     Ok(())
 }
 
-/// The latency of one node update, if it shows reporter `r` at a new block.
+/// One agent reporter: geth-agent's signed reports over one kept-alive
+/// connection, its block at every second (jittered within the first 200 ms,
+/// on a fork like the ethstats reporters), its stats every 5 s.
+async fn agent_reporter(
+    addr: SocketAddr,
+    agent: Agent,
+    index: u64,
+    start_unix: u64,
+    written: Arc<Written>,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/api/report");
+    let address = format!("{:#x}", agent.key.address());
+    let mut last_time = 0;
+    let jitter_ms = (index * 7919) % 200;
+    for number in 1..=written.blocks {
+        let due = written.origin + Duration::from_millis((number - 1) * 1000 + jitter_ms);
+        tokio::time::sleep_until(due.into()).await;
+        let fork = (index + number) % FORK_EVERY == 0;
+        let block = geth_wire::Report::Block(geth_wire::BlockReport {
+            number,
+            hash: hash(number, fork),
+            parent_hash: hash(number - 1, false),
+            timestamp: start_unix + number,
+            signer: Some(format!("0x{:040x}", number % 7 + 1)),
+            difficulty: 2,
+            transactions: 0,
+            gas_used: 0,
+            gas_limit: 30_000_000,
+            seen_at_ms: geth_wire::now_ms(),
+        });
+        let mut reports = vec![(block, Some(number))];
+        if (number + index) % AGENT_STATS_EVERY == 0 {
+            let stats = geth_wire::StatsReport {
+                name: agent.name.clone(),
+                client: Some("Geth/v1.13.15-stable/linux-amd64/go1.21".into()),
+                agent_version: "bench".into(),
+                enode: Some(agent.enode.clone()),
+                peers: Some(25),
+                syncing: Some(false),
+                mining: Some(false),
+                is_signer: Some(false),
+                head: Some(number),
+                head_hash: Some(hash(number, fork)),
+                uptime_s: number,
+                ready: true,
+                phase: "running".into(),
+                period: 1,
+                ..Default::default()
+            };
+            reports.push((geth_wire::Report::Stats(Box::new(stats)), None));
+        }
+        for (report, stamp) in reports {
+            let body = serde_json::to_vec(&report)?;
+            // Strictly increasing per node, as the aggregator requires.
+            let time = geth_wire::now_ms().max(last_time + 1);
+            last_time = time;
+            let signature = agent
+                .key
+                .sign_hash_sync(&keccak256(geth_wire::signing_payload(time, &body)))?;
+            let request = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .header(geth_wire::HEADER_NODE, &address)
+                .header(geth_wire::HEADER_TIME, time.to_string())
+                .header(
+                    geth_wire::HEADER_SIGNATURE,
+                    format!("0x{}", hex::encode(signature.as_bytes())),
+                )
+                .body(body);
+            // Stamped after signing, just before the request is sent.
+            if let Some(slot) = stamp.and_then(|n| written.slot(index, n)) {
+                let us = written.origin.elapsed().as_micros() as u64;
+                slot.store(us.max(1), Ordering::Relaxed);
+            }
+            let response = request.send().await?;
+            let status = response.status();
+            if !status.is_success() {
+                let reason = response.text().await.unwrap_or_default();
+                anyhow::bail!("{}: report refused ({status}): {reason}", agent.name);
+            }
+            response.bytes().await?;
+        }
+    }
+    Ok(())
+}
+
+/// An agent reporter's node identity, listed in the aggregator's network file.
+#[derive(Clone)]
+struct Agent {
+    name: String,
+    key: PrivateKeySigner,
+    enode: String,
+}
+
+impl Agent {
+    fn new(j: u64) -> Self {
+        let key = PrivateKeySigner::random();
+        let point = key.credential().verifying_key().to_encoded_point(false);
+        let port = 20_000 + j;
+        Agent {
+            name: format!("agent-{j}"),
+            enode: format!(
+                "enode://{}@127.0.0.1:{port}",
+                hex::encode(&point.as_bytes()[1..])
+            ),
+            key,
+        }
+    }
+}
+
+/// The reporter and latency of one node update, if it shows reporter `r` at
+/// a new block.
 fn on_update(
     written: &Written,
     seen: &mut [u64],
     reporter: Option<u64>,
     number: Option<u64>,
     now_us: u64,
-) -> Option<u64> {
+) -> Option<(u64, u64)> {
     let (r, number) = (reporter?, number?);
     if r >= seen.len() as u64 || number <= seen[r as usize] {
         return None;
     }
     seen[r as usize] = number;
     let at = written.slot(r, number)?.load(Ordering::Relaxed);
-    (at > 0).then(|| now_us.saturating_sub(at))
+    (at > 0).then(|| (r, now_us.saturating_sub(at)))
 }
 
 /// One viewer of goerli's dashboard: its primus socket, answering the
@@ -211,7 +334,7 @@ async fn goerli_viewer(
     reporters: u64,
     written: Arc<Written>,
     stop: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<Vec<u64>> {
+) -> anyhow::Result<Vec<(u64, u64)>> {
     let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/primus")).await?;
     let (mut tx, mut rx) = ws.split();
     tx.send(Message::text(json!({"emit": ["ready"]}).to_string()))
@@ -257,10 +380,10 @@ async fn goerli_viewer(
 /// was written.
 async fn viewer(
     addr: SocketAddr,
-    reporters: u64,
+    ids: Arc<HashMap<String, u64>>,
     written: Arc<Written>,
     stop: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<Vec<u64>> {
+) -> anyhow::Result<Vec<(u64, u64)>> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
@@ -270,7 +393,7 @@ async fn viewer(
         .body(http_body_util::Empty::<Bytes>::new())?;
     let mut body = sender.send_request(request).await?.into_body();
     let mut latencies_us = Vec::new();
-    let mut seen = vec![0u64; reporters as usize];
+    let mut seen = vec![0u64; ids.len()];
     let mut buffer = Vec::<u8>::new();
     loop {
         let frame = tokio::select! {
@@ -296,10 +419,7 @@ async fn viewer(
             let Ok(node) = serde_json::from_str::<Value>(data) else {
                 continue;
             };
-            let reporter = node["id"]
-                .as_str()
-                .and_then(|id| id.strip_prefix("ethstats:node-"))
-                .and_then(|n| n.parse::<u64>().ok());
+            let reporter = node["id"].as_str().and_then(|id| ids.get(id)).copied();
             let number = node.pointer("/head/number").and_then(Value::as_u64);
             latencies_us.extend(on_update(&written, &mut seen, reporter, number, now_us));
         }
@@ -310,9 +430,18 @@ async fn viewer(
 /// What the benchmark asks of a server.
 #[derive(Clone, Copy)]
 struct Load {
+    /// ethstats reporters.
     reporters: u64,
+    /// Agent reporters.
+    agents: u64,
     viewers: u64,
     secs: u64,
+}
+
+impl Load {
+    fn nodes(&self) -> u64 {
+        self.reporters + self.agents
+    }
 }
 
 /// Database size at the start, half-way (size, when), at the end.
@@ -326,6 +455,8 @@ struct DbGrowth {
 struct Outcome {
     /// Block -> viewer latencies, sorted (µs).
     latencies: Vec<u64>,
+    /// Those of the agent reporters' blocks, sorted (µs).
+    agent_latencies: Vec<u64>,
     failed: u64,
     /// RSS once a second (KiB).
     rss: Vec<u64>,
@@ -335,11 +466,16 @@ struct Outcome {
     page: Option<Value>,
 }
 
+/// The `p` quantile of sorted latencies (µs), in ms.
+fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .map_or(f64::NAN, |us| *us as f64 / 1000.0)
+}
+
 impl Outcome {
     fn percentile_ms(&self, p: f64) -> f64 {
-        let l = &self.latencies;
-        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
-            .map_or(f64::NAN, |us| *us as f64 / 1000.0)
+        percentile_ms(&self.latencies, p)
     }
 
     fn max_rss_mib(&self) -> f64 {
@@ -368,11 +504,20 @@ fn start_aggregator(
     dir: &std::path::Path,
     addr: SocketAddr,
     reporters: u64,
+    agents: &[Agent],
 ) -> anyhow::Result<std::process::Child> {
     let network = dir.join("network.json");
+    let nodes: Vec<Value> = agents
+        .iter()
+        .zip(20_000u64..)
+        .map(|(a, port)| {
+            json!({"name": a.name, "role": "validator", "enode": a.enode,
+                "ports": {"p2p": port, "http": port + 2000, "agent": port + 4000}})
+        })
+        .collect();
     std::fs::write(
         &network,
-        json!({"name": "bench", "chain_id": 1337, "period": 1, "nodes": [], "accounts": []})
+        json!({"name": "bench", "chain_id": 1337, "period": 1, "nodes": nodes, "accounts": []})
             .to_string(),
     )?;
     let mut command = Command::new(AGGREGATOR);
@@ -450,6 +595,7 @@ fn start_goerli(
 /// The load against one server (`pid` measured), until every reporter is done.
 async fn run_load(
     load: Load,
+    agents: &[Agent],
     kind: Kind,
     addr: SocketAddr,
     pid: u32,
@@ -460,22 +606,36 @@ async fn run_load(
         reporters,
         viewers,
         secs,
+        ..
     } = load;
+    anyhow::ensure!(
+        kind == Kind::Aggregator || agents.is_empty(),
+        "only geth-aggregator takes agent reports"
+    );
+    let nodes = load.nodes();
     // Logins take a while at 1,000 reporters: the blocks start after them.
-    let login_time = Duration::from_millis(2000 + reporters * 5);
+    let login_time = Duration::from_millis(2000 + nodes * 5);
     let origin = Instant::now() + login_time;
     let start_unix = geth_wire::now_ms() / 1000 + login_time.as_secs();
     let written = Arc::new(Written {
         origin,
         blocks: secs,
-        at_us: (0..reporters * secs).map(|_| AtomicU64::new(0)).collect(),
+        at_us: (0..nodes * secs).map(|_| AtomicU64::new(0)).collect(),
     });
+    // The live stream's node ids, by index into `written`.
+    let ids: Arc<HashMap<String, u64>> = Arc::new(
+        (0..reporters)
+            .map(|i| format!("ethstats:node-{i}"))
+            .chain(agents.iter().map(|a| format!("{:#x}", a.key.address())))
+            .zip(0..)
+            .collect(),
+    );
     let stop = tokio_util::sync::CancellationToken::new();
     let mut watching = Vec::new();
     for _ in 0..viewers {
         let (written, stop) = (written.clone(), stop.clone());
         watching.push(match kind {
-            Kind::Aggregator => tokio::spawn(viewer(addr, reporters, written, stop)),
+            Kind::Aggregator => tokio::spawn(viewer(addr, ids.clone(), written, stop)),
             Kind::Goerli => tokio::spawn(goerli_viewer(addr, reporters, written, stop)),
         });
     }
@@ -489,6 +649,15 @@ async fn run_load(
             start_unix,
             written.clone(),
             logins.clone(),
+        )));
+    }
+    for (agent, index) in agents.iter().zip(reporters..) {
+        reporting.push(tokio::spawn(agent_reporter(
+            addr,
+            agent.clone(),
+            index,
+            start_unix,
+            written.clone(),
         )));
     }
     let browser = if chromium {
@@ -555,10 +724,17 @@ async fn run_load(
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.cancel();
     let mut latencies = Vec::new();
+    let mut agent_latencies = Vec::new();
     for task in watching {
-        latencies.extend(task.await??);
+        for (r, latency) in task.await?? {
+            latencies.push(latency);
+            if r >= reporters {
+                agent_latencies.push(latency);
+            }
+        }
     }
     latencies.sort_unstable();
+    agent_latencies.sort_unstable();
     let page = match browser {
         Some(child) => {
             let out = child.wait_with_output().await?;
@@ -571,6 +747,7 @@ async fn run_load(
     let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64;
     Ok(Outcome {
         latencies,
+        agent_latencies,
         failed,
         rss,
         cpu_per_min: (cpu_end - cpu_start) as f64 / ticks / wall * 60.0,
@@ -586,7 +763,7 @@ async fn run_load(
 
 /// Prints one server's figures.
 fn report(server: &str, load: Load, o: &Outcome) {
-    let expected = load.reporters * load.secs * load.viewers;
+    let expected = load.nodes() * load.secs * load.viewers;
     println!(
         "{server}: block -> viewer ms: p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  ({} of {expected} updates seen; {} reporters failed)",
         o.percentile_ms(0.5),
@@ -596,6 +773,16 @@ fn report(server: &str, load: Load, o: &Outcome) {
         o.latencies.len(),
         o.failed,
     );
+    if !o.agent_latencies.is_empty() {
+        let a = &o.agent_latencies;
+        println!(
+            "  of which agent reports: p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
+            percentile_ms(a, 0.5),
+            percentile_ms(a, 0.9),
+            percentile_ms(a, 0.99),
+            percentile_ms(a, 1.0),
+        );
+    }
     let mut sorted = o.rss.clone();
     sorted.sort_unstable();
     let mib = |kib: u64| kib as f64 / 1024.0;
@@ -607,7 +794,7 @@ fn report(server: &str, load: Load, o: &Outcome) {
         o.cpu_per_min
     );
     let per_node_day =
-        |bytes: u64, secs: f64| bytes as f64 / 1048576.0 / load.reporters as f64 / secs * 86400.0;
+        |bytes: u64, secs: f64| bytes as f64 / 1048576.0 / load.nodes() as f64 / secs * 86400.0;
     if let Some(DbGrowth { start, half, end }) = o.db {
         println!(
             "{server}: database grew {:.1} MiB in {:.0} s ({:.1} MiB per node per day)",
@@ -628,27 +815,44 @@ fn report(server: &str, load: Load, o: &Outcome) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<std::process::ExitCode> {
+    let goerli_checkout = std::env::var_os("BENCH_GOERLI");
+    let reporters = env_or("BENCH_REPORTERS", 100);
     let load = Load {
-        reporters: env_or("BENCH_REPORTERS", 100),
+        reporters,
+        agents: env_or(
+            "BENCH_AGENTS",
+            if goerli_checkout.is_some() {
+                0
+            } else {
+                reporters
+            },
+        ),
         viewers: env_or("BENCH_VIEWERS", 5),
         secs: env_or("BENCH_SECS", 180),
     };
     anyhow::ensure!(
-        load.reporters >= 1 && load.secs >= 10,
-        "BENCH_REPORTERS >= 1, BENCH_SECS >= 10"
+        load.nodes() >= 1 && load.secs >= 10,
+        "BENCH_REPORTERS + BENCH_AGENTS >= 1, BENCH_SECS >= 10"
     );
+    anyhow::ensure!(
+        goerli_checkout.is_none() || load.agents == 0,
+        "BENCH_GOERLI compares ethstats reporters only: goerli's server cannot take agent reports (BENCH_AGENTS=0)"
+    );
+    let agents: Vec<Agent> = (0..load.agents).map(Agent::new).collect();
     let dir = tempfile::tempdir()?;
     let addr = free_addr()?;
-    let mut child = start_aggregator(dir.path(), addr, load.reporters)?;
+    let mut child = start_aggregator(dir.path(), addr, load.reporters, &agents)?;
     wait_listening(addr, "the aggregator").await?;
     println!(
-        "load: {} ethstats reporters (1 block/s, 1 in {FORK_EVERY} on a fork, stats every {STATS_EVERY} s), {} viewers, {} s",
-        load.reporters, load.viewers, load.secs
+        "load: {} ethstats reporters (1 block/s, 1 in {FORK_EVERY} on a fork, stats every {STATS_EVERY} s), \
+         {} agent reporters (signed, the same blocks, stats every {AGENT_STATS_EVERY} s), {} viewers, {} s",
+        load.reporters, load.agents, load.viewers, load.secs
     );
     let chromium = std::env::var("BENCH_CHROMIUM").is_ok_and(|v| v == "1");
     let db = dir.path().join("bench.db");
     let ours = run_load(
         load,
+        &agents,
         Kind::Aggregator,
         addr,
         child.id(),
@@ -661,13 +865,13 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     let ours = ours?;
     report("geth-aggregator", load, &ours);
 
-    let goerli = match std::env::var_os("BENCH_GOERLI") {
+    let goerli = match goerli_checkout {
         Some(checkout) => {
             let addr = free_addr()?;
             let mut child = start_goerli(std::path::Path::new(&checkout), dir.path(), addr)?;
             wait_listening(addr, "goerli's ethstats-server").await?;
             println!("goerli's ethstats-server under the same load:");
-            let outcome = run_load(load, Kind::Goerli, addr, child.id(), None, false).await;
+            let outcome = run_load(load, &[], Kind::Goerli, addr, child.id(), None, false).await;
             let _ = child.kill();
             let _ = child.wait();
             let outcome = outcome?;
@@ -683,7 +887,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         .rss
         .get(WARM_UP_SECS as usize..)
         .filter(|after| load.secs >= 2 * WARM_UP_SECS && !after.is_empty());
-    let expected = load.reporters * load.secs * load.viewers;
+    let expected = load.nodes() * load.secs * load.viewers;
     let mut checks = vec![(
         "every update seen".to_owned(),
         ours.latencies.len() as u64 >= expected * 99 / 100 && ours.failed == 0,
@@ -709,7 +913,8 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         ),
     }
     let p99 = ours.percentile_ms(0.99);
-    if load.reporters <= 100 {
+    // Targets by size: up to 100 reporters of each kind, or more.
+    if load.reporters.max(load.agents) <= 100 {
         checks.push(("p99 <= 5 ms".into(), p99 <= 5.0));
     } else {
         checks.push(("p99 <= 50 ms".into(), p99 <= 50.0));

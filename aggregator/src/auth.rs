@@ -67,9 +67,8 @@ pub fn verify(
         ));
     }
     let digest = keccak256(signing_payload(time, body));
-    let signer = signature
-        .recover_address_from_prehash(&digest)
-        .map_err(|_| Refusal::new(Reason::Unauthorized, "the signature does not verify"))?;
+    let signer = crate::ecdsa::recover_address(&digest, &signature)
+        .ok_or_else(|| Refusal::new(Reason::Unauthorized, "the signature does not verify"))?;
     if signer != claimed {
         return Err(Refusal::new(
             Reason::Unauthorized,

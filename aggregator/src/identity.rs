@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 
 use alloy::primitives::{keccak256, Address, B256};
 use alloy::signers::local::PrivateKeySigner;
-use alloy::signers::SignerSync;
 use geth_wire::network::Network;
+
+use crate::ecdsa::DigestSigner;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -33,6 +34,8 @@ pub enum KeyError {
 
 pub struct Identity {
     key: PrivateKeySigner,
+    /// The same key, for the replies (see `crate::ecdsa`).
+    replies: DigestSigner,
 }
 
 /// What [`load`] found, with a warning to log when the key is a random one.
@@ -80,9 +83,7 @@ pub fn load(
         _ => None,
     };
     let Some(path) = path else {
-        let identity = Identity {
-            key: PrivateKeySigner::random(),
-        };
+        let identity = Identity::random();
         let pinned = published.map_or_else(
             || "network.json publishes no aggregator address".to_owned(),
             |a| format!("agents pinned to network.json's aggregator address {:#x} will refuse its replies", a.address),
@@ -107,20 +108,20 @@ pub fn load(
         }
     }
     Ok(Loaded {
-        identity: Identity { key },
+        identity: Identity::from_signer(key),
         warning: None,
     })
 }
 
 impl Identity {
     pub fn random() -> Self {
-        Self {
-            key: PrivateKeySigner::random(),
-        }
+        Self::from_signer(PrivateKeySigner::random())
     }
 
     pub fn from_signer(key: PrivateKeySigner) -> Self {
-        Self { key }
+        let replies = DigestSigner::new(&key.to_bytes())
+            .expect("a PrivateKeySigner holds a valid secp256k1 key");
+        Self { key, replies }
     }
 
     pub fn address(&self) -> Address {
@@ -131,8 +132,7 @@ impl Identity {
     /// request that carried `request_signature`.
     pub fn sign_reply(&self, request_signature: &str, body: &[u8]) -> Option<String> {
         let digest = keccak256(geth_wire::reply_signing_payload(request_signature, body));
-        let signature = self.key.sign_hash_sync(&digest).ok()?;
-        Some(format!("0x{}", hex::encode(signature.as_bytes())))
+        Some(format!("0x{}", hex::encode(self.replies.sign(&digest))))
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod bridge_proxy;
 pub mod bundle;
+pub mod ecdsa;
 pub mod ethstats;
 pub mod fleet;
 pub mod gate;
