@@ -848,10 +848,16 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     let addr = free_addr()?;
     let mut child = start_aggregator(dir.path(), addr, load.reporters, &agents)?;
     wait_listening(addr, "the aggregator").await?;
+    let agents_line = match load.agents {
+        0 => String::new(),
+        n => format!(
+            "{n} agent reporters (signed, the same blocks, stats every {AGENT_STATS_EVERY} s), "
+        ),
+    };
     println!(
         "load: {} ethstats reporters (1 block/s, 1 in {FORK_EVERY} on a fork, stats every {STATS_EVERY} s), \
-         {} agent reporters (signed, the same blocks, stats every {AGENT_STATS_EVERY} s), {} viewers, {} s",
-        load.reporters, load.agents, load.viewers, load.secs
+         {agents_line}{} viewers, {} s",
+        load.reporters, load.viewers, load.secs
     );
     let chromium = std::env::var("BENCH_CHROMIUM").is_ok_and(|v| v == "1");
     let db = dir.path().join("bench.db");
