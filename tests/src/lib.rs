@@ -515,12 +515,52 @@ fn init_blocking(geth: &GethCommand, genesis: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Distinct free loopback ports (all held open until every one is chosen).
+/// Where ports for child processes come from: below the kernel's ephemeral
+/// range (32768 and up), so an outgoing connection cannot take a chosen port
+/// as its source port before the child binds it (geth then cannot start).
+const CHILD_PORTS: std::ops::Range<u16> = 20_000..30_000;
+
+/// The next candidate in [`CHILD_PORTS`]: each process walks the range from
+/// its own offset, so it never offers a port twice and parallel test
+/// processes rarely meet.
+fn next_child_ports(count: u16) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    static OFFSET: OnceLock<u32> = OnceLock::new();
+    static TAKEN: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(CHILD_PORTS.end - CHILD_PORTS.start);
+    let offset = *OFFSET.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        (std::process::id().wrapping_mul(7919) ^ nanos) % span
+    });
+    loop {
+        let at = (offset + TAKEN.fetch_add(u32::from(count), Ordering::Relaxed)) % span;
+        // A block of consecutive ports must not wrap around the range's end.
+        if at + u32::from(count) <= span {
+            return CHILD_PORTS.start + at as u16;
+        }
+    }
+}
+
+/// Distinct free loopback ports for child processes (all held open until
+/// every one is chosen).
 pub fn free_ports(count: usize) -> Result<Vec<u16>> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()?;
-    Ok(listeners
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..count + 1000 {
+        if held.len() == count {
+            break;
+        }
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", next_child_ports(1))) {
+            held.push(listener);
+        }
+    }
+    ensure!(
+        held.len() == count,
+        "no {count} free loopback ports in {CHILD_PORTS:?}"
+    );
+    Ok(held
         .iter()
         .map(|l| l.local_addr().map(|a| a.port()))
         .collect::<Result<_, _>>()?)
@@ -529,11 +569,9 @@ pub fn free_ports(count: usize) -> Result<Vec<u16>> {
 /// A free loopback port `base` such that `base..base + count` are all free (for
 /// tools that number nodes' ports consecutively).
 pub fn free_port_range(count: u16) -> Result<u16> {
+    ensure!((1..1000).contains(&count), "a range of 1 to 999 ports");
     for _ in 0..200 {
-        let base = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        if base.checked_add(count).is_none() {
-            continue;
-        }
+        let base = next_child_ports(count);
         let held: Result<Vec<TcpListener>, _> = (base..base + count)
             .map(|p| TcpListener::bind(("127.0.0.1", p)))
             .collect();
@@ -541,7 +579,7 @@ pub fn free_port_range(count: u16) -> Result<u16> {
             return Ok(base);
         }
     }
-    bail!("no range of {count} free loopback ports found")
+    bail!("no range of {count} free loopback ports found in {CHILD_PORTS:?}")
 }
 
 /// `GET http://addr/path` → (status, body).
@@ -637,4 +675,23 @@ pub fn sibling_binary(name: &str) -> PathBuf {
         bin.display()
     );
     bin
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::*;
+
+    #[test]
+    fn child_ports_are_distinct_free_and_below_the_ephemeral_range() {
+        let ports = free_ports(50).unwrap();
+        let unique: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(unique.len(), 50);
+        assert!(ports.iter().all(|p| CHILD_PORTS.contains(p)), "{ports:?}");
+        for p in &ports {
+            TcpListener::bind(("127.0.0.1", *p)).unwrap();
+        }
+        let base = free_port_range(7).unwrap();
+        assert!(CHILD_PORTS.contains(&base) && CHILD_PORTS.contains(&(base + 6)));
+        assert!((base..base + 7).all(|p| !unique.contains(&p)));
+    }
 }
