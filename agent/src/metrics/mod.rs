@@ -284,7 +284,7 @@ impl Metrics {
             replaced_blocks: counter(
                 &r,
                 "clique_replaced_blocks_total",
-                "Counted blocks later replaced by a reorg.",
+                "Counted blocks later replaced by a reorg (the replaced block and those counted above it).",
             ),
             history_rewrites: counter(
                 &r,
@@ -511,9 +511,7 @@ impl Metrics {
                 .with_label_values(&[&addr(&missed)])
                 .inc();
         }
-        if counted.replaced.is_some() {
-            self.replaced_blocks.inc();
-        }
+        self.replaced_blocks.inc_by(counted.replaced_blocks);
         let confirmations = self
             .rewrite_confirmations
             .load(std::sync::atomic::Ordering::Relaxed);
@@ -747,6 +745,7 @@ mod tests {
             missed_by: Some(signer),
             replaced: None,
             replaced_depth: None,
+            replaced_blocks: 0,
             interval: Some(1),
         };
         m.on_block(&block, &counted);
@@ -837,12 +836,13 @@ mod tests {
             missed_by: None,
             replaced: Some(me),
             replaced_depth: Some(depth),
+            replaced_blocks: depth + 1,
             interval: None,
         };
         m.on_block(&block, &replaced(5));
         let text = m.encode();
         assert!(text.contains("clique_history_rewrites_total 0"), "{text}");
-        assert!(text.contains("clique_replaced_blocks_total 1"), "{text}");
+        assert!(text.contains("clique_replaced_blocks_total 6"), "{text}");
         m.on_block(&block, &replaced(25));
         m.on_block(&block, &replaced(7));
         let text = m.encode();
@@ -875,6 +875,7 @@ mod tests {
             missed_by: Some(Address::repeat_byte(2)),
             replaced: None,
             replaced_depth: None,
+            replaced_blocks: 0,
             interval: Some(1),
         };
         m.on_block(&block, &counted);

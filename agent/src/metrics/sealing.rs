@@ -58,6 +58,10 @@ pub struct Counted {
     /// highest counted height minus this one): a deep replacement is
     /// rewritten history, e.g. after a power cut of every node.
     pub replaced_depth: Option<u64>,
+    /// How many counted blocks this one displaced: the replaced block and
+    /// those counted above it (0 when nothing was replaced), so that sealed
+    /// minus replaced stays the length of the counted chain.
+    pub replaced_blocks: u64,
     /// Seconds since the parent block, when the parent was counted.
     pub interval: Option<u64>,
 }
@@ -110,10 +114,11 @@ impl SealingTracker {
         let replaced_depth = replaced
             .and(self.highest())
             .map(|h| h.saturating_sub(block.number));
-        if replaced.is_some() {
-            // Everything above a replaced height belongs to the old branch.
-            self.seen.split_off(&(block.number + 1));
-        }
+        // Everything above a replaced height belongs to the old branch.
+        let replaced_blocks = match replaced {
+            Some(_) => 1 + self.seen.split_off(&(block.number + 1)).len() as u64,
+            None => 0,
+        };
         let in_turn = block.difficulty == 2;
         let missed_by = if in_turn {
             None
@@ -150,6 +155,7 @@ impl SealingTracker {
             missed_by,
             replaced,
             replaced_depth,
+            replaced_blocks,
             interval,
         })
     }
@@ -260,6 +266,7 @@ mod tests {
         let c = t.observe(&block(6, 3, 2, 0xff)).unwrap();
         assert_eq!(c.replaced, Some(signer(1)));
         assert_eq!(c.replaced_depth, Some(1), "block 7 was built on the old 6");
+        assert_eq!(c.replaced_blocks, 2, "the old 6 and 7");
         assert_eq!(t.highest(), Some(6), "the old branch above 6 is forgotten");
     }
 
@@ -273,6 +280,7 @@ mod tests {
         assert!(t.observe(&block(4, 1, 1, 0)).is_none());
         let c = t.observe(&block(5, 2, 2, 0xee)).unwrap();
         assert_eq!(c.replaced_depth, Some(25));
+        assert_eq!(c.replaced_blocks, 26, "the old 5 to 30");
         let c = t.observe(&block(6, 2, 2, 0xee)).unwrap();
         assert_eq!(
             c.replaced_depth, None,
