@@ -329,9 +329,15 @@ impl Monitor {
                 .iter()
                 .filter(|p| p.pointer("/network/inbound") == Some(&Value::Bool(true)))
                 .count() as u64;
-            self.metrics.on_peers(inbound, peers.len() as u64 - inbound);
-            self.status
-                .send_modify(|s| s.chain.peers = Some(peers.len() as u64));
+            let count = peers.len() as u64;
+            self.metrics.on_peers(inbound, count - inbound);
+            self.status.send_modify(|s| {
+                s.chain.peered_at_ms = match count {
+                    0 => None,
+                    _ => s.chain.peered_at_ms.or(Some(now)),
+                };
+                s.chain.peers = Some(count);
+            });
         }
         if due.slow {
             let pool: HashMap<String, U64> = decode("txpool_status", take("txpool_status"))?;

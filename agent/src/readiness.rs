@@ -1,7 +1,7 @@
 //! The sync gate: `/readyz` is ready only when geth answers, has enough peers,
 //! is not syncing, is close to the reference head, holds the fleet's block at
-//! the reference height (not a side branch), its head is fresh and the gas
-//! price floor is applied.
+//! the reference height (not a side branch), its head is fresh and was sealed
+//! after geth last gained peers, and the gas price floor is applied.
 //! `/livez` stays loose: a syncing or blocked node is alive and must not be
 //! restarted by the platform.
 
@@ -131,6 +131,22 @@ pub fn evaluate(
             age_s.map_or("unknown".into(), |a| format!("{a} s old")),
             format!("<= {max_age_s} s ({} periods)", config.max_head_age_periods),
         );
+        // geth 1.13 tells nothing of its peers' heads outside a sync (and a
+        // short one can start and end between two reads): after it gains
+        // peers, only a head sealed since then (one period and a second of
+        // slack) shows it is not behind them.
+        let (ok, value, want) = match (chain.peered_at_ms, chain.head_time) {
+            (None, _) => (true, "no peers".into(), "peers decides".into()),
+            (Some(peered_at_ms), head_time) => {
+                let since_s = (peered_at_ms / 1000).saturating_sub(status.period + 1);
+                (
+                    head_time.is_some_and(|t| t >= since_s),
+                    head_time.map_or("head unknown".into(), |t| format!("head sealed at {t}")),
+                    format!("sealed at >= {since_s} (peered at {})", peered_at_ms / 1000),
+                )
+            }
+        };
+        add("caught_up", ok, value, want);
     }
     // A node that would drop zero-price transactions does not serve the chain
     // as promised (docs/GAS.md).
@@ -196,6 +212,7 @@ mod tests {
             head_hash: Some("0x1".into()),
             head_time: Some(now_ms / 1000 - 1),
             peers: Some(2),
+            peered_at_ms: Some(now_ms - 60_000),
             syncing: Some(false),
             highest_block: None,
             answered_at_ms: Some(now_ms - 400),
@@ -287,7 +304,7 @@ mod tests {
         let now = 1_800_000_000_000;
         let config = ReadinessConfig::default();
         type Breaker = fn(&mut NodeStatus);
-        let cases: [(&str, Breaker); 7] = [
+        let cases: [(&str, Breaker); 8] = [
             ("geth_running", |s| {
                 s.blocked = Some("genesis mismatch".into())
             }),
@@ -295,7 +312,16 @@ mod tests {
             ("peers", |s| s.chain.peers = Some(0)),
             ("not_syncing", |s| s.chain.syncing = Some(true)),
             ("head_lag", |s| s.chain.highest_block = Some(200)),
-            ("head_fresh", |s| s.chain.head_time = Some(1)),
+            // Stale, on peers held since before that block.
+            ("head_fresh", |s| {
+                s.chain.head_time = Some(1);
+                s.chain.peered_at_ms = Some(1_000);
+            }),
+            // Just peered, on a head sealed 5 s ago (fresh enough).
+            ("caught_up", |s| {
+                s.chain.peered_at_ms = Some(1_800_000_000_000);
+                s.chain.head_time = Some(1_800_000_000 - 5);
+            }),
             ("gas_price_floor", |s| s.gas_price_floor_wei = None),
         ];
         for (name, break_it) in cases {
@@ -314,5 +340,31 @@ mod tests {
         s.chain.head_time = Some(1);
         let r = evaluate(&s, &ReadinessConfig::default(), None, now);
         assert!(r.ready && r.conditions.iter().all(|c| c.name != "head_fresh"));
+    }
+
+    #[test]
+    fn after_gaining_peers_only_a_head_sealed_since_then_is_caught_up() {
+        let now = 1_800_000_000_000;
+        let caught_up = |s: &NodeStatus| {
+            evaluate(s, &ReadinessConfig::default(), None, now)
+                .conditions
+                .into_iter()
+                .find(|c| c.name == "caught_up")
+                .unwrap()
+        };
+        let mut s = healthy(now);
+        // Re-peered now; the head is from 8 s ago (cut off meanwhile).
+        s.chain.peered_at_ms = Some(now);
+        s.chain.head_time = Some(now / 1000 - 8);
+        let c = caught_up(&s);
+        assert!(!c.ok, "{c:?}");
+        // Within one period and a second of slack.
+        s.chain.head_time = Some(now / 1000 - 2);
+        assert!(caught_up(&s).ok);
+        s.chain.head_time = None;
+        assert!(!caught_up(&s).ok);
+        // No peers: `peers` decides.
+        s.chain.peered_at_ms = None;
+        assert!(caught_up(&s).ok);
     }
 }

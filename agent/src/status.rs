@@ -42,6 +42,10 @@ pub struct ChainView {
     /// Head block timestamp, seconds since the Unix epoch.
     pub head_time: Option<u64>,
     pub peers: Option<u64>,
+    /// When geth last went from no peers to some (Unix ms); `None` while it
+    /// has none. A head sealed after it shows geth caught up with them.
+    #[serde(default)]
+    pub peered_at_ms: Option<u64>,
     pub syncing: Option<bool>,
     /// Best block geth knows of from its peers (while syncing).
     pub highest_block: Option<u64>,
