@@ -1,8 +1,10 @@
 //! Reporting to the aggregator — always started by the agent (agents may sit
 //! behind NAT): each new head at once, the node's stats every 5 s, spooled
-//! lifecycle events until acknowledged, and peer discovery every 15 s. Every
-//! request is signed with the node's own devp2p key; every reply must be signed
-//! by the aggregator's key for that request, or it is ignored.
+//! lifecycle events until acknowledged, and peer discovery every 15 s. The
+//! first request is signed with the node's own devp2p key and its reply must be
+//! signed by the aggregator's key for that request; from then on both sides
+//! MAC under the key they share (`geth_wire::session`), and a reply must carry
+//! the session MAC for its request. A reply that is not proven is ignored.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,6 +16,7 @@ use alloy::primitives::{keccak256, Address, Signature, B256};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::signers::SignerSync;
 use geth_wire::limit::KeyedLimiter;
+use geth_wire::session::{PublicKey, SessionKey, HEADER_MAC, HEADER_REPLY_MAC, NO_SESSION};
 use geth_wire::{
     reply_signing_payload, signing_payload, BlockRef, BlockReport, Event, EventKind, PeerList,
     Report, ReportReply, StatsReport, HEADER_NODE, HEADER_REPLY_SIGNATURE, HEADER_SIGNATURE,
@@ -102,13 +105,14 @@ impl ReplyRejected {
 }
 
 /// Checks that `body` was signed by `aggregator` in answer to the request
-/// whose own signature was `request_signature`.
+/// whose own signature was `request_signature`; returns the aggregator's
+/// public key (for the session key).
 pub fn verify_reply(
     aggregator: Address,
     request_signature: &str,
     header: Option<&str>,
     body: &[u8],
-) -> Result<(), ReplyRejected> {
+) -> Result<PublicKey, ReplyRejected> {
     let header = header.ok_or(ReplyRejected::Unsigned)?;
     let bytes = header
         .strip_prefix("0x")
@@ -117,9 +121,30 @@ pub fn verify_reply(
         .ok_or(ReplyRejected::Malformed)?;
     let signature = Signature::try_from(bytes.as_slice()).map_err(|_| ReplyRejected::Malformed)?;
     let digest = keccak256(reply_signing_payload(request_signature, body));
-    match signature.recover_address_from_prehash(&digest) {
-        Ok(signer) if signer == aggregator => Ok(()),
+    match signature.recover_from_prehash(&digest) {
+        Ok(key) if Address::from_public_key(&key) == aggregator => Ok(PublicKey::from(key)),
         _ => Err(ReplyRejected::Foreign),
+    }
+}
+
+/// Checks the session MAC of a reply to the request that carried `request_mac`.
+fn verify_reply_mac(
+    key: &SessionKey,
+    request_mac: &str,
+    header: Option<&str>,
+    body: &[u8],
+) -> Result<(), ReplyRejected> {
+    let header = header.ok_or(ReplyRejected::Unsigned)?;
+    let well_formed = header.len() == 66
+        && header.starts_with("0x")
+        && header[2..].bytes().all(|b| b.is_ascii_hexdigit());
+    if !well_formed {
+        return Err(ReplyRejected::Malformed);
+    }
+    if key.verify_reply(request_mac, body, header) {
+        Ok(())
+    } else {
+        Err(ReplyRejected::Foreign)
     }
 }
 
@@ -148,6 +173,28 @@ impl RequestClock {
 struct Signed {
     time: String,
     signature: String,
+}
+
+/// What came back for one request.
+struct Answer {
+    status: reqwest::StatusCode,
+    /// The reply's signature or MAC header.
+    seal: Option<String>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    /// The body of a success; else the aggregator's refusal.
+    fn accepted(self) -> Result<Self, ReportError> {
+        if self.status.is_success() {
+            Ok(self)
+        } else {
+            Err(ReportError::Refused {
+                status: self.status.as_u16(),
+                reason: refusal_reason(&self.body),
+            })
+        }
+    }
 }
 
 /// Loads the devp2p node key (64 hex characters) that signs reports.
@@ -191,6 +238,8 @@ pub struct Reporter {
     /// Readiness in the last stats sent: a change is reported with the next
     /// head instead of waiting for the stats tick (a restart step waits on it).
     last_ready: Mutex<Option<bool>>,
+    /// The key shared with the aggregator, from its first signed reply.
+    session: Mutex<Option<SessionKey>>,
 }
 
 impl Reporter {
@@ -229,6 +278,7 @@ impl Reporter {
             warnings: Mutex::new(KeyedLimiter::new(WARN_EVERY, 64)),
             commands: None,
             last_ready: Mutex::new(None),
+            session: Mutex::new(None),
         }
     }
 
@@ -320,43 +370,123 @@ impl Reporter {
         })
     }
 
-    /// Sends a signed request and returns the reply body once its signature
-    /// proves it is the aggregator's answer to this very request.
+    /// Sends a request and returns the reply body once it is proven to be
+    /// the aggregator's answer to this very request: MAC'd within a session,
+    /// else signed (which opens the session). An aggregator that lost the
+    /// session (restarted) is asked again at once, signed.
     async fn exchange(
         &self,
         request: reqwest::RequestBuilder,
         body: &[u8],
     ) -> Result<Vec<u8>, ReportError> {
-        let signed = self.sign(body)?;
+        let session = self
+            .session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(key) = session else {
+            return self.exchange_signed(request, body).await;
+        };
+        // The body is bytes, so the request can always be cloned.
+        let again = request.try_clone();
+        match self.exchange_mac(request, body, &key).await? {
+            Some(reply) => Ok(reply),
+            None => {
+                tracing::debug!("the aggregator has no session with this node: signing again");
+                *self.session.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                match again {
+                    Some(request) => self.exchange_signed(request, body).await,
+                    None => Err(ReportError::Refused {
+                        status: 401,
+                        reason: "no session".into(),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Sends one request with its node, time and proof headers.
+    async fn post(
+        &self,
+        request: reqwest::RequestBuilder,
+        time: &str,
+        proof: (&str, &str),
+        seal_header: &str,
+    ) -> Result<Answer, ReportError> {
         let response = request
             .header(HEADER_NODE, format!("{:#x}", self.key.address()))
-            .header(HEADER_TIME, signed.time)
-            .header(HEADER_SIGNATURE, &signed.signature)
+            .header(HEADER_TIME, time)
+            .header(proof.0, proof.1)
             .send()
             .await
             .map_err(|e| ReportError::Unreachable(e.to_string()))?;
         let status = response.status();
-        let header = response
+        let seal = response
             .headers()
-            .get(HEADER_REPLY_SIGNATURE)
+            .get(seal_header)
             .map(|v| v.to_str().unwrap_or_default().to_owned());
-        let bytes = response
+        let body = response
             .bytes()
             .await
             .map_err(|e| ReportError::Unreachable(e.to_string()))?;
-        if !status.is_success() {
-            return Err(ReportError::Refused {
-                status: status.as_u16(),
-                reason: refusal_reason(&bytes),
-            });
-        }
-        verify_reply(
+        Ok(Answer {
+            status,
+            seal,
+            body: body.to_vec(),
+        })
+    }
+
+    async fn exchange_signed(
+        &self,
+        request: reqwest::RequestBuilder,
+        body: &[u8],
+    ) -> Result<Vec<u8>, ReportError> {
+        let signed = self.sign(body)?;
+        let answer = self
+            .post(
+                request,
+                &signed.time,
+                (HEADER_SIGNATURE, &signed.signature),
+                HEADER_REPLY_SIGNATURE,
+            )
+            .await?
+            .accepted()?;
+        let aggregator = verify_reply(
             self.aggregator,
             &signed.signature,
-            header.as_deref(),
-            &bytes,
+            answer.seal.as_deref(),
+            &answer.body,
         )?;
-        Ok(bytes.to_vec())
+        let key = SessionKey::derive(self.key.credential().as_nonzero_scalar(), &aggregator);
+        *self.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(key);
+        Ok(answer.body)
+    }
+
+    /// `None`: the aggregator has no session with this node.
+    async fn exchange_mac(
+        &self,
+        request: reqwest::RequestBuilder,
+        body: &[u8],
+        key: &SessionKey,
+    ) -> Result<Option<Vec<u8>>, ReportError> {
+        let time = self.clock.next(now_ms());
+        let mac = key.request_mac(time, body);
+        let answer = self
+            .post(
+                request,
+                &time.to_string(),
+                (HEADER_MAC, &mac),
+                HEADER_REPLY_MAC,
+            )
+            .await?;
+        if answer.status == reqwest::StatusCode::UNAUTHORIZED
+            && refusal_label(&answer.body).as_deref() == Some(NO_SESSION)
+        {
+            return Ok(None);
+        }
+        let answer = answer.accepted()?;
+        verify_reply_mac(key, &mac, answer.seal.as_deref(), &answer.body)?;
+        Ok(Some(answer.body))
     }
 
     async fn send(&self, report: &Report) -> Result<ReportReply, ReportError> {
@@ -573,6 +703,15 @@ fn refusal_reason(body: &[u8]) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect())
 }
 
+/// The aggregator's `{"reason": label}` of a refusal.
+fn refusal_label(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()?
+        .get("reason")?
+        .as_str()
+        .map(str::to_owned)
+}
+
 /// `admin_peers` ids are keccak hashes of the public key, enode ids the key itself.
 fn enode_id_matches(peer_id: &str, enode_id: &str) -> bool {
     hex::decode(enode_id)
@@ -603,10 +742,29 @@ mod tests {
         OtherRequest(PrivateKeySigner),
     }
 
+    /// How the test aggregator answers MAC'd requests (once a signed
+    /// exchange opened the session).
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum MacReplies {
+        Honest,
+        /// Refuses with `no_session` and forgets the session (a restart).
+        Forget,
+        Unsigned,
+        Malformed,
+        /// Under another key.
+        Foreign,
+        /// Under the session key, but for another request.
+        OtherRequest,
+    }
+
     #[derive(Clone)]
     struct TestAggregator {
         signing: Signing,
         times: Arc<Mutex<Vec<u64>>>,
+        /// How each request was proven: "signature" or "mac".
+        proofs: Arc<Mutex<Vec<&'static str>>>,
+        session: Arc<Mutex<Option<SessionKey>>>,
+        mac_replies: Arc<Mutex<MacReplies>>,
     }
 
     fn sign_reply(key: &PrivateKeySigner, request_signature: &str, body: &[u8]) -> String {
@@ -615,9 +773,56 @@ mod tests {
         format!("0x{}", hex::encode(sig.as_bytes()))
     }
 
+    /// The reply to a MAC'd request: (status, reply MAC header, body).
+    fn mac_reply(
+        state: &TestAggregator,
+        time: u64,
+        request_mac: &str,
+        request_body: &[u8],
+        body: Vec<u8>,
+    ) -> (StatusCode, Option<String>, Vec<u8>) {
+        let no_session = || {
+            let refusal = br#"{"error":"no session","reason":"no_session"}"#.to_vec();
+            (StatusCode::UNAUTHORIZED, None, refusal)
+        };
+        let mode = *state.mac_replies.lock().unwrap();
+        let mut session = state.session.lock().unwrap();
+        let Some(key) = session.clone() else {
+            return no_session();
+        };
+        assert!(
+            key.verify_request(time, request_body, request_mac),
+            "the agent MACs under the session key"
+        );
+        let seal = match mode {
+            MacReplies::Honest => Some(key.reply_mac(request_mac, &body)),
+            MacReplies::Forget => {
+                *session = None;
+                return no_session();
+            }
+            MacReplies::Unsigned => None,
+            MacReplies::Malformed => Some("0xnot-a-mac".into()),
+            MacReplies::Foreign => {
+                let other = k256_secret(9);
+                Some(SessionKey::derive(&other.0, &other.1).reply_mac(request_mac, &body))
+            }
+            MacReplies::OtherRequest => Some(key.reply_mac("0xother", &body)),
+        };
+        (StatusCode::OK, seal, body)
+    }
+
+    fn k256_secret(byte: u8) -> (geth_wire::session::NonZeroScalar, PublicKey) {
+        let key = PrivateKeySigner::from_bytes(&B256::repeat_byte(byte)).unwrap();
+        (
+            *key.credential().as_nonzero_scalar(),
+            PublicKey::from(key.credential().verifying_key()),
+        )
+    }
+
     fn reply(
         state: &TestAggregator,
         headers: &HeaderMap,
+        request_body: &[u8],
         body: Vec<u8>,
     ) -> axum::response::Response {
         let header = |name: &str| {
@@ -627,10 +832,32 @@ mod tests {
                 .unwrap_or_default()
                 .to_owned()
         };
-        if let Ok(t) = header(HEADER_TIME).parse() {
-            state.times.lock().unwrap().push(t);
+        let time: u64 = header(HEADER_TIME).parse().unwrap_or(0);
+        state.times.lock().unwrap().push(time);
+        let request_mac = header(HEADER_MAC);
+        if !request_mac.is_empty() {
+            state.proofs.lock().unwrap().push("mac");
+            let (code, seal, body) = mac_reply(state, time, &request_mac, request_body, body);
+            let mut response = (code, body).into_response();
+            if let Some(seal) = seal {
+                response
+                    .headers_mut()
+                    .insert(HEADER_REPLY_MAC, seal.parse().unwrap());
+            }
+            return response;
         }
+        state.proofs.lock().unwrap().push("signature");
         let request_signature = header(HEADER_SIGNATURE);
+        if let Signing::Honest(key) = &state.signing {
+            // Open the session as the aggregator does: from the request's key.
+            let signature: Signature = request_signature.parse().unwrap();
+            let digest = keccak256(signing_payload(time, request_body));
+            let node = signature.recover_from_prehash(&digest).unwrap();
+            *state.session.lock().unwrap() = Some(SessionKey::derive(
+                key.credential().as_nonzero_scalar(),
+                &PublicKey::from(node),
+            ));
+        }
         let signature = match &state.signing {
             Signing::Honest(key) => Some(sign_reply(key, &request_signature, &body)),
             Signing::Unsigned => None,
@@ -647,18 +874,23 @@ mod tests {
         response
     }
 
-    async fn serve(signing: Signing) -> (String, Arc<Mutex<Vec<u64>>>) {
+    async fn serve(signing: Signing) -> (String, TestAggregator) {
         use axum::extract::State;
-        let times = Arc::new(Mutex::new(Vec::new()));
         let state = TestAggregator {
             signing,
-            times: times.clone(),
+            times: Default::default(),
+            proofs: Default::default(),
+            session: Default::default(),
+            mac_replies: Arc::new(Mutex::new(MacReplies::Honest)),
         };
+        let served = state.clone();
         let app = axum::Router::new()
             .route(
                 "/api/report",
                 axum::routing::post(
-                    |State(s): State<TestAggregator>, headers: HeaderMap| async move {
+                    |State(s): State<TestAggregator>,
+                     headers: HeaderMap,
+                     request: axum::body::Bytes| async move {
                         // The same restart command in every reply, as the
                         // aggregator re-delivers it until its outcome is stored.
                         let node = headers
@@ -681,7 +913,7 @@ mod tests {
                             fleet_head: Some(9),
                         })
                         .unwrap();
-                        reply(&s, &headers, body)
+                        reply(&s, &headers, &request, body)
                     },
                 ),
             )
@@ -693,7 +925,7 @@ mod tests {
                             enodes: vec!["enode://00@127.0.0.1:1".into()],
                         })
                         .unwrap();
-                        reply(&s, &headers, body)
+                        reply(&s, &headers, b"", body)
                     },
                 ),
             )
@@ -701,7 +933,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
-        (format!("http://{addr}"), times)
+        (format!("http://{addr}"), served)
     }
 
     struct Harness {
@@ -755,7 +987,8 @@ mod tests {
     #[tokio::test]
     async fn a_reply_signed_by_the_aggregator_for_this_request_is_applied() {
         let key = PrivateKeySigner::random();
-        let (base, times) = serve(Signing::Honest(key.clone())).await;
+        let (base, aggregator) = serve(Signing::Honest(key.clone())).await;
+        let times = aggregator.times.clone();
         let mut h = reporter(&base, key.address());
         h.spool
             .push(EventKind::Blocked {
@@ -801,7 +1034,8 @@ mod tests {
     #[tokio::test]
     async fn a_stopping_reporter_first_delivers_what_is_still_spooled() {
         let key = PrivateKeySigner::random();
-        let (base, times) = serve(Signing::Honest(key.clone())).await;
+        let (base, aggregator) = serve(Signing::Honest(key.clone())).await;
+        let times = aggregator.times;
         let h = reporter(&base, key.address());
         // Recorded by the supervisor while stopping, before the reporter's stop.
         h.spool
@@ -864,13 +1098,58 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn after_one_signed_exchange_requests_are_maced_and_a_lost_session_is_reopened() {
+        let key = PrivateKeySigner::random();
+        let (base, aggregator) = serve(Signing::Honest(key.clone())).await;
+        let mut h = reporter(&base, key.address());
+        let proofs = || aggregator.proofs.lock().unwrap().clone();
+        for _ in 0..3 {
+            h.reporter.send_stats().await.unwrap();
+        }
+        h.reporter.discover_peers().await.unwrap();
+        assert_eq!(proofs(), ["signature", "mac", "mac", "mac"]);
+
+        // The aggregator restarted: refused for want of a session, the same
+        // report goes again at once, signed, and is delivered.
+        *aggregator.mac_replies.lock().unwrap() = MacReplies::Forget;
+        h.reporter.send_stats().await.unwrap();
+        assert_eq!(proofs()[4..], ["mac", "signature"]);
+        *aggregator.mac_replies.lock().unwrap() = MacReplies::Honest;
+        h.reporter.send_stats().await.unwrap();
+        assert_eq!(proofs()[6..], ["mac"]);
+
+        // Within a session, a reply must carry the session MAC for its request.
+        for (mode, reason) in [
+            (MacReplies::Unsigned, "unsigned"),
+            (MacReplies::Malformed, "malformed"),
+            (MacReplies::Foreign, "foreign"),
+            (MacReplies::OtherRequest, "foreign"),
+        ] {
+            *aggregator.mac_replies.lock().unwrap() = mode;
+            let err = h.reporter.send_stats().await.unwrap_err();
+            assert!(
+                matches!(&err, ReportError::Reply(r) if r.reason() == reason),
+                "{mode:?}: {err}"
+            );
+        }
+        assert_eq!(
+            h.status.borrow().fleet_head,
+            Some(9),
+            "from the proven replies only"
+        );
+        let times = aggregator.times.lock().unwrap().clone();
+        assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+    }
+
     #[test]
     fn verify_reply_checks_key_request_and_body() {
         let key = PrivateKeySigner::random();
         let good = sign_reply(&key, "0xreq", b"{}");
         assert_eq!(
             verify_reply(key.address(), "0xreq", Some(&good), b"{}"),
-            Ok(())
+            Ok(PublicKey::from(key.credential().verifying_key())),
+            "the aggregator's public key, for the session"
         );
         let foreign = Err(ReplyRejected::Foreign);
         assert_eq!(

@@ -2,8 +2,10 @@
 //! `--ethstats` protocol to a real geth-aggregator process (release build),
 //! one block per second each, 1 in 10 of them on a competing fork block at
 //! every height, stats and a ping every 15 s; beside them M agent reporters
-//! sending signed `POST /api/report` as geth-agent does (a node key each,
-//! listed in the network file; the same blocks and forks, stats every 5 s);
+//! sending `POST /api/report` as geth-agent does (a node key each, listed in
+//! the network file; signed until the first reply, then session MACs, or
+//! every report signed with BENCH_SESSIONS=0; the same blocks and forks,
+//! stats every 5 s);
 //! K dashboard viewers holding the live stream (`/api/stream`) open.
 //!
 //! Latency is from a reporter having written a block frame to a viewer
@@ -41,10 +43,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alloy::primitives::keccak256;
+use alloy::primitives::{keccak256, Address};
 use alloy::signers::local::PrivateKeySigner;
 use futures_util::{SinkExt, StreamExt};
 use geth_aggregator::ecdsa::DigestSigner;
+use geth_wire::session::{SessionKey, HEADER_MAC, HEADER_REPLY_MAC};
 use http_body_util::BodyExt;
 use hyper::body::Bytes;
 use serde_json::{json, Value};
@@ -212,6 +215,7 @@ async fn agent_reporter(
     let url = format!("http://{addr}/api/report");
     let address = format!("{:#x}", agent.key.address());
     let mut last_time = 0;
+    let mut session: Option<SessionKey> = None;
     let jitter_ms = (index * 7919) % 200;
     for number in 1..=written.blocks {
         let due = written.origin + Duration::from_millis((number - 1) * 1000 + jitter_ms);
@@ -255,18 +259,26 @@ async fn agent_reporter(
             // Strictly increasing per node, as the aggregator requires.
             let time = geth_wire::now_ms().max(last_time + 1);
             last_time = time;
-            let signature = agent
-                .signer
-                .sign(&keccak256(geth_wire::signing_payload(time, &body)));
+            // geth-agent's proofs: a signature until the first signed reply,
+            // the session MAC after it (unless BENCH_SESSIONS=0).
+            let (proof_header, proof) = match &session {
+                Some(key) => (HEADER_MAC, key.request_mac(time, &body)),
+                None => {
+                    let signature = agent
+                        .signer
+                        .sign(&keccak256(geth_wire::signing_payload(time, &body)));
+                    (
+                        geth_wire::HEADER_SIGNATURE,
+                        format!("0x{}", hex::encode(signature)),
+                    )
+                }
+            };
             let request = client
                 .post(&url)
                 .header("content-type", "application/json")
                 .header(geth_wire::HEADER_NODE, &address)
                 .header(geth_wire::HEADER_TIME, time.to_string())
-                .header(
-                    geth_wire::HEADER_SIGNATURE,
-                    format!("0x{}", hex::encode(signature)),
-                )
+                .header(proof_header, &proof)
                 .body(body);
             // Stamped after signing, just before the request is sent.
             if let Some(slot) = stamp.and_then(|n| written.slot(index, n)) {
@@ -279,7 +291,39 @@ async fn agent_reporter(
                 let reason = response.text().await.unwrap_or_default();
                 anyhow::bail!("{}: report refused ({status}): {reason}", agent.name);
             }
-            response.bytes().await?;
+            let seal = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let (reply_signature, reply_mac) = (
+                seal(geth_wire::HEADER_REPLY_SIGNATURE),
+                seal(HEADER_REPLY_MAC),
+            );
+            let reply = response.bytes().await?;
+            match &session {
+                Some(key) => {
+                    let proven =
+                        reply_mac.is_some_and(|mac| key.verify_reply(&proof, &reply, &mac));
+                    anyhow::ensure!(proven, "{}: a reply without its session MAC", agent.name);
+                }
+                None if agent.sessions => {
+                    let aggregator = geth_agent::report::verify_reply(
+                        agent.aggregator,
+                        &proof,
+                        reply_signature.as_deref(),
+                        &reply,
+                    )
+                    .map_err(|e| anyhow::anyhow!("{}: reply: {e}", agent.name))?;
+                    session = Some(SessionKey::derive(
+                        agent.key.credential().as_nonzero_scalar(),
+                        &aggregator,
+                    ));
+                }
+                None => {}
+            }
         }
     }
     Ok(())
@@ -294,10 +338,15 @@ struct Agent {
     /// the cores it shares with the aggregator.
     signer: Arc<DigestSigner>,
     enode: String,
+    /// The aggregator's address, for its first (signed) reply.
+    aggregator: Address,
+    /// MACs after the first reply, as geth-agent does (BENCH_SESSIONS=0:
+    /// every report signed, as right after an aggregator restart).
+    sessions: bool,
 }
 
 impl Agent {
-    fn new(j: u64) -> Self {
+    fn new(j: u64, aggregator: Address, sessions: bool) -> Self {
         let key = PrivateKeySigner::random();
         let point = key.credential().verifying_key().to_encoded_point(false);
         let port = 20_000 + j;
@@ -310,6 +359,8 @@ impl Agent {
                 hex::encode(&point.as_bytes()[1..])
             ),
             key,
+            aggregator,
+            sessions,
         }
     }
 }
@@ -510,8 +561,11 @@ fn start_aggregator(
     addr: SocketAddr,
     reporters: u64,
     agents: &[Agent],
+    key: &PrivateKeySigner,
 ) -> anyhow::Result<std::process::Child> {
     let network = dir.join("network.json");
+    std::fs::write(dir.join("aggregator.key"), hex::encode(key.to_bytes()))?;
+    let aggregator = json!({"address": format!("{:#x}", key.address()), "key": "aggregator.key"});
     let nodes: Vec<Value> = agents
         .iter()
         .zip(20_000u64..)
@@ -522,8 +576,9 @@ fn start_aggregator(
         .collect();
     std::fs::write(
         &network,
-        json!({"name": "bench", "chain_id": 1337, "period": 1, "nodes": nodes, "accounts": []})
-            .to_string(),
+        json!({"name": "bench", "chain_id": 1337, "period": 1, "nodes": nodes, "accounts": [],
+            "aggregator": aggregator})
+        .to_string(),
     )?;
     let mut command = Command::new(AGGREGATOR);
     command
@@ -843,17 +898,25 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         goerli_checkout.is_none() || load.agents == 0,
         "BENCH_GOERLI compares ethstats reporters only: goerli's server cannot take agent reports (BENCH_AGENTS=0)"
     );
-    let agents: Vec<Agent> = (0..load.agents).map(Agent::new).collect();
+    let aggregator_key = PrivateKeySigner::random();
+    let sessions = std::env::var("BENCH_SESSIONS").map_or(true, |v| v != "0");
+    let agents: Vec<Agent> = (0..load.agents)
+        .map(|j| Agent::new(j, aggregator_key.address(), sessions))
+        .collect();
     let dir = tempfile::tempdir()?;
     let addr = free_addr()?;
-    let mut child = start_aggregator(dir.path(), addr, load.reporters, &agents)?;
+    let mut child = start_aggregator(dir.path(), addr, load.reporters, &agents, &aggregator_key)?;
     wait_listening(addr, "the aggregator").await?;
-    let agents_line = match load.agents {
-        0 => String::new(),
-        n => format!(
-            "{n} agent reporters (signed, the same blocks, stats every {AGENT_STATS_EVERY} s), "
-        ),
-    };
+    let agents_line =
+        match load.agents {
+            0 => String::new(),
+            n => {
+                format!(
+            "{n} agent reporters ({}, the same blocks, stats every {AGENT_STATS_EVERY} s), ",
+            if sessions { "signed once, then session MACs" } else { "every report signed" }
+        )
+            }
+        };
     println!(
         "load: {} ethstats reporters (1 block/s, 1 in {FORK_EVERY} on a fork, stats every {STATS_EVERY} s), \
          {agents_line}{} viewers, {} s",

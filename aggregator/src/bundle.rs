@@ -242,11 +242,7 @@ pub async fn serve(State(app): State<Arc<App>>) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if let Some(signature) = app
-        .identity
-        .sign_reply(SIGNING_CONTEXT, &body)
-        .and_then(|s| HeaderValue::from_str(&s).ok())
-    {
+    if let Ok(signature) = HeaderValue::from_str(&app.identity.sign_reply(SIGNING_CONTEXT, &body)) {
         headers.insert(geth_wire::HEADER_REPLY_SIGNATURE, signature);
     }
     response

@@ -12,15 +12,23 @@ use secp256k1::{Message, SecretKey, SECP256K1};
 /// recover. A high-s signature counts as its low-s twin, as in alloy (requests
 /// are bound by their signed time, not by the signature's bytes).
 pub fn recover_address(digest: &B256, signature: &Signature) -> Option<Address> {
+    recover_public(digest, signature).map(|public| address_of(&public))
+}
+
+/// The public key (65-byte uncompressed SEC1) that signed `digest`.
+pub fn recover_public(digest: &B256, signature: &Signature) -> Option<[u8; 65]> {
     let signature = signature.normalize_s().unwrap_or(*signature);
     let id = RecoveryId::try_from(i32::from(signature.v())).ok()?;
     let compact = RecoverableSignature::from_compact(&signature.as_bytes()[..64], id).ok()?;
     let key = SECP256K1
         .recover_ecdsa(&Message::from_digest(digest.0), &compact)
         .ok()?;
-    Some(Address::from_slice(
-        &keccak256(&key.serialize_uncompressed()[1..])[12..],
-    ))
+    Some(key.serialize_uncompressed())
+}
+
+/// The Ethereum address of a 65-byte uncompressed public key.
+pub fn address_of(public: &[u8; 65]) -> Address {
+    Address::from_slice(&keccak256(&public[1..])[12..])
 }
 
 /// A private key that signs digests.

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use alloy::primitives::{keccak256, Address, B256};
 use alloy::signers::local::PrivateKeySigner;
 use geth_wire::network::Network;
+use geth_wire::session::{PublicKey, SessionKey};
 
 use crate::ecdsa::DigestSigner;
 
@@ -130,9 +131,14 @@ impl Identity {
 
     /// `0x` + hex of the 65-byte recoverable signature over the reply to the
     /// request that carried `request_signature`.
-    pub fn sign_reply(&self, request_signature: &str, body: &[u8]) -> Option<String> {
+    pub fn sign_reply(&self, request_signature: &str, body: &[u8]) -> String {
         let digest = keccak256(geth_wire::reply_signing_payload(request_signature, body));
-        Some(format!("0x{}", hex::encode(self.replies.sign(&digest))))
+        format!("0x{}", hex::encode(self.replies.sign(&digest)))
+    }
+
+    /// The key this aggregator shares with the node whose public key this is.
+    pub fn session_key(&self, node: &PublicKey) -> SessionKey {
+        SessionKey::derive(self.key.credential().as_nonzero_scalar(), node)
     }
 }
 
@@ -207,7 +213,7 @@ mod tests {
         let body = vec![b'x'; 200];
         let started = std::time::Instant::now();
         for _ in 0..1000 {
-            identity.sign_reply("0xabc", &body).unwrap();
+            identity.sign_reply("0xabc", &body);
         }
         println!("one reply signature: {:?}", started.elapsed() / 1000);
     }
@@ -215,7 +221,7 @@ mod tests {
     #[test]
     fn replies_are_signed_over_the_request_signature_and_body() {
         let identity = Identity::random();
-        let sig = identity.sign_reply("0xabc", b"{}").unwrap();
+        let sig = identity.sign_reply("0xabc", b"{}");
         let parsed: Signature = sig.parse().unwrap();
         let digest = keccak256(geth_wire::reply_signing_payload("0xabc", b"{}"));
         assert_eq!(

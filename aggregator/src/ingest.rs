@@ -1,8 +1,9 @@
 //! Agent reports (`POST /api/report`) and peer discovery (`GET /api/peers`),
-//! both signed by the node's key (see `auth`), with strictly increasing
-//! signed times per node. Every reply is signed by the aggregator's key over
-//! the request's signature and the reply body (`identity`). Refusals: 400
-//! malformed or implausible, 401 not a known node, 409 replayed, 413 too
+//! both signed by the node's key or MAC'd under its session key (see `auth`),
+//! with strictly increasing signed times per node. Every reply is sealed the
+//! same way over the request's proof and the reply body: the aggregator's
+//! signature (`identity`) or the session MAC. Refusals: 400 malformed or
+//! implausible, 401 not a known node or no session, 409 replayed, 413 too
 //! large — each with `{"error": reason, "reason": label}`, counted in
 //! `clique_fleet_rejected_reports_total{reason}` and logged (rate-limited).
 //!
@@ -16,12 +17,10 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use geth_wire::{
-    EventKind, PeerList, Report, ReportReply, StatsReport, HEADER_REPLY_SIGNATURE, HEADER_SIGNATURE,
-};
+use geth_wire::{EventKind, PeerList, Report, ReportReply, StatsReport};
 use serde::Serialize;
 
-use crate::auth;
+use crate::auth::Proof;
 use crate::refusals::{Reason, Refusal};
 use crate::registry::enode_address;
 use crate::state::{now_ms, App};
@@ -40,46 +39,38 @@ pub fn error(code: StatusCode, reason: impl Into<String>) -> Response {
         .into_response()
 }
 
-/// A JSON reply, signed when the request carried a signature.
+/// A JSON reply, sealed (signed or MAC'd) when the request carried a proof.
 fn signed_json(
     app: &App,
-    request_signature: Option<&str>,
+    proof: Option<&Proof>,
     code: StatusCode,
     value: &impl Serialize,
 ) -> Response {
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    let mut response = (code, body.clone()).into_response();
+    let seal = proof.map(|p| p.seal(&app.identity, &body));
+    let mut response = (code, body).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if let Some(signature) = request_signature
-        .and_then(|s| app.identity.sign_reply(s, &body))
-        .and_then(|s| HeaderValue::from_str(&s).ok())
-    {
-        headers.insert(HEADER_REPLY_SIGNATURE, signature);
+    if let Some((name, value)) = seal {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
     }
     response
 }
 
-fn refused(app: &App, request_signature: Option<&str>, node: &str, refusal: &Refusal) -> Response {
+fn refused(app: &App, proof: Option<&Proof>, node: &str, refusal: &Refusal) -> Response {
     app.note_refusal(node, refusal);
     let code = StatusCode::from_u16(refusal.reason.status()).unwrap_or(StatusCode::BAD_REQUEST);
     signed_json(
         app,
-        request_signature,
+        proof,
         code,
         &serde_json::json!({ "error": refusal.message, "reason": refusal.reason.label() }),
     )
-}
-
-/// The request's `x-geth-signature` exactly as received.
-fn request_signature(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(HEADER_SIGNATURE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
 }
 
 /// Who the request claims to be, for refusal logs before it is verified: a
@@ -143,8 +134,8 @@ pub fn check_stats(s: &StatsReport, node: alloy::primitives::Address) -> Result<
 }
 
 pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    let signature = request_signature(&headers);
-    let sig = signature.as_deref();
+    let claimed_proof = Proof::claimed(&headers);
+    let sig = claimed_proof.as_ref();
     let body = match axum::body::to_bytes(body, geth_wire::MAX_REPORT_BYTES).await {
         Ok(b) => b,
         Err(_) => {
@@ -156,10 +147,11 @@ pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
         }
     };
     let now = now_ms();
-    let verified = match auth::verify(&app.registry, &headers, &body, now) {
+    let verified = match app.verifier().verify(&headers, &body, now) {
         Ok(v) => v,
         Err(r) => return refused(&app, sig, &claimed(&app, &headers), &r),
     };
+    let sig = Some(&verified.proof);
     let address = verified.address;
     let name = verified.node.name.clone();
     if let Err(r) = app.replay.accept(address, verified.time_ms) {
@@ -274,12 +266,12 @@ pub async fn report(State(app): State<Arc<App>>, headers: HeaderMap, body: Body)
 
 /// Live enodes for the calling node to peer with (all online nodes but itself).
 pub async fn peers(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let signature = request_signature(&headers);
-    let sig = signature.as_deref();
-    let verified = match auth::verify(&app.registry, &headers, b"", now_ms()) {
+    let claimed_proof = Proof::claimed(&headers);
+    let verified = match app.verifier().verify(&headers, b"", now_ms()) {
         Ok(v) => v,
-        Err(r) => return refused(&app, sig, &claimed(&app, &headers), &r),
+        Err(r) => return refused(&app, claimed_proof.as_ref(), &claimed(&app, &headers), &r),
     };
+    let sig = Some(&verified.proof);
     if let Err(r) = app.replay.accept(verified.address, verified.time_ms) {
         return refused(&app, sig, &verified.node.name, &r);
     }
@@ -304,7 +296,10 @@ mod tests {
     use alloy::signers::local::PrivateKeySigner;
     use alloy::signers::SignerSync;
     use axum::http::Request;
-    use geth_wire::{signing_payload, HEADER_NODE, HEADER_TIME};
+    use geth_wire::session::{SessionKey, HEADER_MAC, HEADER_REPLY_MAC};
+    use geth_wire::{
+        signing_payload, HEADER_NODE, HEADER_REPLY_SIGNATURE, HEADER_SIGNATURE, HEADER_TIME,
+    };
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
@@ -621,6 +616,130 @@ mod tests {
         )
         .await;
         assert!(headers.get(HEADER_REPLY_SIGNATURE).is_none());
+    }
+
+    fn maced_at(
+        key: &SessionKey,
+        claim: &str,
+        path: &str,
+        body: &[u8],
+        time: u64,
+    ) -> Request<Body> {
+        let builder = if path == "/api/peers" {
+            Request::get(path)
+        } else {
+            Request::post(path)
+        };
+        builder
+            .header(HEADER_NODE, claim)
+            .header(HEADER_TIME, time.to_string())
+            .header(HEADER_MAC, key.request_mac(time, body))
+            .body(Body::from(body.to_vec()))
+            .unwrap()
+    }
+
+    /// The session key as an agent derives it: from the aggregator's public
+    /// key recovered from a signed reply.
+    async fn open_session(app: &Arc<App>, key: &PrivateKeySigner) -> SessionKey {
+        let claim = format!("{:#x}", key.address());
+        let request = signed(key, &claim, STATS);
+        let request_sig = request.headers()[HEADER_SIGNATURE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let (code, headers, body) = send_full(app, request).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        let aggregator = geth_agent::report::verify_reply(
+            app.identity.address(),
+            &request_sig,
+            headers
+                .get(HEADER_REPLY_SIGNATURE)
+                .and_then(|v| v.to_str().ok()),
+            body.as_bytes(),
+        )
+        .unwrap();
+        SessionKey::derive(key.credential().as_nonzero_scalar(), &aggregator)
+    }
+
+    #[tokio::test]
+    async fn after_one_signed_request_a_node_macs_and_is_answered_in_kind() {
+        let f = fixture().await;
+        let a = format!("{:#x}", f.a.address());
+        let b = format!("{:#x}", f.b.address());
+        // A MAC before any signature: the node is told to sign.
+        let guess = SessionKey::derive(
+            f.a.credential().as_nonzero_scalar(),
+            &f.b.credential().verifying_key().into(),
+        );
+        let (code, headers, body) = send_full(
+            &f.app,
+            maced_at(&guess, &a, "/api/report", STATS, next_time()),
+        )
+        .await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{body}");
+        assert!(body.contains(r#""reason":"no_session""#), "{body}");
+        assert!(headers.get(HEADER_REPLY_MAC).is_none());
+        assert_eq!(rejected(&f.app, "no_session"), 1);
+
+        let key = open_session(&f.app, &f.a).await;
+        assert_eq!(f.app.sessions.count(), 1);
+        for (path, body) in [("/api/report", STATS), ("/api/peers", b"" as &[u8])] {
+            let request = maced_at(&key, &a, path, body, next_time());
+            let mac = request.headers()[HEADER_MAC].to_str().unwrap().to_owned();
+            let (code, headers, reply) = send_full(&f.app, request).await;
+            assert_eq!(code, StatusCode::OK, "{path}: {reply}");
+            let seal = headers[HEADER_REPLY_MAC].to_str().unwrap();
+            assert!(key.verify_reply(&mac, reply.as_bytes(), seal), "{path}");
+            assert!(headers.get(HEADER_REPLY_SIGNATURE).is_none());
+        }
+
+        // Replayed: refused by its time, like a signature.
+        let time = next_time();
+        let (code, _) = send(&f.app, maced_at(&key, &a, "/api/report", STATS, time)).await;
+        assert_eq!(code, StatusCode::OK);
+        let (code, body) = send(&f.app, maced_at(&key, &a, "/api/report", STATS, time)).await;
+        assert_eq!(code, StatusCode::CONFLICT, "{body}");
+
+        // Another body under the MAC of this one, or a forged MAC: refused,
+        // and the refusal carries no MAC (nothing to learn from it).
+        let mut tampered = maced_at(&key, &a, "/api/report", STATS, next_time());
+        *tampered.body_mut() = Body::from(r#"{"type":"stats","name":"x","peers":99}"#);
+        let (code, headers, body) = send_full(&f.app, tampered).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED);
+        assert!(body.contains("does not verify"), "{body}");
+        assert!(headers.get(HEADER_REPLY_MAC).is_none());
+        let mut forged = maced_at(&key, &a, "/api/report", STATS, next_time());
+        forged.headers_mut().insert(
+            HEADER_MAC,
+            format!("0x{}", "ab".repeat(32)).parse().unwrap(),
+        );
+        let (code, _) = send(&f.app, forged).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED);
+
+        // a's session key does not speak for b, with or without b's session.
+        let (_, body) = send(
+            &f.app,
+            maced_at(&key, &b, "/api/report", STATS, next_time()),
+        )
+        .await;
+        assert!(body.contains("no_session"), "{body}");
+        open_session(&f.app, &f.b).await;
+        let (code, body) = send(
+            &f.app,
+            maced_at(&key, &b, "/api/report", STATS, next_time()),
+        )
+        .await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED);
+        assert!(body.contains("does not verify"), "{body}");
+
+        // Both proofs at once: ambiguous, refused.
+        let mut both = signed(&f.a, &a, STATS);
+        both.headers_mut()
+            .insert(HEADER_MAC, key.request_mac(1, STATS).parse().unwrap());
+        let (code, body) = send(&f.app, both).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body.contains("not both"), "{body}");
+        assert_eq!(f.app.sessions.count(), 2, "one per node");
     }
 
     #[tokio::test]

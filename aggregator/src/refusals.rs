@@ -14,8 +14,11 @@ pub const LOG_EVERY: Duration = Duration::from_secs(60);
 pub enum Reason {
     /// Not a well-formed signed report or frame.
     Malformed,
-    /// Missing or wrong signature.
+    /// Missing or wrong signature or MAC.
     Unauthorized,
+    /// A MAC from a node the aggregator has no session with (it restarted):
+    /// the node signs its next request.
+    NoSession,
     /// Signed time too far from the aggregator's clock.
     ClockSkew,
     /// Signed by a key that is not a node of the network.
@@ -54,6 +57,7 @@ impl Reason {
         match self {
             Reason::Malformed => "malformed",
             Reason::Unauthorized => "unauthorized",
+            Reason::NoSession => geth_wire::session::NO_SESSION,
             Reason::ClockSkew => "clock_skew",
             Reason::UnknownNode => "unknown_node",
             Reason::Replay => "replay",
@@ -75,7 +79,9 @@ impl Reason {
     /// The HTTP status a refused request gets.
     pub fn status(self) -> u16 {
         match self {
-            Reason::Unauthorized | Reason::ClockSkew | Reason::UnknownNode => 401,
+            Reason::Unauthorized | Reason::NoSession | Reason::ClockSkew | Reason::UnknownNode => {
+                401
+            }
             Reason::Replay => 409,
             Reason::TooLarge => 413,
             Reason::TooManyConnections => 429,

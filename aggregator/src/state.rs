@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::auth::ReplayGuard;
+use crate::auth::{ReplayGuard, Sessions, Verifier};
 use crate::fleet::FleetMetrics;
 use crate::gate::LoginGate;
 use crate::identity::Identity;
@@ -27,6 +27,8 @@ pub struct App {
     pub identity: Identity,
     /// Each node's last accepted request time.
     pub replay: ReplayGuard,
+    /// Session keys of the nodes that signed a request (MACs after that).
+    pub sessions: Sessions,
     pub refusal_log: RefusalLog,
     /// Unauthenticated ethstats connections.
     pub logins: LoginGate,
@@ -66,6 +68,7 @@ impl App {
             metrics: FleetMetrics::default(),
             identity,
             replay: ReplayGuard::default(),
+            sessions: Sessions::default(),
             refusal_log: RefusalLog::default(),
             logins: LoginGate::default(),
             admin_token: None,
@@ -79,6 +82,15 @@ impl App {
         }
     }
 
+    /// Checks agents' requests (see `auth`).
+    pub fn verifier(&self) -> Verifier<'_> {
+        Verifier {
+            registry: &self.registry,
+            sessions: &self.sessions,
+            identity: &self.identity,
+        }
+    }
+
     pub fn live(&self) -> MutexGuard<'_, Live> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -88,7 +100,10 @@ impl App {
     pub fn note_refusal(&self, node: &str, refusal: &Refusal) {
         let reason = refusal.reason.label();
         self.metrics.rejected(reason);
-        if self.refusal_log.due(node, refusal.reason, Instant::now()) {
+        if refusal.reason == crate::refusals::Reason::NoSession {
+            // Every agent once after a restart; the agent signs again at once.
+            tracing::debug!(node, reason, "refused: {}", refusal.message);
+        } else if self.refusal_log.due(node, refusal.reason, Instant::now()) {
             tracing::warn!(node, reason, "refused: {}", refusal.message);
         }
     }

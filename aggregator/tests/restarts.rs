@@ -752,6 +752,12 @@ impl Rogue {
         };
         let mut s = state.lock().expect("rogue state");
         s.served += 1;
+        // It keeps no sessions: MACs are refused as by a restarted
+        // aggregator, so the agent signs again and every reply is signed.
+        if headers.contains_key(geth_wire::session::HEADER_MAC) {
+            let body = serde_json::json!({"error": "no session", "reason": geth_wire::session::NO_SESSION});
+            return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+        }
         let reply = geth_wire::ReportReply {
             commands: vec![geth_wire::control::AgentCommand {
                 id: s.id.clone(),

@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod control;
 pub mod limit;
 pub mod network;
+pub mod session;
 
 use serde::{Deserialize, Serialize};
 
