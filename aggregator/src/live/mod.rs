@@ -79,6 +79,8 @@ pub struct Live {
     reference: Option<(u64, String)>,
     /// A head changed since the reference was computed (at `reference_at_ms`).
     reference_dirty: bool,
+    /// [`Live::highest_signer_head`], kept with the reference.
+    fleet_head: Option<u64>,
     reference_at_ms: u64,
     /// height → hash of the block shown there (the reference chain).
     shown: BTreeMap<u64, String>,
@@ -157,6 +159,7 @@ impl Live {
             reported_signers: HashMap::new(),
             reference: None,
             reference_dirty: false,
+            fleet_head: None,
             reference_at_ms: 0,
             shown: BTreeMap::new(),
             shown_linked_from: u64::MAX,
@@ -489,6 +492,7 @@ impl Live {
     /// the dashboard hears of it. Returns whether it changed.
     fn refresh_reference(&mut self) -> bool {
         self.reference_dirty = false;
+        self.fleet_head = self.compute_highest_signer_head();
         let reference = self.compute_reference();
         if reference == self.reference {
             return false;
@@ -666,7 +670,14 @@ impl Live {
 
     /// The highest head an online signer node reports (any online node when
     /// the network file names no signer node), for the recovery order.
+    /// Kept with the reference (recomputed with it, at most every
+    /// [`REFERENCE_EVERY_MS`] in a large fleet): every agent reply carries
+    /// it, and it costs O(nodes).
     pub fn highest_signer_head(&self) -> Option<u64> {
+        self.fleet_head
+    }
+
+    fn compute_highest_signer_head(&self) -> Option<u64> {
         let online = self.nodes.values().filter(|n| n.online);
         let heads = online.filter(|n| {
             self.signer_nodes.is_empty() || self.signer_nodes.iter().any(|s| s.id == n.id)
