@@ -363,6 +363,28 @@ mod tests {
         }
     }
 
+    /// A request to `path` from `claim` at `time`, proven by `proof` (a
+    /// header name and value).
+    fn proven(
+        claim: &str,
+        path: &str,
+        body: &[u8],
+        time: u64,
+        proof: (&str, String),
+    ) -> Request<Body> {
+        let builder = if path == "/api/peers" {
+            Request::get(path)
+        } else {
+            Request::post(path)
+        };
+        builder
+            .header(HEADER_NODE, claim)
+            .header(HEADER_TIME, time.to_string())
+            .header(proof.0, proof.1)
+            .body(Body::from(body.to_vec()))
+            .unwrap()
+    }
+
     fn signed_at(
         key: &PrivateKeySigner,
         claim: &str,
@@ -373,20 +395,8 @@ mod tests {
         let sig = key
             .sign_hash_sync(&keccak256(signing_payload(time, body)))
             .unwrap();
-        let builder = if body.is_empty() && path == "/api/peers" {
-            Request::get(path)
-        } else {
-            Request::post(path)
-        };
-        builder
-            .header(HEADER_NODE, claim)
-            .header(HEADER_TIME, time.to_string())
-            .header(
-                HEADER_SIGNATURE,
-                format!("0x{}", hex::encode(sig.as_bytes())),
-            )
-            .body(Body::from(body.to_vec()))
-            .unwrap()
+        let signature = format!("0x{}", hex::encode(sig.as_bytes()));
+        proven(claim, path, body, time, (HEADER_SIGNATURE, signature))
     }
 
     fn signed(key: &PrivateKeySigner, claim: &str, body: &[u8]) -> Request<Body> {
@@ -625,17 +635,26 @@ mod tests {
         body: &[u8],
         time: u64,
     ) -> Request<Body> {
-        let builder = if path == "/api/peers" {
-            Request::get(path)
-        } else {
-            Request::post(path)
-        };
-        builder
-            .header(HEADER_NODE, claim)
-            .header(HEADER_TIME, time.to_string())
-            .header(HEADER_MAC, key.request_mac(time, body))
-            .body(Body::from(body.to_vec()))
-            .unwrap()
+        proven(
+            claim,
+            path,
+            body,
+            time,
+            (HEADER_MAC, key.request_mac(time, body)),
+        )
+    }
+
+    /// A reply checked as geth-agent checks it; the aggregator's public key.
+    fn checked_as_an_agent(
+        app: &App,
+        request_sig: &str,
+        headers: &HeaderMap,
+        body: &str,
+    ) -> Result<geth_wire::session::PublicKey, geth_agent::report::ReplyRejected> {
+        let seal = headers
+            .get(HEADER_REPLY_SIGNATURE)
+            .and_then(|v| v.to_str().ok());
+        geth_agent::report::verify_reply(app.identity.address(), request_sig, seal, body.as_bytes())
     }
 
     /// The session key as an agent derives it: from the aggregator's public
@@ -649,15 +668,7 @@ mod tests {
             .to_owned();
         let (code, headers, body) = send_full(app, request).await;
         assert_eq!(code, StatusCode::OK, "{body}");
-        let aggregator = geth_agent::report::verify_reply(
-            app.identity.address(),
-            &request_sig,
-            headers
-                .get(HEADER_REPLY_SIGNATURE)
-                .and_then(|v| v.to_str().ok()),
-            body.as_bytes(),
-        )
-        .unwrap();
+        let aggregator = checked_as_an_agent(app, &request_sig, &headers, &body).unwrap();
         SessionKey::derive(key.credential().as_nonzero_scalar(), &aggregator)
     }
 
@@ -819,15 +830,8 @@ mod tests {
             ("restart-1-1-1", ida.as_str())
         );
         assert!(command.expires_ms > now_ms());
-        geth_agent::report::verify_reply(
-            app.identity.address(),
-            &request_sig,
-            headers
-                .get(HEADER_REPLY_SIGNATURE)
-                .and_then(|v| v.to_str().ok()),
-            body.as_bytes(),
-        )
-        .expect("signed by the aggregator for this request");
+        checked_as_an_agent(&app, &request_sig, &headers, &body)
+            .expect("signed by the aggregator for this request");
         let (_, body) = send(&app, signed(&b, &idb, ready)).await;
         let reply: ReportReply = serde_json::from_str(&body).unwrap();
         assert!(reply.commands.is_empty(), "{body}");

@@ -127,11 +127,14 @@ mod tests {
         assert_eq!(format!("{at_node:?}"), "SessionKey(..)", "never logged");
     }
 
+    /// Node 1's session with aggregator 2.
+    fn session() -> SessionKey {
+        SessionKey::derive(&keypair(1).0, &keypair(2).1)
+    }
+
     #[test]
     fn a_mac_covers_time_body_and_direction() {
-        let (node, _) = keypair(1);
-        let (_, aggregator_pub) = keypair(2);
-        let key = SessionKey::derive(&node, &aggregator_pub);
+        let key = session();
         let mac = key.request_mac(1000, b"{}");
         assert!(key.verify_request(1000, b"{}", &mac));
         assert!(!key.verify_request(1001, b"{}", &mac), "another time");
@@ -140,8 +143,7 @@ mod tests {
             !key.verify_reply(&mac, b"{}", &mac),
             "a request MAC is no reply MAC"
         );
-        let (third, _) = keypair(3);
-        let foreign = SessionKey::derive(&third, &aggregator_pub);
+        let foreign = SessionKey::derive(&keypair(3).0, &keypair(2).1);
         assert!(
             !foreign.verify_request(1000, b"{}", &mac),
             "another node's key"
@@ -158,9 +160,7 @@ mod tests {
 
     #[test]
     fn malformed_tags_are_refused_not_panicked_on() {
-        let (node, _) = keypair(1);
-        let (_, aggregator_pub) = keypair(2);
-        let key = SessionKey::derive(&node, &aggregator_pub);
+        let key = session();
         let mac = key.request_mac(1, b"");
         for bad in ["", "0x", "0xzz", &mac[2..], &mac[..40], &format!("{mac}00")] {
             assert!(!key.verify_request(1, b"", bad), "{bad:?}");
