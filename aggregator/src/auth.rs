@@ -77,17 +77,12 @@ pub struct Verified {
 /// Session keys of the nodes that signed a request, derived once per node
 /// (and again after a restart: they are not stored). Only nodes of the
 /// registry get one, so the table is as large as the network.
+#[derive(Default)]
 pub struct Sessions {
     keys: Mutex<HashMap<Address, SessionKey>>,
 }
 
 impl Sessions {
-    pub fn new() -> Self {
-        Self {
-            keys: Mutex::new(HashMap::new()),
-        }
-    }
-
     fn get(&self, node: &Address) -> Option<SessionKey> {
         let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         keys.get(node).cloned()
@@ -109,12 +104,6 @@ impl Sessions {
     /// Nodes with a session.
     pub fn count(&self) -> usize {
         self.keys.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-}
-
-impl Default for Sessions {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
