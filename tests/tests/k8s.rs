@@ -223,7 +223,10 @@ impl Drop for Cluster {
         for dir in HOST_DATADIRS {
             let _ = std::fs::remove_dir_all(dir);
         }
-        println!("phase cluster down: {:?} ({status:?})", started.elapsed());
+        report(format_args!(
+            "phase cluster down: {:?} ({status:?})",
+            started.elapsed()
+        ));
     }
 }
 
@@ -839,10 +842,17 @@ async fn wait_all_ready(cluster: &Cluster, timeout: Duration) -> Result<Vec<Valu
     .await
 }
 
+/// Writes straight to stderr: libtest captures `println!` of a passing test,
+/// and CI's log should show every phase's time.
+fn report(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "k8s test: {line}");
+}
+
 struct Phases(Instant);
 impl Phases {
     fn done(&mut self, what: &str) {
-        println!("phase {what}: {:?}", self.0.elapsed());
+        report(format_args!("phase {what}: {:?}", self.0.elapsed()));
         self.0 = Instant::now();
     }
 }
