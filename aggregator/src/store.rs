@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use geth_wire::{BlockReport, Event};
 use rusqlite::{params, Connection, OptionalExtension};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
@@ -313,6 +313,8 @@ enum Write {
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
     writes: mpsc::Sender<Write>,
+    /// Cuts the writer's gathering short: someone waits for a commit.
+    urgent: Arc<Notify>,
     counters: Arc<Counters>,
 }
 
@@ -337,10 +339,18 @@ impl Store {
         let conn = Arc::new(Mutex::new(conn));
         let (writes, rx) = mpsc::channel(options.queue.max(1));
         let counters = Arc::new(Counters::default());
-        tokio::spawn(writer(conn.clone(), rx, options, counters.clone()));
+        let urgent = Arc::new(Notify::new());
+        tokio::spawn(writer(
+            conn.clone(),
+            rx,
+            urgent.clone(),
+            options,
+            counters.clone(),
+        ));
         Ok(Self {
             conn,
             writes,
+            urgent,
             counters,
         })
     }
@@ -408,6 +418,7 @@ impl Store {
             })
             .await
             .map_err(|_| StoreError::Stopped)?;
+        self.urgent.notify_one();
         wait.await
             .map_err(|_| StoreError::Stopped)?
             .map_err(StoreError::NotStored)
@@ -615,14 +626,17 @@ impl Counters {
     }
 }
 
-/// How long the writer lets writes gather after a commit. Dashboards read the
-/// live view, not the store, so only agents' event acknowledgements wait this
-/// long at the most.
-const GATHER_WRITES: Duration = Duration::from_millis(50);
+/// How long the writer lets node stats and sightings gather after a commit:
+/// dashboards read the live view, not the store, and a commit costs about as
+/// much as a hundred rows (with 2 ms instead of 50 ms, 100 reporters cost
+/// 1.73 s/min instead of 0.93). Events end the wait at once: their agent
+/// waits for the acknowledgement.
+const GATHER_WRITES: Duration = Duration::from_millis(250);
 
 async fn writer(
     conn: Arc<Mutex<Connection>>,
     mut rx: mpsc::Receiver<Write>,
+    urgent: Arc<Notify>,
     options: StoreOptions,
     counters: Arc<Counters>,
 ) {
@@ -676,7 +690,11 @@ async fn writer(
         }
         // Let more writes gather into the next transaction: at a block a
         // second per node, one commit per window instead of one per sighting.
-        tokio::time::sleep(GATHER_WRITES).await;
+        // An events write queued meanwhile left a permit: no wait then.
+        tokio::select! {
+            () = tokio::time::sleep(GATHER_WRITES) => {}
+            () = urgent.notified() => {}
+        }
     }
 }
 
