@@ -627,10 +627,9 @@ impl Counters {
 }
 
 /// How long the writer lets node stats and sightings gather after a commit:
-/// dashboards read the live view, not the store, and a commit costs about as
-/// much as a hundred rows (with 2 ms instead of 50 ms, 100 reporters cost
-/// 1.73 s/min instead of 0.93). Events end the wait at once: their agent
-/// waits for the acknowledgement.
+/// dashboards read the live view, not the store, and commits are dear (with
+/// 2 ms instead of 50 ms, 100 reporters cost 1.73 s/min instead of 0.93).
+/// Events end the wait at once: their agent waits for the acknowledgement.
 const GATHER_WRITES: Duration = Duration::from_millis(250);
 
 async fn writer(
