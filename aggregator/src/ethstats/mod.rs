@@ -26,6 +26,9 @@ use geth_wire::BlockReport;
 use serde_json::{json, Value};
 
 use crate::gate::LoginPermit;
+use frame::{Frame, Hello, Stats};
+
+mod frame;
 use crate::state::{now_ms, App};
 
 /// Largest frame (geth's websocket library writes messages in frames of its
@@ -95,7 +98,7 @@ async fn session(app: Arc<App>, mut socket: WebSocket, permit: LoginPermit) {
             }
         };
         let text = match message {
-            Message::Text(t) => t.to_string(),
+            Message::Text(t) => t,
             Message::Binary(_) => return drop_client(&name, "binary frame"),
             // Websocket pings are answered by the transport; they do not
             // extend the login deadline (it is fixed above).
@@ -122,11 +125,11 @@ async fn session(app: Arc<App>, mut socket: WebSocket, permit: LoginPermit) {
         if bare.starts_with("primus::pong::") {
             continue;
         }
-        let Some((topic, payload)) = parse(&text) else {
+        let Some(frame) = Frame::parse(&text) else {
             return drop_client(&name, "not an ethstats frame");
         };
-        match (topic.as_str(), &name) {
-            ("hello", None) => match login(&app, &payload) {
+        match (frame, &name) {
+            (Frame::Hello(hello), None) => match login(&app, &hello) {
                 Ok(n) => {
                     tracing::info!(node = %n, "ethstats node logged in");
                     name = Some(n);
@@ -139,28 +142,22 @@ async fn session(app: Arc<App>, mut socket: WebSocket, permit: LoginPermit) {
                 Err(reason) => return drop_client(&name, &reason),
             },
             (_, None) => return drop_client(&name, "frame before login"),
-            ("node-ping", Some(_)) => {
+            (Frame::NodePing(client_time), Some(_)) => {
                 tokio::time::sleep(Duration::from_millis(5)).await;
-                let client_time = payload.get("clientTime").cloned().unwrap_or(Value::Null);
                 let pong = json!({"emit": ["node-pong", {"clientTime": client_time, "serverTime": now_ms()}]});
                 if !send(&mut socket, pong).await {
                     break;
                 }
             }
-            ("block", Some(n)) => match payload.get("block").and_then(block_report) {
+            (Frame::Block(block), Some(n)) => match block {
                 Some(block) => on_block(&app, n, block),
                 None => return drop_client(&name, "malformed block"),
             },
-            ("stats", Some(n)) => on_stats(&app, n, &payload),
-            ("pending", Some(n)) => {
-                let pending = payload.pointer("/stats/pending").and_then(Value::as_u64);
-                update(&app, n, |node| node.pending = pending);
-            }
-            ("latency", Some(n)) => {
-                let latency = payload.get("latency").and_then(number);
-                update(&app, n, |node| node.latency_ms = latency);
-            }
-            _ => {} // history and anything newer: not needed
+            (Frame::Stats(stats), Some(n)) => on_stats(&app, n, stats),
+            (Frame::Pending(pending), Some(n)) => update(&app, n, |node| node.pending = pending),
+            (Frame::Latency(latency), Some(n)) => update(&app, n, |node| node.latency_ms = latency),
+            // A second hello, history and anything newer: not needed.
+            (Frame::Hello(_) | Frame::Other, Some(_)) => {}
         }
     }
     if let Some(n) = name {
@@ -192,32 +189,17 @@ fn drop_client(name: &Option<String>, reason: &str) {
     tracing::warn!(node = ?name, reason, "dropping ethstats client");
 }
 
-fn parse(text: &str) -> Option<(String, Value)> {
-    let value: Value = serde_json::from_str(text).ok()?;
-    let emit = value.get("emit")?.as_array()?;
-    let topic = emit.first()?.as_str()?.to_owned();
-    Some((topic, emit.get(1).cloned().unwrap_or(Value::Null)))
-}
-
-fn login(app: &App, hello: &Value) -> Result<String, String> {
+fn login(app: &App, hello: &Hello) -> Result<String, String> {
     let name = hello
-        .pointer("/info/name")
-        .or_else(|| hello.get("id"))
-        .and_then(Value::as_str)
+        .name()
         .filter(|n| !n.is_empty() && n.len() <= 64)
         .ok_or("hello without a node name")?;
-    let secret = hello
-        .get("secret")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let secret = hello.secret.as_deref().unwrap_or_default();
     match app.ethstats_secrets.get(name) {
         Some(expected) if constant_time_eq(expected.as_bytes(), secret.as_bytes()) => {}
         _ => return Err(format!("bad ethstats credentials for {name:?}")),
     }
-    let client = hello
-        .pointer("/info/node")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    let client = hello.info.node.clone();
     update(app, name, |node| node.client = client);
     Ok(name.to_owned())
 }
@@ -231,55 +213,17 @@ fn update(app: &App, name: &str, f: impl FnOnce(&mut crate::live::NodeView)) {
     app.live().update_node(&id, name, "ethstats", now_ms(), f);
 }
 
-fn on_stats(app: &App, name: &str, payload: &Value) {
-    let stats = payload.get("stats").cloned().unwrap_or(Value::Null);
+fn on_stats(app: &App, name: &str, stats: Stats) {
     update(app, name, |node| {
-        node.peers = stats.get("peers").and_then(number);
-        node.mining = stats.get("mining").and_then(Value::as_bool);
-        node.uptime_s = stats.get("uptime").and_then(number);
-        // geth's reporter sends its suggested price (eth_gasPrice), in wei.
+        node.peers = stats.peers;
+        node.mining = stats.mining;
+        node.uptime_s = stats.uptime;
         node.gas_price = Some(
             stats
-                .get("gasPrice")
-                .and_then(number)
+                .gas_price
                 .map_or_else(|| crate::live::UNKNOWN.to_owned(), |wei| wei.to_string()),
         );
     });
-}
-
-/// ethstats numbers arrive as JSON numbers or strings.
-fn number(v: &Value) -> Option<u64> {
-    match v {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
-    }
-}
-
-fn block_report(b: &Value) -> Option<BlockReport> {
-    let hash = b.get("hash")?.as_str()?.to_owned();
-    let height = b.get("number").and_then(number)?;
-    // The genesis has no sealer (geth reports 0x0).
-    let signer = b
-        .get("miner")
-        .and_then(Value::as_str)
-        .map(str::to_lowercase)
-        .filter(|_| height > 0);
-    Some(BlockReport {
-        number: height,
-        hash,
-        parent_hash: b.get("parentHash")?.as_str()?.to_owned(),
-        timestamp: b.get("timestamp").and_then(number)?,
-        signer,
-        difficulty: b.get("difficulty").and_then(number).unwrap_or(0),
-        transactions: b
-            .get("transactions")
-            .and_then(Value::as_array)
-            .map_or(0, |t| t.len() as u64),
-        gas_used: b.get("gasUsed").and_then(number).unwrap_or(0),
-        gas_limit: b.get("gasLimit").and_then(number).unwrap_or(0),
-        seen_at_ms: now_ms(),
-    })
 }
 
 #[cfg(test)]
@@ -287,19 +231,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn frames_and_blocks_parse_leniently() {
-        assert_eq!(
-            parse(r#"{"emit":["ready"]}"#).map(|(t, _)| t),
-            Some("ready".into())
-        );
-        assert!(parse("garbage").is_none());
-        assert!(parse(r#"{"emit":[]}"#).is_none());
-        let block = json!({"number": 7, "hash": "0xaa", "parentHash": "0xbb", "timestamp": 100,
-            "miner": "0xAbC", "difficulty": "2", "gasUsed": 0, "gasLimit": 30000000, "transactions": [{"hash": "0x1"}]});
-        let b = block_report(&block).unwrap();
-        assert_eq!((b.number, b.difficulty, b.transactions), (7, 2, 1));
-        assert_eq!(b.signer.as_deref(), Some("0xabc"));
-        assert!(block_report(&json!({"number": 1})).is_none());
+    fn secrets_compare_whole() {
         assert!(
             constant_time_eq(b"ab", b"ab")
                 && !constant_time_eq(b"ab", b"ac")
