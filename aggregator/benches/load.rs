@@ -750,13 +750,16 @@ async fn run_load(
     let (cpu_start, _) = proc_stat(pid);
     let mut rss = Vec::new();
     let end = origin + Duration::from_secs(secs);
+    // Progress every 30 s (a sample can land a second late: not by `% 30`).
+    let mut next_progress = 30;
     while Instant::now() < end {
         rss.push(proc_stat(pid).1);
         let done = Instant::now().duration_since(origin).as_secs();
         if done >= secs / 2 && db_half.is_none() {
             db_half = Some((db_size(), Instant::now()));
         }
-        if done > 0 && done % 30 == 0 {
+        if done >= next_progress {
+            next_progress = done - done % 30 + 30;
             let rss_mib = rss.last().copied().unwrap_or(0) as f64 / 1024.0;
             match db {
                 Some(_) => println!(

@@ -26,10 +26,10 @@ use geth_wire::BlockReport;
 use serde_json::{json, Value};
 
 use crate::gate::LoginPermit;
+use crate::state::{now_ms, App};
 use frame::{Frame, Hello, Stats};
 
 mod frame;
-use crate::state::{now_ms, App};
 
 /// Largest frame (geth's websocket library writes messages in frames of its
 /// 4 KiB write buffer, so one frame is never large).
