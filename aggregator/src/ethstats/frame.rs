@@ -113,24 +113,24 @@ struct GethBlock {
 }
 
 impl GethBlock {
+    /// The report, normalised as every block report is (`validate`).
     fn report(self, seen_at_ms: u64) -> Option<BlockReport> {
         let number = self.number?;
-        Some(BlockReport {
+        let mut report = BlockReport {
             number,
             hash: self.hash?,
             parent_hash: self.parent_hash?,
             timestamp: self.timestamp?,
             // The genesis has no sealer (geth reports 0x0).
-            signer: self
-                .miner
-                .map(|m| m.to_ascii_lowercase())
-                .filter(|_| number > 0),
+            signer: self.miner.filter(|_| number > 0),
             difficulty: self.difficulty.unwrap_or(0),
             transactions: self.transactions.map_or(0, |t| t.len() as u64),
             gas_used: self.gas_used.unwrap_or(0),
             gas_limit: self.gas_limit.unwrap_or(0),
             seen_at_ms,
-        })
+        };
+        crate::validate::normalise(&mut report);
+        Some(report)
     }
 }
 

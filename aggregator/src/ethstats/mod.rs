@@ -167,8 +167,7 @@ async fn session(app: Arc<App>, mut socket: WebSocket, permit: LoginPermit) {
 
 /// A block from geth's reporter: the same checks as an agent's report; a
 /// refused one is counted and skipped (the connection stays).
-fn on_block(app: &App, name: &str, mut block: BlockReport) {
-    crate::validate::normalise(&mut block);
+fn on_block(app: &App, name: &str, block: BlockReport) {
     let id = format!("ethstats:{name}");
     let now = now_ms();
     let sighted = {
@@ -276,11 +275,16 @@ mod session_tests {
         (app, addr, shutdown, dir)
     }
 
-    async fn next_text(
-        ws: &mut tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
-    ) -> Option<String> {
+    type Client = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    async fn connect(addr: SocketAddr) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api")).await?;
+        Ok(ws)
+    }
+
+    async fn next_text(ws: &mut Client) -> Option<String> {
         loop {
             match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
                 Ok(Some(Ok(Ws::Text(t)))) => return Some(t.to_string()),
@@ -293,9 +297,7 @@ mod session_tests {
     #[tokio::test]
     async fn forged_ethstats_blocks_are_skipped_and_pings_wait_for_login() {
         let (app, addr, shutdown, _dir) = serve().await;
-        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api"))
-            .await
-            .unwrap();
+        let mut ws = connect(addr).await.unwrap();
         assert_eq!(app.logins.pending(), 1);
         // Before login a primus ping gets no answer.
         ws.send(Ws::Text("\"primus::ping::1\"".into()))
@@ -357,21 +359,14 @@ mod session_tests {
     #[tokio::test]
     async fn a_big_message_before_login_closes_and_pending_logins_are_bounded() {
         let (app, addr, shutdown, _dir) = serve().await;
-        let (mut big, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api"))
-            .await
-            .unwrap();
+        let mut big = connect(addr).await.unwrap();
         let _ = big.send(Ws::Text("x".repeat(64 * 1024).into())).await;
         assert_eq!(next_text(&mut big).await, None, "closed");
         let mut held = Vec::new();
         for _ in 0..crate::gate::PER_ADDRESS {
-            held.push(
-                tokio_tungstenite::connect_async(format!("ws://{addr}/api"))
-                    .await
-                    .unwrap()
-                    .0,
-            );
+            held.push(connect(addr).await.unwrap());
         }
-        match tokio_tungstenite::connect_async(format!("ws://{addr}/api")).await {
+        match connect(addr).await {
             Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
                 assert_eq!(r.status().as_u16(), 429);
             }
