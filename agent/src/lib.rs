@@ -26,6 +26,7 @@ pub mod spool;
 pub mod startup;
 pub mod status;
 pub mod supervisor;
+pub mod unwedge;
 
 /// Logs to stderr, `RUST_LOG` style filter (default `info`); colours only on a terminal.
 pub fn init_logging() {

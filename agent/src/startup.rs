@@ -6,12 +6,8 @@
 //! before they are peered each seal their own block 1, and the fork costs
 //! seconds to resolve.
 //!
-//! A fresh chain can still wedge at block 1: geth drops propagated blocks until
-//! it starts mining, so a signer that starts a moment late never hears of the
-//! block-1 branch that won, seals its own, and every signer ends up "signed
-//! recently" on a branch of its own. Re-dialling the peers refreshes their
-//! heads in the handshake, and geth's next sync cycle moves the node to the
-//! heaviest branch; the agent does that when a fresh chain does not pass block 1.
+//! Signers that start together can still wedge (geth drops propagated blocks
+//! until it starts mining): `unwedge` watches for that once sealing started.
 
 use std::future::Future;
 use std::time::Duration;
@@ -27,8 +23,6 @@ use crate::status::NodeStatus;
 #[derive(Debug, Clone)]
 pub struct StartupPolicy {
     pub min_gas_price_wei: u64,
-    /// Peers geth is configured to dial (to dial again after a re-dial).
-    pub static_nodes: Vec<String>,
     /// `None` for a node that does not seal.
     pub sealing: Option<SealingStart>,
 }
@@ -39,8 +33,6 @@ pub struct SealingStart {
     pub signer: Address,
     pub min_peers: usize,
     pub max_wait: Duration,
-    /// Clique block period (seconds), to judge a chain stuck at block 1.
-    pub period: u64,
     /// After an unclean stop, hold sealing up to this long until this node's
     /// head reaches the fleet's highest (from the aggregator); `None`: no hold.
     pub recovery_hold: Option<Duration>,
@@ -118,9 +110,6 @@ pub fn in_turn_for_block_one(signers: &[Address], own: Address) -> bool {
     sorted.sort();
     !sorted.is_empty() && sorted[1 % sorted.len()] == own
 }
-
-/// Re-dial rounds for a fresh chain stuck at block 1.
-const UNWEDGE_ATTEMPTS: u32 = 3;
 
 const PEER_POLL: Duration = Duration::from_millis(250);
 
@@ -277,11 +266,7 @@ async fn start_sealing(
             }
         }
     }
-    let fresh = head <= 1;
     rpc.start_mining().await?;
-    if fresh {
-        unwedge_block_one(rpc, sealing.period, &policy.static_nodes, cancel).await?;
-    }
     Ok(())
 }
 
@@ -386,62 +371,6 @@ pub async fn wait_until_signer_unlocked(
             _ = tokio::time::sleep(PEER_POLL) => {}
         }
     }
-}
-
-/// Waits for a fresh chain to pass block 1; if it does not, re-dials every peer
-/// (a few times) so geth learns their real heads and syncs to the heaviest branch.
-pub async fn unwedge_block_one(
-    rpc: &GethRpc,
-    period: u64,
-    static_nodes: &[String],
-    cancel: &CancellationToken,
-) -> Result<(), RpcError> {
-    // geth's own sync cycle (every 10 s) settles most block-1 forks: act only after three.
-    let stuck_after = Duration::from_secs((10 * period).max(30));
-    for attempt in 1..=UNWEDGE_ATTEMPTS {
-        let deadline = Instant::now() + stuck_after;
-        while Instant::now() < deadline {
-            if rpc.block_number().await? >= 2 {
-                return Ok(());
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(PEER_POLL) => {}
-            }
-        }
-        let peers: Vec<serde_json::Value> = rpc.call("admin_peers", ()).await?;
-        tracing::warn!(
-            attempt,
-            peers = peers.len(),
-            "fresh chain stuck at block 1: re-dialling peers"
-        );
-        let enode =
-            |p: &serde_json::Value| p.get("enode").and_then(|e| e.as_str()).map(str::to_owned);
-        // Inbound peers' enodes carry their ephemeral source port: dial only
-        // outbound addresses and the configured static nodes.
-        let mut redial: Vec<String> = static_nodes.to_vec();
-        for p in &peers {
-            let inbound = p
-                .pointer("/network/inbound")
-                .and_then(|v| v.as_bool())
-                .unwrap_or(true);
-            if let Some(e) = enode(p).filter(|e| !inbound && !redial.contains(e)) {
-                redial.push(e);
-            }
-        }
-        for e in peers.iter().filter_map(enode) {
-            let _: bool = rpc.call("admin_removePeer", (e,)).await?;
-        }
-        // Dial again only once the old connections are gone, or geth skips the dial.
-        let gone_by = Instant::now() + Duration::from_secs(5);
-        while rpc.peer_count().await? > 0 && Instant::now() < gone_by {
-            tokio::time::sleep(PEER_POLL).await;
-        }
-        for e in &redial {
-            let _: bool = rpc.call("admin_addPeer", (e.as_str(),)).await?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -101,6 +101,10 @@ pub struct NodeStatus {
     /// Failed `miner_setGasPrice` calls since the agent started.
     #[serde(default)]
     pub gas_price_set_failures: u64,
+    /// Times the peers were re-dialled because the chain stood still with
+    /// peers connected (`unwedge`).
+    #[serde(default)]
+    pub stall_redials: u64,
     /// The fleet's reference block from the aggregator's last verified reply.
     pub reference: Option<geth_wire::BlockRef>,
     /// This node's canonical block hash at `reference.number`, read from geth
@@ -143,6 +147,7 @@ impl NodeStatus {
             gas_price_floor_wei: None,
             suggested_gas_price_wei: None,
             gas_price_set_failures: 0,
+            stall_redials: 0,
             reference: None,
             hash_at_reference: None,
             fleet_head: None,

@@ -35,6 +35,7 @@ use crate::shutdown::{self, Exit, ShutdownLog, Verdict};
 use crate::spool::Spool;
 use crate::startup::{self, SealingStart, StartupPolicy};
 use crate::status::{Mode, NodeStatus, Phase};
+use crate::unwedge;
 
 /// How long geth may take to open its IPC socket after start.
 const IPC_DEADLINE: Duration = Duration::from_secs(60);
@@ -324,18 +325,10 @@ impl Supervisor {
         }
         let policy = StartupPolicy {
             min_gas_price_wei: self.config.min_gas_price_wei,
-            static_nodes: self
-                .config
-                .geth
-                .config
-                .as_deref()
-                .map(startup::static_nodes)
-                .unwrap_or_default(),
             sealing: self.config.geth.signer.as_ref().map(|signer| SealingStart {
                 signer: signer.address,
                 min_peers: self.config.mine_min_peers,
                 max_wait: self.config.mine_wait,
-                period: self.config.period,
                 // The heads are compared through the aggregator.
                 recovery_hold: self
                     .config
@@ -344,6 +337,15 @@ impl Supervisor {
                     .and(self.config.recovery_hold),
             }),
         };
+        // Peers geth is configured to dial: dialled again if the chain wedges.
+        let static_nodes = self
+            .config
+            .geth
+            .config
+            .as_deref()
+            .map(startup::static_nodes)
+            .unwrap_or_default();
+        let period = self.config.period;
         let ipc = self.config.geth.ipc_path();
         let cancel = self.cancel.child_token();
         let node_status = self.status.clone();
@@ -376,7 +378,11 @@ impl Supervisor {
                     }
                     let _ = events.send(ProcEvent::Answering(pid)).await;
                     // Sealing waits until geth can sign with the account (startup::apply).
-                    startup::apply_reporting(&rpc, &policy, Some(&node_status), &cancel).await.map_err(|e| e.to_string())
+                    startup::apply_reporting(&rpc, &policy, Some(&node_status), &cancel).await.map_err(|e| e.to_string())?;
+                    if policy.sealing.is_some() {
+                        unwedge::watch(&rpc, period, &static_nodes, Some(&node_status), &cancel).await;
+                    }
+                    Ok::<(), String>(())
                 };
                 if let Err(e) = work.await {
                     tracing::error!(error = %e, "startup policy not applied");

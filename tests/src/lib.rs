@@ -385,17 +385,10 @@ impl TestNetwork {
             let ipc = node.ipc();
             let policy = StartupPolicy {
                 min_gas_price_wei: 0,
-                static_nodes: self
-                    .nodes
-                    .iter()
-                    .filter(|n| n.info.name != node.info.name)
-                    .map(|n| n.info.enode.clone())
-                    .collect(),
                 sealing: node.info.signer.map(|signer| SealingStart {
                     signer,
                     min_peers: signers - 1,
                     max_wait: Duration::from_secs(30),
-                    period: self.network.period,
                     recovery_hold: None,
                 }),
             };

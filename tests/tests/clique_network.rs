@@ -129,7 +129,7 @@ async fn non_signer_follows_the_head() -> Result<()> {
 /// The wedge a fresh chain can fall into: the in-turn signer's block 1 reaches
 /// the others before they mine (geth drops it), they each seal their own block
 /// 1 and all three are "signed recently" on separate branches. The agent's
-/// remedy (re-dial peers so their heads are known) gets the chain past block 1.
+/// stall watch (re-dial peers so their heads are known) gets the chain past it.
 #[tokio::test]
 async fn a_fresh_chain_wedged_at_block_one_recovers() -> Result<()> {
     // Producing the wedge is itself a race (a loaded machine loses it more
@@ -137,31 +137,10 @@ async fn a_fresh_chain_wedged_at_block_one_recovers() -> Result<()> {
     const TRIES: usize = 8;
     for attempt in 1..=TRIES {
         if let Some(net) = wedged_network().await? {
-            let cancel = tokio_util::sync::CancellationToken::new();
-            let mut rpcs = Vec::new();
-            for node in &net.nodes {
-                rpcs.push(node.rpc().await?);
-            }
-            // Each node re-dials the others' configured (static) addresses.
-            let statics: Vec<Vec<String>> = (0..3)
-                .map(|i| {
-                    let others = net
-                        .nodes
-                        .iter()
-                        .filter(|n| n.info.name != net.nodes[i].info.name);
-                    others.map(|n| n.info.enode.clone()).collect()
-                })
-                .collect();
-            let remedies = rpcs.iter().zip(&statics).map(|(rpc, statics)| {
-                geth_agent::startup::unwedge_block_one(rpc, 1, statics, &cancel)
-            });
-            for result in futures_util::future::join_all(remedies).await {
-                result?;
-            }
-            for i in 0..3 {
-                net.wait_for_block(i, 3, 2 * MINUTE).await?;
-            }
-            println!("wedged on attempt {attempt}; recovered past block 1");
+            let redials = recover_past(&net, 3).await?;
+            println!(
+                "wedged on attempt {attempt}; recovered past block 1 after {redials} re-dials"
+            );
             return Ok(());
         }
         println!("attempt {attempt}: the network did not wedge");
@@ -169,8 +148,184 @@ async fn a_fresh_chain_wedged_at_block_one_recovers() -> Result<()> {
     anyhow::bail!("could not produce a wedged network in {TRIES} tries")
 }
 
-/// A 3-signer network stuck at block 1 on three branches, or `None` if this
-/// attempt raced differently.
+/// The same wedge at any height: every signer stopped and started again (a
+/// `docker-compose down`/`up`). The first block sealed is lost on the two that
+/// do not mine yet; the second signer seals its own, and the signer of the
+/// head, which may not seal the next block, has dropped both. Seen as a chain
+/// that stood still for good with every node peered, before the stall watch.
+#[tokio::test]
+async fn signers_restarted_together_and_wedged_recover() -> Result<()> {
+    const TRIES: usize = 4;
+    for attempt in 1..=TRIES {
+        if let Some((net, head)) = wedged_after_restart().await? {
+            let redials = recover_past(&net, head + 3).await?;
+            println!(
+                "wedged at block {head} on attempt {attempt}; recovered after {redials} re-dials"
+            );
+            return Ok(());
+        }
+        println!("attempt {attempt}: the signers stopped on different heads or did not wedge");
+    }
+    anyhow::bail!("could not produce a wedged network in {TRIES} tries")
+}
+
+/// Runs every signer's stall watch (as its agent does once it seals) until all
+/// nodes hold block `number`; returns how many times peers were re-dialled,
+/// which must be at least once: the chain did not recover by itself.
+async fn recover_past(net: &TestNetwork, number: u64) -> Result<u64> {
+    use geth_agent::status::{Mode, NodeStatus};
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut rpcs = Vec::new();
+    let mut statuses = Vec::new();
+    for node in &net.nodes {
+        rpcs.push(node.rpc().await?);
+        let (status, _) = tokio::sync::watch::channel(NodeStatus::new(
+            node.info.name.clone(),
+            Mode::Spawn,
+            net.network.period,
+        ));
+        statuses.push(status);
+    }
+    // Each node re-dials the others' configured (static) addresses.
+    let statics: Vec<Vec<String>> = net
+        .nodes
+        .iter()
+        .map(|me| {
+            let others = net.nodes.iter().filter(|n| n.info.name != me.info.name);
+            others.map(|n| n.info.enode.clone()).collect()
+        })
+        .collect();
+    let watches = rpcs
+        .iter()
+        .zip(&statics)
+        .zip(&statuses)
+        .map(|((rpc, statics), status)| {
+            geth_agent::unwedge::watch(rpc, net.network.period, statics, Some(status), &cancel)
+        });
+    let recovered = async {
+        let mut result = Ok(());
+        for i in 0..net.nodes.len() {
+            result = net.wait_for_block(i, number, 3 * MINUTE).await.map(drop);
+            if result.is_err() {
+                break;
+            }
+        }
+        cancel.cancel();
+        result
+    };
+    let (_, recovered) = tokio::join!(futures_util::future::join_all(watches), recovered);
+    recovered?;
+    let redials: u64 = statuses.iter().map(|s| s.borrow().stall_redials).sum();
+    ensure!(redials > 0, "recovered without a re-dial: not a wedge");
+    Ok(redials)
+}
+
+/// Three signers that sealed a few blocks, stopped together and started again
+/// without sealing, then made to start sealing one after the other as in the
+/// wedge that was seen (returns the head they restarted at), or `None` if
+/// they stopped on different heads or the chain moved on after all.
+async fn wedged_after_restart() -> Result<Option<(TestNetwork, u64)>> {
+    use alloy::eips::BlockNumberOrTag;
+    use geth_agent::rpc::GethRpc;
+    use nix::sys::signal::Signal;
+    use tokio::time::Instant;
+
+    let mut net = TestNetwork::start(NetworkOptions::default()).await?;
+    net.wait_for_block(0, 5, 2 * MINUTE).await?;
+    for node in &net.nodes {
+        node.signal(Signal::SIGTERM)?;
+    }
+    for node in &mut net.nodes {
+        node.wait_exit(MINUTE).await?;
+    }
+    for i in 0..3 {
+        net.spawn(i)?;
+    }
+    let mut rpcs = Vec::new();
+    for node in &net.nodes {
+        rpcs.push(GethRpc::connect_by(&node.ipc(), Instant::now() + MINUTE).await?);
+    }
+    let never = tokio_util::sync::CancellationToken::new();
+    for rpc in &rpcs {
+        eventually("2 peers", MINUTE, || async move {
+            Ok((rpc.peer_count().await? == 2).then_some(()))
+        })
+        .await?;
+        geth_agent::startup::wait_until_signer_unlocked(rpc, &never).await?;
+    }
+    let head = net.head(0).await?;
+    for i in 1..3 {
+        if net.head(i).await? != head
+            || net.block_hash(i, head).await? != net.block_hash(0, head).await?
+        {
+            return Ok(None);
+        }
+    }
+    // X seals first: in turn for the next block if its in-turn signer may
+    // seal (then X's block outweighs Y's), else either (equal weight, and
+    // geth keeps its own). L sealed the head and may not seal the next.
+    let last = net.signer_of(0, head).await?;
+    let mut sorted: Vec<Address> = net.nodes.iter().filter_map(|n| n.info.signer).collect();
+    sorted.sort();
+    let in_turn = sorted[(head as usize + 1) % sorted.len()];
+    let index = |a: Address| net.nodes.iter().position(|n| n.info.signer == Some(a));
+    let l = index(last).expect("the head's signer is a node");
+    let others: Vec<usize> = (0..3).filter(|i| *i != l).collect();
+    let (x, y) = if in_turn != last && index(in_turn) == Some(others[1]) {
+        (others[1], others[0])
+    } else {
+        (others[0], others[1])
+    };
+    // A parent older than period + wiggle: whoever mines seals at once.
+    let parent = rpcs[0]
+        .block(BlockNumberOrTag::Number(head))
+        .await?
+        .header
+        .timestamp;
+    eventually("the head to be 3 s old", MINUTE, || async move {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+        Ok((now.as_secs() >= parent + 3).then_some(()))
+    })
+    .await?;
+    let _: serde_json::Value = rpcs[x].call("miner_start", ()).await?;
+    net.wait_for_block(x, head + 1, MINUTE).await?;
+    let mined_x = net.block_hash(x, head + 1).await?;
+    // Y and L do not mine yet: each drops X's block when it arrives.
+    eventually("X's block dropped by the others", MINUTE, || async {
+        Ok([y, l]
+            .iter()
+            .all(|&i| dropped(&net.nodes[i], mined_x))
+            .then_some(()))
+    })
+    .await?;
+    let _: serde_json::Value = rpcs[y].call("miner_start", ()).await?;
+    net.wait_for_block(y, head + 1, MINUTE).await?;
+    let mined_y = net.block_hash(y, head + 1).await?;
+    eventually("Y's block dropped by L", MINUTE, || async {
+        Ok(dropped(&net.nodes[l], mined_y).then_some(()))
+    })
+    .await?;
+    let _: serde_json::Value = rpcs[l].call("miner_start", ()).await?;
+    // Wedged if, some seconds on, nobody moved: X and Y on their own block,
+    // L (which may not seal) still at the head.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let heads = [net.head(x).await?, net.head(y).await?, net.head(l).await?];
+    let wedged = heads == [head + 1, head + 1, head]
+        && net.block_hash(x, head + 1).await? == mined_x
+        && net.block_hash(y, head + 1).await? == mined_y
+        && mined_x != mined_y;
+    println!("restarted at {head}: heads (X, Y, L) {heads:?}, wedged: {wedged}");
+    Ok(wedged.then_some((net, head)))
+}
+
+/// Whether geth's log says it dropped the propagated block `hash`.
+fn dropped(node: &testnet::TestNode, hash: alloy::primitives::B256) -> bool {
+    let hash = format!("{hash:#x}");
+    node.log_text()
+        .lines()
+        .any(|l| l.contains("discarded propagated block") && l.contains(&hash))
+}
+
 async fn wedged_network() -> Result<Option<TestNetwork>> {
     use geth_agent::rpc::GethRpc;
     use tokio::time::Instant;

@@ -141,6 +141,9 @@ impl Generated {
 struct Compose {
     project: String,
     env: Vec<(String, String)>,
+    /// Set by a test that got to its end: otherwise dropping prints the
+    /// containers' last log lines, the evidence of what went wrong.
+    passed: std::cell::Cell<bool>,
 }
 
 impl Compose {
@@ -151,7 +154,12 @@ impl Compose {
                 ("NETWORK_DIR".into(), net.path().display().to_string()),
                 ("AGGREGATOR_PORT".into(), aggregator_port.to_string()),
             ],
+            passed: std::cell::Cell::new(false),
         }
+    }
+
+    fn passed(&self) {
+        self.passed.set(true);
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -199,6 +207,19 @@ impl Compose {
 
 impl Drop for Compose {
     fn drop(&mut self) {
+        if !self.passed.get() {
+            match self
+                .command(&["logs", "--no-color", "--timestamps", "--tail", "150"])
+                .output()
+            {
+                Ok(out) => eprintln!(
+                    "---- the containers' last log lines ----\n{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+                Err(e) => eprintln!("docker-compose logs: {e}"),
+            }
+        }
         let out = self
             .command(&["down", "-v", "--remove-orphans", "-t", "60"])
             .output();
@@ -522,6 +543,7 @@ async fn compose_network_seals_survives_stop_start_and_continues_after_down_up()
         "second up: chain continued from {head_before_down} to {target}; whole test {:?}",
         started.elapsed()
     );
+    compose.passed();
     Ok(())
 }
 
@@ -609,6 +631,8 @@ async fn the_monitoring_profile_is_a_valid_compose_configuration() -> Result<()>
     let compose = Compose {
         project: format!("clique-docker-config-{}", std::process::id()),
         env: vec![("NETWORK_DIR".into(), "/nonexistent-network".into())],
+        // Nothing runs: no logs to show.
+        passed: std::cell::Cell::new(true),
     };
     compose.run(&["--profile", "monitoring", "config", "-q"])?;
     let services = compose.run(&["--profile", "monitoring", "config", "--services"])?;

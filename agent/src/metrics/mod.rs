@@ -90,6 +90,7 @@ pub struct Metrics {
     gas_price_floor_wei: LazyGauge,
     gas_price_set_failures: IntCounter,
     gas_price_suggested_wei: LazyGauge,
+    stall_redials: IntCounter,
     seen: Mutex<StatusCounters>,
 }
 
@@ -127,6 +128,7 @@ struct StatusCounters {
     unclean: u64,
     blocks_lost: u64,
     gas_price_set_failures: u64,
+    stall_redials: u64,
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
@@ -448,6 +450,11 @@ impl Metrics {
                 "clique_gas_price_suggested_wei",
                 "Gas price geth advises wallets (eth_gasPrice, wei).",
             ),
+            stall_redials: counter(
+                &r,
+                "clique_agent_stall_redials_total",
+                "Times this signer re-dialled its peers because the chain stood still with peers connected (a clique wedge after signers started together).",
+            ),
             registry: r,
             me,
             seen: Mutex::new(StatusCounters::default()),
@@ -668,6 +675,11 @@ impl Metrics {
             &self.gas_price_set_failures,
             &mut seen.gas_price_set_failures,
             status.gas_price_set_failures,
+        );
+        bump(
+            &self.stall_redials,
+            &mut seen.stall_redials,
+            status.stall_redials,
         );
         if let Some(wei) = status.gas_price_floor_wei {
             self.on_gas_price_floor(wei);
