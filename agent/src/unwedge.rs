@@ -27,7 +27,7 @@ use crate::rpc::{GethRpc, RpcError};
 use crate::status::NodeStatus;
 
 /// How long a head may stand still before the peers are re-dialled: ten
-/// periods, at least 30 s. geth's own sync cycle (every 10 s) settles a node
+/// periods, at least 30 s (with period 0, while transactions wait). geth's own sync cycle (every 10 s) settles a node
 /// that is merely behind; this is for a chain nobody extends.
 pub fn stuck_after(period: u64) -> Duration {
     Duration::from_secs(period.saturating_mul(10).max(30))
@@ -80,6 +80,22 @@ impl Stall {
     pub fn standing(&self, now: Instant) -> Duration {
         now.duration_since(self.since)
     }
+
+    /// The head stands still for a reason (an idle chain with period 0): the
+    /// count starts again from `now`.
+    pub fn excuse(&mut self, now: Instant) {
+        self.since = now;
+        self.wait = self.stuck_after;
+    }
+}
+
+/// Whether transactions wait in geth's pool (`txpool_status.pending`).
+async fn transactions_wait(rpc: &GethRpc) -> Result<bool, RpcError> {
+    let pool: std::collections::HashMap<String, alloy::primitives::U64> =
+        rpc.call("txpool_status", ()).await?;
+    Ok(pool
+        .get("pending")
+        .is_some_and(|n| *n > alloy::primitives::U64::ZERO))
 }
 
 /// Watches a sealing node's head until cancelled, re-dialling its peers when
@@ -105,6 +121,12 @@ pub async fn watch(
                 continue;
             }
         };
+        // With period 0 clique seals only for transactions: an empty pool
+        // is an idle chain, not a wedge.
+        if period == 0 && !transactions_wait(rpc).await.unwrap_or(true) {
+            stall.excuse(Instant::now());
+            continue;
+        }
         let standing = stall.standing(Instant::now());
         if !stall.observe(head, Instant::now()) {
             continue;
@@ -202,5 +224,11 @@ mod tests {
         assert!(!stall.observe(8, at + s(1)));
         assert!(!stall.observe(8, at + s(30)));
         assert!(stall.observe(8, at + s(31)));
+        // An idle chain (period 0, empty pool) is excused: the count restarts.
+        let at = at + s(31);
+        assert!(!stall.observe(8, at + s(20)));
+        stall.excuse(at + s(25));
+        assert!(!stall.observe(8, at + s(40)));
+        assert!(stall.observe(8, at + s(55)), "30 s after the excuse");
     }
 }
