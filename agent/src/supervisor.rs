@@ -380,7 +380,8 @@ impl Supervisor {
                     // Sealing waits until geth can sign with the account (startup::apply).
                     startup::apply_reporting(&rpc, &policy, Some(&node_status), &cancel).await.map_err(|e| e.to_string())?;
                     if policy.sealing.is_some() {
-                        unwedge::watch(&rpc, period, &static_nodes, Some(&node_status), &cancel).await;
+                        let stuck = unwedge::stuck_after(period);
+                        unwedge::watch(&rpc, period, stuck, &static_nodes, Some(&node_status), &cancel).await;
                     }
                     Ok::<(), String>(())
                 };

@@ -27,13 +27,14 @@ use crate::rpc::{GethRpc, RpcError};
 use crate::status::NodeStatus;
 
 /// How long a head may stand still before the peers are re-dialled: ten
-/// periods, at least 30 s (with period 0, while transactions wait). geth's own sync cycle (every 10 s) settles a node
-/// that is merely behind; this is for a chain nobody extends.
+/// periods, at least 30 s (with period 0, while transactions wait). geth's
+/// own sync cycle (every 10 s) settles a node that is merely behind; this is
+/// for a chain nobody extends.
 pub fn stuck_after(period: u64) -> Duration {
     Duration::from_secs(period.saturating_mul(10).max(30))
 }
 
-/// Re-dial rounds back off up to this many times [`stuck_after`]: a chain that
+/// Re-dial rounds back off up to this many times the first wait: a chain that
 /// stands because too few signers are online is not helped by re-dialling.
 const MAX_BACKOFF: u32 = 8;
 
@@ -99,16 +100,18 @@ async fn transactions_wait(rpc: &GethRpc) -> Result<bool, RpcError> {
 }
 
 /// Watches a sealing node's head until cancelled, re-dialling its peers when
-/// the chain stands still (see the module docs). geth errors are passed over:
-/// a geth that is gone is replaced, and this task with it.
+/// the chain stands still for `stuck` ([`stuck_after`] the period; see the
+/// module docs). geth errors are passed over: a geth that is gone is
+/// replaced, and this task with it.
 pub async fn watch(
     rpc: &GethRpc,
     period: u64,
+    stuck: Duration,
     static_nodes: &[String],
     status: Option<&watch::Sender<NodeStatus>>,
     cancel: &CancellationToken,
 ) {
-    let mut stall = Stall::new(stuck_after(period), Instant::now());
+    let mut stall = Stall::new(stuck, Instant::now());
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,

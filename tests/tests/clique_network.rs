@@ -169,6 +169,10 @@ async fn signers_restarted_together_and_wedged_recover() -> Result<()> {
     anyhow::bail!("could not produce a wedged network in {TRIES} tries")
 }
 
+/// The stall watch's wait here: the agent's (30 s at period 1) would only
+/// make the tests longer; a wedge stands for good either way.
+const STUCK: Duration = Duration::from_secs(10);
+
 /// Runs every signer's stall watch (as its agent does once it seals) until all
 /// nodes hold block `number`; returns how many times peers were re-dialled,
 /// which must be at least once: the chain did not recover by itself.
@@ -200,7 +204,14 @@ async fn recover_past(net: &TestNetwork, number: u64) -> Result<u64> {
         .zip(&statics)
         .zip(&statuses)
         .map(|((rpc, statics), status)| {
-            geth_agent::unwedge::watch(rpc, net.network.period, statics, Some(status), &cancel)
+            geth_agent::unwedge::watch(
+                rpc,
+                net.network.period,
+                STUCK,
+                statics,
+                Some(status),
+                &cancel,
+            )
         });
     let recovered = async {
         let mut result = Ok(());
