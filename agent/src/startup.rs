@@ -73,27 +73,6 @@ pub fn after_unclean_stop(status: &NodeStatus) -> bool {
             .is_some_and(|e| e.after_unclean_stop || e.blocks_lost > 0 || e.new_unclean_boots > 0)
 }
 
-/// `[Node.P2P] StaticNodes` of a geth config TOML: the dialable peer addresses.
-pub fn static_nodes(config: &std::path::Path) -> Vec<String> {
-    let Ok(text) = std::fs::read_to_string(config) else {
-        return Vec::new();
-    };
-    let Ok(value) = text.parse::<toml::Table>() else {
-        return Vec::new();
-    };
-    value
-        .get("Node")
-        .and_then(|n| n.get("P2P"))
-        .and_then(|p| p.get("StaticNodes"))
-        .and_then(|s| s.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|e| e.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// How long the signer in turn for block 1 waits before it seals. geth drops
 /// the blocks peers propagate until it seals itself, so a block 1 sealed
 /// before the other signers started is lost on them: each seals its own and
@@ -539,14 +518,5 @@ mod tests {
         .await;
         assert!(!applied);
         assert_eq!(rx.borrow().gas_price_floor_wei, None);
-    }
-
-    #[test]
-    fn static_nodes_come_from_the_geth_config() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.toml");
-        std::fs::write(&path, "[Node.P2P]\nListenAddr = \"127.0.0.1:1\"\nStaticNodes = [\n  \"enode://a@127.0.0.1:2\",\n]\n").unwrap();
-        assert_eq!(super::static_nodes(&path), ["enode://a@127.0.0.1:2"]);
-        assert!(super::static_nodes(&dir.path().join("missing.toml")).is_empty());
     }
 }

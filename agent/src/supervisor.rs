@@ -343,7 +343,7 @@ impl Supervisor {
             .geth
             .config
             .as_deref()
-            .map(startup::static_nodes)
+            .map(unwedge::static_nodes)
             .unwrap_or_default();
         let period = self.config.period;
         let ipc = self.config.geth.ipc_path();

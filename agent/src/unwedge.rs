@@ -34,6 +34,27 @@ pub fn stuck_after(period: u64) -> Duration {
     Duration::from_secs(period.saturating_mul(10).max(30))
 }
 
+/// `[Node.P2P] StaticNodes` of a geth config TOML: the dialable peer addresses.
+pub fn static_nodes(config: &std::path::Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(config) else {
+        return Vec::new();
+    };
+    let Ok(value) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    value
+        .get("Node")
+        .and_then(|n| n.get("P2P"))
+        .and_then(|p| p.get("StaticNodes"))
+        .and_then(|s| s.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Re-dial rounds back off up to this many times the first wait: a chain that
 /// stands because too few signers are online is not helped by re-dialling.
 const MAX_BACKOFF: u32 = 8;
@@ -130,8 +151,9 @@ pub async fn watch(
             stall.excuse(Instant::now());
             continue;
         }
-        let standing = stall.standing(Instant::now());
-        if !stall.observe(head, Instant::now()) {
+        let now = Instant::now();
+        let standing = stall.standing(now);
+        if !stall.observe(head, now) {
             continue;
         }
         match redial_peers(rpc, static_nodes).await {
@@ -233,5 +255,14 @@ mod tests {
         stall.excuse(at + s(25));
         assert!(!stall.observe(8, at + s(40)));
         assert!(stall.observe(8, at + s(55)), "30 s after the excuse");
+    }
+
+    #[test]
+    fn static_nodes_come_from_the_geth_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "[Node.P2P]\nListenAddr = \"127.0.0.1:1\"\nStaticNodes = [\n  \"enode://a@127.0.0.1:2\",\n]\n").unwrap();
+        assert_eq!(super::static_nodes(&path), ["enode://a@127.0.0.1:2"]);
+        assert!(super::static_nodes(&dir.path().join("missing.toml")).is_empty());
     }
 }
