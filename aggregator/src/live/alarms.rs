@@ -80,9 +80,13 @@ impl Live {
         for height in heights.into_iter().rev() {
             let mut hashes: BTreeMap<String, Vec<String>> = BTreeMap::new();
             for node in &online {
-                if let Some(hash) = self.canonical.get(&node.id).and_then(|c| c.get(&height)) {
+                if let Some(hash) = self
+                    .canonical
+                    .get(node.id.as_str())
+                    .and_then(|c| c.get(&height))
+                {
                     hashes
-                        .entry(hash.clone())
+                        .entry(hash.to_string())
                         .or_default()
                         .push(node.name.clone());
                 }

@@ -2,6 +2,7 @@
 //! signers and alarms.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use geth_wire::ShutdownVerdict;
 use serde::Serialize;
@@ -88,8 +89,9 @@ pub struct BlockView {
     pub propagation_ms: Vec<u64>,
     #[serde(skip)]
     pub first_seen_ms: u64,
+    /// node id → when it was first seen there (ids shared with `Live`).
     #[serde(skip)]
-    pub seen: HashMap<String, u64>,
+    pub seen: HashMap<Arc<str>, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
