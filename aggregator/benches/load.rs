@@ -93,6 +93,12 @@ struct Cpu {
     system: u64,
 }
 
+impl Cpu {
+    fn total(self) -> u64 {
+        self.user + self.system
+    }
+}
+
 /// CPU ticks and RSS in KiB of `pid`.
 fn proc_stat(pid: u32) -> (Cpu, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -878,7 +884,7 @@ async fn run_load(
         by_window,
         failed,
         rss,
-        cpu_per_min: per_min(cpu_end.user + cpu_end.system - cpu_start.user - cpu_start.system),
+        cpu_per_min: per_min(cpu_end.total() - cpu_start.total()),
         system_per_min: per_min(cpu_end.system - cpu_start.system),
         db: db.map(|_| DbGrowth {
             start: db_start,
