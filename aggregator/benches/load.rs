@@ -22,8 +22,9 @@
 //! BENCH_GOERLI), BENCH_VIEWERS (5), BENCH_SECS (180), and BENCH_ARGS for
 //! extra aggregator options (e.g. `--sighting-detail-blocks 256`);
 //! BENCH_CHROMIUM=1 also opens the dashboard in headless Chromium
-//! (`tests/browser/dashboard-lag.mjs`; needs `scripts/install-deps`) and
-//! checks that the best block it shows stays within 1 s of the load's head.
+//! (`tests/browser/dashboard-lag.mjs`; needs `scripts/install-deps`),
+//! checks that the best block it shows stays within 1 s of the load's head,
+//! and prints how busy the page's main thread was.
 //! The reporters and
 //! viewers run in this process on the same machine as the aggregator, under
 //! `SCHED_BATCH` (`chrt`, util-linux): they stand in for machines elsewhere,

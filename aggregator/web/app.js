@@ -216,10 +216,15 @@
   function applyNode(n) {
     if (!n || typeof n !== 'object') return;
     var k = nodeKey(n);
+    var prev = S.nodes.get(k);
     S.nodes.set(k, n);
     dirty.nodes.add(k);
-    dirty.stats = true;
-    dirty.charts = true; // signer names in the sealer charts
+    // Most updates are a new head: the header, the signer list and the
+    // charts only show how many nodes are online and who signs.
+    if (!prev || prev.name !== n.name) dirty.order = true;
+    var named = !prev || prev.name !== n.name || prev.signer !== n.signer;
+    if (named || prev.online !== n.online) dirty.stats = true;
+    if (named) dirty.charts = true; // signer names in the sealer charts
     schedule();
   }
 
@@ -311,7 +316,7 @@
 
   // ---------------------------------------------------------- rendering
 
-  var dirty = { all: false, stats: false, best: false, nodes: new Set(), blocks: false, charts: false, alarms: false };
+  var dirty = { all: false, stats: false, best: false, order: false, nodes: new Set(), blocks: false, charts: false, alarms: false };
   var scheduled = false;
 
   function schedule() {
@@ -327,11 +332,11 @@
     if (!scheduled) return;
     scheduled = false;
     var d = dirty;
-    dirty = { all: false, stats: false, best: false, nodes: new Set(), blocks: false, charts: false, alarms: false };
+    dirty = { all: false, stats: false, best: false, order: false, nodes: new Set(), blocks: false, charts: false, alarms: false };
     try {
       if (d.all || d.stats || d.best) renderStats();
       if (d.all || d.stats) renderSignerList();
-      if (d.all || d.best) renderAllNodes();
+      if (d.all || d.order || d.best) renderAllNodes(d.all || d.order);
       else if (d.nodes.size) renderNodes(d.nodes);
       if (d.all || d.alarms) renderAlarms();
       if (d.all || d.blocks || d.best) renderBlocks();
@@ -407,7 +412,14 @@
 
   // ------------------------------------------------------------- nodes
 
-  var rows = new Map(); // node key -> { tr, c: cells }
+  // The table shows one page of the nodes, sorted by name (and filtered by
+  // name or id): a fleet of thousands would otherwise lay out thousands of
+  // rows at every frame, and no one reads them all at once.
+  var NODES_PER_PAGE = 100;
+  var rows = new Map(); // node key -> { tr, c: cells }: the shown page only
+  var nodeOrder = []; // keys of the nodes that pass the filter, sorted by name
+  var nodesPage = 0;
+  var nodesFilter = '';
 
   var NODE_COLS = ['name', 'client', 'latency', 'sealing', 'peers', 'pending', 'head', 'hash',
     'btime', 'prop', 'uptime', 'gate', 'shutdown', 'lost'];
@@ -526,7 +538,10 @@
   }
 
   function sortedKeys() {
-    var keys = Array.from(S.nodes.keys());
+    var keys = Array.from(S.nodes.keys()).filter(function (k) {
+      return !nodesFilter || k.toLowerCase().indexOf(nodesFilter) >= 0 ||
+        str(S.nodes.get(k).name).toLowerCase().indexOf(nodesFilter) >= 0;
+    });
     keys.sort(function (a, b) {
       var na = str(S.nodes.get(a).name), nb = str(S.nodes.get(b).name);
       return collator.compare(na, nb) || collator.compare(a, b);
@@ -534,35 +549,68 @@
     return keys;
   }
 
-  function placeRows() {
+  // Shows the current page (after ordering the nodes again when one is new
+  // or renamed, or the filter changed): its rows are created, updated and
+  // placed; rows that left it are dropped.
+  function renderAllNodes(reorder) {
+    if (reorder) nodeOrder = sortedKeys();
+    var pages = Math.max(1, Math.ceil(nodeOrder.length / NODES_PER_PAGE));
+    nodesPage = Math.min(nodesPage, pages - 1);
+    var from = nodesPage * NODES_PER_PAGE;
+    var keys = nodeOrder.slice(from, from + NODES_PER_PAGE);
+    var keep = new Set(keys);
+    rows.forEach(function (r, k) {
+      if (!keep.has(k)) { r.tr.remove(); rows.delete(k); }
+    });
     var body = $('nodes-body');
-    var keys = sortedKeys();
     var prev = null;
     keys.forEach(function (k) {
-      var tr = rows.get(k).tr;
+      var n = S.nodes.get(k);
+      var r = rows.get(k) || makeRow(k);
+      updateRow(r, n);
       var want = prev ? prev.nextSibling : body.firstChild;
-      if (tr !== want) body.insertBefore(tr, want);
-      prev = tr;
+      if (r.tr !== want) body.insertBefore(r.tr, want);
+      prev = r.tr;
     });
-    $('nodes-empty').hidden = keys.length > 0;
-  }
-
-  function renderAllNodes() {
-    rows.forEach(function (r, k) {
-      if (!S.nodes.has(k)) { r.tr.remove(); rows.delete(k); }
-    });
-    S.nodes.forEach(function (n, k) { updateRow(rows.get(k) || makeRow(k), n); });
-    placeRows();
+    renderPager(pages, from, keys.length);
     renderNodesSummary();
   }
 
+  // Updates the rows of `keys` that are on the shown page.
   function renderNodes(keys) {
     keys.forEach(function (k) {
+      var r = rows.get(k);
       var n = S.nodes.get(k);
-      if (n) updateRow(rows.get(k) || makeRow(k), n);
+      if (r && n) updateRow(r, n);
     });
-    placeRows();
     renderNodesSummary();
+  }
+
+  function renderPager(pages, from, count) {
+    var total = S.nodes.size;
+    $('nodes-empty').hidden = total > 0;
+    $('nodes-no-match').hidden = total === 0 || nodeOrder.length > 0;
+    $('nodes-filter-box').hidden = total <= NODES_PER_PAGE && nodesFilter === '';
+    $('nodes-pager').hidden = pages <= 1;
+    setText($('nodes-range'), count ? fmtInt(from + 1) + '–' + fmtInt(from + count) + ' of ' + fmtInt(nodeOrder.length) : '');
+    $('nodes-prev').disabled = nodesPage === 0;
+    $('nodes-next').disabled = nodesPage >= pages - 1;
+  }
+
+  function nodesControls() {
+    $('nodes-prev').addEventListener('click', function () {
+      nodesPage = Math.max(0, nodesPage - 1);
+      renderAllNodes(false);
+    });
+    $('nodes-next').addEventListener('click', function () {
+      nodesPage += 1; // renderAllNodes keeps it within the pages
+      renderAllNodes(false);
+    });
+    $('nodes-filter').addEventListener('input', function (e) {
+      nodesFilter = String(e.target.value || '').trim().toLowerCase();
+      nodesPage = 0;
+      renderAllNodes(true);
+    });
   }
 
   function renderNodesSummary() {
@@ -978,7 +1026,8 @@
 
   function boot() {
     renderStats();
-    renderAllNodes();
+    nodesControls();
+    renderAllNodes(true);
     renderAlarms();
     renderBlocks();
     renderCharts();
