@@ -82,6 +82,11 @@ pub async fn serve(
             }
         })
     };
+    let app_for_shutdown = app.clone();
+    let stream_windows = tokio::spawn(crate::web::end_stream_windows(
+        app.clone(),
+        shutdown.clone(),
+    ));
     // Live updates are small writes: without TCP_NODELAY one could wait for
     // the viewer's delayed ACK of the previous one (up to 40 ms on Linux).
     let listener = listener.tap_io(|stream| {
@@ -93,8 +98,13 @@ pub async fn serve(
         listener,
         router(app).into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .with_graceful_shutdown(async move {
+        shutdown.cancelled().await;
+        // Open dashboards would hold the graceful shutdown forever.
+        app_for_shutdown.live().close_stream();
+    })
     .await;
     ticker.abort();
+    stream_windows.abort();
     result
 }

@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -13,17 +13,18 @@ use axum::Json;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
-use tokio_stream::wrappers::IntervalStream;
 use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
 
-use crate::live::sse_event;
 use crate::state::App;
 
 const INDEX: &str = include_str!("../web/index.html");
 const SCRIPT: &str = include_str!("../web/app.js");
 const STYLE: &str = include_str!("../web/style.css");
-/// SSE comment line that keeps idle connections open.
+/// SSE comment line that keeps idle connections open, sent after this long
+/// without a change.
 const KEEP_ALIVE: &[u8] = b":\n\n";
+const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(15);
 /// Events already waiting for a viewer go out in one write, up to this many
 /// bytes: under load a viewer costs a write per wake-up, not per event.
 /// Nothing waits for more events to arrive but the tasks already runnable
@@ -61,13 +62,8 @@ pub async fn state(State(app): State<Arc<App>>) -> Json<Value> {
 /// changes already waiting for it.
 pub async fn stream(State(app): State<Arc<App>>) -> Response {
     let (first, updates) = app.live().subscribe();
-    let changes = coalesced(updates, move || sse_event("state", &app.live().snapshot()));
-    let keep_alive = IntervalStream::new(tokio::time::interval_at(
-        tokio::time::Instant::now() + Duration::from_secs(15),
-        Duration::from_secs(15),
-    ))
-    .map(|_| Ok(Bytes::from_static(KEEP_ALIVE)));
-    let stream = tokio_stream::once(Ok(first)).chain(changes.merge(keep_alive));
+    let changes = coalesced(updates, move |updates| app.live().resync(updates));
+    let stream = tokio_stream::once(Ok(first)).chain(changes);
     (
         [
             (header::CONTENT_TYPE, "text/event-stream"),
@@ -79,29 +75,26 @@ pub async fn stream(State(app): State<Arc<App>>) -> Response {
 }
 
 /// The changes as they come, each write carrying every event that is
-/// already waiting. A viewer that fell behind the channel gets a fresh
-/// `snapshot` instead of what it missed (taken after dropping what is
-/// queued, so no older change follows it).
+/// already waiting, and a keep-alive comment after 15 s without one. A
+/// viewer that fell behind the channel gets a fresh snapshot from `resync`
+/// instead of what it missed (which empties the receiver first, so no older
+/// change follows it). Ends when the channel closes (the server stops).
 fn coalesced<S>(
     updates: broadcast::Receiver<Bytes>,
-    snapshot: S,
+    resync: S,
 ) -> impl Stream<Item = Result<Bytes, Infallible>>
 where
-    S: Fn() -> Bytes + Send + 'static,
+    S: Fn(&mut broadcast::Receiver<Bytes>) -> Bytes + Send + 'static,
 {
-    futures_util::stream::unfold((updates, snapshot), |(mut updates, snapshot)| async move {
-        let resync = |updates: &mut broadcast::Receiver<Bytes>| {
-            while !matches!(
-                updates.try_recv(),
-                Err(TryRecvError::Empty | TryRecvError::Closed)
-            ) {}
-            snapshot()
-        };
-        let mut ready = vec![match updates.recv().await {
-            Ok(bytes) => bytes,
-            Err(RecvError::Lagged(_)) => resync(&mut updates),
-            Err(RecvError::Closed) => return None,
-        }];
+    futures_util::stream::unfold((updates, resync), |(mut updates, resync)| async move {
+        let mut ready = vec![
+            match tokio::time::timeout(KEEP_ALIVE_EVERY, updates.recv()).await {
+                Ok(Ok(bytes)) => bytes,
+                Ok(Err(RecvError::Lagged(_))) => resync(&mut updates),
+                Ok(Err(RecvError::Closed)) => return None,
+                Err(_idle) => return Some((Ok(Bytes::from_static(KEEP_ALIVE)), (updates, resync))),
+            },
+        ];
         // Let the tasks that are already runnable (reports read in the same
         // burst) publish first, and again while that brought more: under load
         // their changes join this write; when idle nothing else is runnable
@@ -131,8 +124,28 @@ where
             1 => ready.swap_remove(0),
             _ => Bytes::from(ready.concat()),
         };
-        Some((Ok(out), (updates, snapshot)))
+        Some((Ok(out), (updates, resync)))
     })
+}
+
+/// Sends what the stream's fan-out held once its window ends (see
+/// `live::fanout`), until `shutdown`.
+pub async fn end_stream_windows(app: Arc<App>, shutdown: CancellationToken) {
+    let opened = app.live().stream_window_opened();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = opened.notified() => {}
+        }
+        let mut next = app.live().end_stream_window(Instant::now());
+        while let Some(at) = next {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(at.into()) => {}
+            }
+            next = app.live().end_stream_window(Instant::now());
+        }
+    }
 }
 
 /// Recent lifecycle events from all nodes, newest first.
@@ -177,6 +190,11 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
 mod tests {
     use super::*;
 
+    fn snapshot(rx: &mut broadcast::Receiver<Bytes>) -> Bytes {
+        crate::live::fanout::drain(rx);
+        Bytes::from_static(b"snapshot")
+    }
+
     fn event(i: usize) -> Bytes {
         Bytes::from(format!("event: node\ndata: {i}\n\n"))
     }
@@ -184,7 +202,7 @@ mod tests {
     #[tokio::test]
     async fn waiting_events_go_out_in_one_write_in_order() {
         let (tx, rx) = broadcast::channel(16);
-        let mut stream = Box::pin(coalesced(rx, || Bytes::from_static(b"snapshot")));
+        let mut stream = Box::pin(coalesced(rx, snapshot));
         for i in 0..3 {
             tx.send(event(i)).unwrap();
         }
@@ -200,7 +218,7 @@ mod tests {
     #[tokio::test]
     async fn a_viewer_behind_the_channel_gets_a_snapshot_and_no_older_change() {
         let (tx, rx) = broadcast::channel(4);
-        let mut stream = Box::pin(coalesced(rx, || Bytes::from_static(b"snapshot")));
+        let mut stream = Box::pin(coalesced(rx, snapshot));
         for i in 0..10 {
             tx.send(event(i)).unwrap();
         }
@@ -214,7 +232,7 @@ mod tests {
     #[tokio::test]
     async fn one_write_stays_near_its_bound() {
         let (tx, rx) = broadcast::channel(1024);
-        let mut stream = Box::pin(coalesced(rx, || Bytes::from_static(b"snapshot")));
+        let mut stream = Box::pin(coalesced(rx, snapshot));
         let big = Bytes::from(vec![b'x'; 16 * 1024]);
         for _ in 0..10 {
             tx.send(big.clone()).unwrap();
@@ -226,5 +244,70 @@ mod tests {
             stream.next().await.unwrap().unwrap().len(),
         ];
         assert_eq!(sizes, [COALESCE_BYTES, 2 * 16 * 1024], "the rest follows");
+    }
+
+    /// Through the real server: the changes that follow one within the
+    /// window are held, and reach the viewer when it ends with no later
+    /// change to push them out; stopping the server ends the stream.
+    #[tokio::test]
+    async fn a_burst_after_a_change_reaches_the_viewer_when_the_window_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut live = crate::live::Live::unconfigured();
+        live.set_stream_window(Duration::from_millis(300));
+        let app = Arc::new(App::new(
+            crate::registry::Registry::default(),
+            live,
+            crate::store::Store::open(&dir.path().join("db"), 100).unwrap(),
+            Default::default(),
+            crate::identity::Identity::random(),
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(crate::routes::serve(
+            listener,
+            app.clone(),
+            shutdown.clone(),
+        ));
+        let mut response = reqwest::get(format!("http://{addr}/api/stream"))
+            .await
+            .unwrap();
+        let mut seen = String::new();
+        let mut read_until = async |text: &str| {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while !seen.contains(text) {
+                let chunk = tokio::time::timeout_at(deadline, response.chunk())
+                    .await
+                    .unwrap_or_else(|_| panic!("no {text:?} in {seen:?}"))
+                    .unwrap()
+                    .expect("the stream ended");
+                seen.push_str(std::str::from_utf8(&chunk).unwrap());
+            }
+        };
+        read_until("event: state\n").await;
+        let stats = geth_wire::StatsReport::default();
+        for node in ["n1", "n2", "n3"] {
+            app.live().on_stats(node, &stats, 1, None);
+        }
+        read_until(r#""id":"n3""#).await;
+        for node in ["n1", "n2", "n3"] {
+            let at = seen.find(&format!(r#""id":"{node}""#));
+            assert!(at.is_some(), "{node} missing from {seen:?}");
+        }
+        // A stopping server ends the open stream instead of waiting for it.
+        shutdown.cancel();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while let Some(chunk) = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .expect("the stream stays open after shutdown")
+            .unwrap()
+        {
+            seen.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        tokio::time::timeout_at(deadline, server)
+            .await
+            .expect("the server waits for the viewer")
+            .unwrap()
+            .unwrap();
     }
 }

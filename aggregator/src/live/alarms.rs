@@ -59,7 +59,7 @@ impl Live {
             || alarms.history_rewritten != self.alarms.history_rewritten;
         self.alarms = alarms;
         if news {
-            self.publish("alarms", &self.alarms);
+            self.fanout.publish("alarms", &self.alarms);
         }
     }
 

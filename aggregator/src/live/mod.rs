@@ -13,6 +13,7 @@
 //! adopted, so voted-out signers leave it. Block sealers never join it.
 
 mod alarms;
+pub mod fanout;
 pub mod view;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -26,6 +27,7 @@ use tokio::sync::broadcast;
 
 use crate::refusals::Refusal;
 use crate::validate::{self, ChainContext};
+use fanout::FanOut;
 pub use view::{
     Alarms, BlockView, Fork, Head, HistoryRewrite, NetworkInfo, NodeView, RewrittenBlock,
     SignerView, Stall,
@@ -106,8 +108,8 @@ pub struct Live {
     rewrites_total: u64,
     rewrite_news: bool,
     rewrite_at_ms: Option<u64>,
-    /// Pre-rendered SSE events (`event: …\ndata: …\n\n`).
-    updates: broadcast::Sender<Bytes>,
+    /// Pre-rendered SSE events (`event: …\ndata: …\n\n`) to the viewers.
+    fanout: FanOut,
     /// The newest rolling restart plan, as the dashboard shows it.
     restart: Value,
 }
@@ -177,28 +179,50 @@ impl Live {
             rewrites_total: 0,
             rewrite_news: false,
             rewrite_at_ms: None,
-            updates: broadcast::channel(4096).0,
+            fanout: FanOut::default(),
             restart: Value::Null,
         }
     }
 
     /// The full state as an SSE event, and the stream of later changes.
-    pub fn subscribe(&self) -> (Bytes, broadcast::Receiver<Bytes>) {
-        (
-            sse_event("state", &self.snapshot()),
-            self.updates.subscribe(),
-        )
+    pub fn subscribe(&mut self) -> (Bytes, broadcast::Receiver<Bytes>) {
+        let updates = self.fanout.subscribe();
+        (sse_event("state", &self.snapshot()), updates)
     }
 
-    /// Renders and broadcasts one change (only when someone listens).
-    fn publish(&self, event: &str, data: &impl Serialize) {
-        if self.updates.receiver_count() > 0 {
-            let _ = self.updates.send(sse_event(event, data));
-        }
+    /// A fresh `state` event for a receiver that fell behind, after which it
+    /// receives only newer changes.
+    pub fn resync(&mut self, receiver: &mut broadcast::Receiver<Bytes>) -> Bytes {
+        self.fanout.resync(receiver);
+        sse_event("state", &self.snapshot())
     }
 
-    fn publish_best(&self) {
-        self.publish(
+    /// Holds changes that follow a broadcast for this long, to send them
+    /// together (see `fanout`).
+    pub fn set_stream_window(&mut self, window: std::time::Duration) {
+        self.fanout.set_window(window);
+    }
+
+    pub fn stream_window(&self) -> std::time::Duration {
+        self.fanout.window()
+    }
+
+    /// Sends what a closed window held; returns when to call again.
+    pub fn end_stream_window(&mut self, now: std::time::Instant) -> Option<std::time::Instant> {
+        self.fanout.end_window(now)
+    }
+
+    /// Ends the viewers' streams (the server stops).
+    pub fn close_stream(&mut self) {
+        self.fanout.close();
+    }
+
+    pub fn stream_window_opened(&self) -> Arc<tokio::sync::Notify> {
+        self.fanout.window_opened()
+    }
+
+    fn publish_best(&mut self) {
+        self.fanout.publish(
             "best",
             &json!({ "best": self.best_json(), "avg_block_time": self.avg_block_time() }),
         );
@@ -230,8 +254,9 @@ impl Live {
         f(node);
         node.last_seen_ms = now_ms;
         node.online = true;
-        if self.updates.receiver_count() > 0 {
-            let _ = self.updates.send(sse_event("node", &*node));
+        if self.fanout.listening() {
+            let event = sse_event("node", &*node);
+            self.fanout.send(event, std::time::Instant::now());
         }
     }
 
@@ -351,7 +376,7 @@ impl Live {
         if !self.refresh_reference_due(now_ms)
             && sighted
             && self.shown.get(&b.number) == Some(&b.hash)
-            && self.updates.receiver_count() > 0
+            && self.fanout.listening()
         {
             // A new sighting of a shown block changes its propagation; sent at
             // 1, 2, 4, 8, … sightings so a large fleet does not resend each
@@ -362,7 +387,7 @@ impl Live {
                 .and_then(|at| at.get(b.hash.as_str()))
                 .filter(|v| v.seen.len().is_power_of_two())
             {
-                self.publish("block", view);
+                self.fanout.publish("block", view);
             }
         }
         sighted
@@ -422,7 +447,7 @@ impl Live {
             node.ready = Some(false);
             node.not_ready = vec!["geth shut down".to_owned()];
             let view = node.clone();
-            self.publish("node", &view);
+            self.fanout.publish("node", &view);
         }
     }
 
@@ -442,7 +467,7 @@ impl Live {
             }
         }
         for node in &changed {
-            self.publish("node", node);
+            self.fanout.publish("node", node);
         }
         // Without signer nodes the online nodes decide the reference.
         if !changed.is_empty() || self.reference_dirty {
@@ -480,7 +505,7 @@ impl Live {
         if let Some(set) = adopted.filter(|s| *s != self.signer_set) {
             tracing::info!(from = ?self.signer_set, to = ?set, "signer set changed (reported by a majority of the signer nodes)");
             self.signer_set = set;
-            self.publish("signers", &self.signers());
+            self.fanout.publish("signers", &self.signers());
             self.refresh_reference();
         }
     }
@@ -512,11 +537,13 @@ impl Live {
         self.reference = reference;
         self.recompute_shown();
         self.remember_history();
-        if let Some(best) = self.best() {
-            self.publish("block", best);
+        if let Some((number, hash)) = &self.reference {
+            if let Some(best) = self.blocks.get(number).and_then(|at| at.get(hash.as_str())) {
+                self.fanout.publish("block", best);
+            }
         }
         self.publish_best();
-        self.publish("signers", &self.signers());
+        self.fanout.publish("signers", &self.signers());
         true
     }
 
@@ -815,7 +842,7 @@ impl Live {
     /// The restart progress shown on the page; published when it changes.
     pub fn set_restart(&mut self, restart: Value) {
         if self.restart != restart {
-            self.publish("restart", &restart);
+            self.fanout.publish("restart", &restart);
             self.restart = restart;
         }
     }
