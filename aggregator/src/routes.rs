@@ -82,11 +82,7 @@ pub async fn serve(
             }
         })
     };
-    let app_for_shutdown = app.clone();
-    let stream_windows = tokio::spawn(crate::web::end_stream_windows(
-        app.clone(),
-        shutdown.clone(),
-    ));
+    let stopping = app.clone();
     // Live updates are small writes: without TCP_NODELAY one could wait for
     // the viewer's delayed ACK of the previous one (up to 40 ms on Linux).
     let listener = listener.tap_io(|stream| {
@@ -101,10 +97,9 @@ pub async fn serve(
     .with_graceful_shutdown(async move {
         shutdown.cancelled().await;
         // Open dashboards would hold the graceful shutdown forever.
-        app_for_shutdown.live().close_stream();
+        stopping.live().close_stream();
     })
     .await;
     ticker.abort();
-    stream_windows.abort();
     result
 }

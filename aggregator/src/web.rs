@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -14,7 +14,6 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio_stream::{Stream, StreamExt};
-use tokio_util::sync::CancellationToken;
 
 use crate::state::App;
 
@@ -128,26 +127,6 @@ where
     })
 }
 
-/// Sends what the stream's fan-out held once its window ends (see
-/// `live::fanout`), until `shutdown`.
-pub async fn end_stream_windows(app: Arc<App>, shutdown: CancellationToken) {
-    let opened = app.live().stream_window_opened();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = opened.notified() => {}
-        }
-        let mut next = app.live().end_stream_window(Instant::now());
-        while let Some(at) = next {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep_until(at.into()) => {}
-            }
-            next = app.live().end_stream_window(Instant::now());
-        }
-    }
-}
-
 /// Recent lifecycle events from all nodes, newest first.
 pub async fn events(State(app): State<Arc<App>>) -> Response {
     match app.store.recent_events(500) {
@@ -189,6 +168,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio_util::sync::CancellationToken;
 
     fn snapshot(rx: &mut broadcast::Receiver<Bytes>) -> Bytes {
         crate::live::fanout::drain(rx);
@@ -246,14 +226,12 @@ mod tests {
         assert_eq!(sizes, [COALESCE_BYTES, 2 * 16 * 1024], "the rest follows");
     }
 
-    /// Through the real server: the changes that follow one within the
-    /// window are held, and reach the viewer when it ends with no later
-    /// change to push them out; stopping the server ends the stream.
+    /// Through the real server: changes reach an open stream, and stopping
+    /// the server ends it instead of waiting for the viewer to leave.
     #[tokio::test]
-    async fn a_burst_after_a_change_reaches_the_viewer_when_the_window_ends() {
+    async fn changes_reach_the_viewer_and_a_stopping_server_ends_the_stream() {
         let dir = tempfile::tempdir().unwrap();
-        let mut live = crate::live::Live::unconfigured();
-        live.set_stream_window(Duration::from_millis(300));
+        let live = crate::live::Live::unconfigured();
         let app = Arc::new(App::new(
             crate::registry::Registry::default(),
             live,

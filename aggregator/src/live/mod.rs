@@ -185,40 +185,21 @@ impl Live {
     }
 
     /// The full state as an SSE event, and the stream of later changes.
-    pub fn subscribe(&mut self) -> (Bytes, broadcast::Receiver<Bytes>) {
+    pub fn subscribe(&self) -> (Bytes, broadcast::Receiver<Bytes>) {
         let updates = self.fanout.subscribe();
         (sse_event("state", &self.snapshot()), updates)
     }
 
-    /// A fresh `state` event for a receiver that fell behind, after which it
-    /// receives only newer changes.
-    pub fn resync(&mut self, receiver: &mut broadcast::Receiver<Bytes>) -> Bytes {
-        self.fanout.resync(receiver);
+    /// A fresh `state` event for a receiver that fell behind, emptied
+    /// under the same lock, so it receives only newer changes after it.
+    pub fn resync(&self, receiver: &mut broadcast::Receiver<Bytes>) -> Bytes {
+        fanout::drain(receiver);
         sse_event("state", &self.snapshot())
-    }
-
-    /// Holds changes that follow a broadcast for this long, to send them
-    /// together (see `fanout`).
-    pub fn set_stream_window(&mut self, window: std::time::Duration) {
-        self.fanout.set_window(window);
-    }
-
-    pub fn stream_window(&self) -> std::time::Duration {
-        self.fanout.window()
-    }
-
-    /// Sends what a closed window held; returns when to call again.
-    pub fn end_stream_window(&mut self, now: std::time::Instant) -> Option<std::time::Instant> {
-        self.fanout.end_window(now)
     }
 
     /// Ends the viewers' streams (the server stops).
     pub fn close_stream(&mut self) {
         self.fanout.close();
-    }
-
-    pub fn stream_window_opened(&self) -> Arc<tokio::sync::Notify> {
-        self.fanout.window_opened()
     }
 
     fn publish_best(&mut self) {
@@ -254,10 +235,7 @@ impl Live {
         f(node);
         node.last_seen_ms = now_ms;
         node.online = true;
-        if self.fanout.listening() {
-            let event = sse_event("node", &*node);
-            self.fanout.send(event, std::time::Instant::now());
-        }
+        self.fanout.publish("node", &*node);
     }
 
     /// Validates a block report from `node_id` against what is known (see
