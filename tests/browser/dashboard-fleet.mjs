@@ -10,7 +10,7 @@
 // Exit codes: 0 every check held; 1 a check failed; 2 any other failure
 // (message on stderr).
 
-import { launchChromium } from './chromium.mjs';
+import { launchChromium, openPage } from './chromium.mjs';
 
 const PER_PAGE = 100;
 const WAIT_MS = 60_000;
@@ -45,13 +45,8 @@ async function main() {
   const pages = Math.ceil(count / PER_PAGE);
   const lastPageRows = count - (pages - 1) * PER_PAGE;
   const browser = await launchChromium();
-  let pageErrors = 0;
   try {
-    const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
-    page.on('pageerror', (err) => {
-      pageErrors += 1;
-      process.stderr.write(`page error: ${err.message}\n`);
-    });
+    const { page, errors: pageErrors } = await openPage(browser);
     await page.goto(url, { waitUntil: 'domcontentloaded', timeout: WAIT_MS });
 
     const table = () => page.evaluate(() => {
@@ -124,8 +119,8 @@ async function main() {
     await page.fill('#nodes-filter', '');
     expect('the filter cleared', await table(), { rows: PER_PAGE, first: 'node-0', range: `1–${PER_PAGE} of ${fmt(count)}`, noMatch: false });
 
-    if (pageErrors) throw new CheckFailed(`${pageErrors} page error(s)`);
-    process.stdout.write(`${JSON.stringify({ pages, last_page_rows: last.rows, filtered_rows: filtered.rows, page_errors: pageErrors })}\n`);
+    if (pageErrors()) throw new CheckFailed(`${pageErrors()} page error(s)`);
+    process.stdout.write(`${JSON.stringify({ pages, last_page_rows: last.rows, filtered_rows: filtered.rows, page_errors: pageErrors() })}\n`);
   } catch (e) {
     if (e instanceof CheckFailed) fail(e.message, 1);
     throw e;

@@ -13,7 +13,7 @@
 //    "script":…, "layout":…, "style":…}}
 // Exit codes: 0 measured; 2 any failure (message on stderr).
 
-import { launchChromium } from './chromium.mjs';
+import { launchChromium, openPage } from './chromium.mjs';
 
 const SAMPLE_MS = 250;
 const LAST_JITTER_MS = 200;
@@ -34,13 +34,8 @@ async function main() {
     fail('usage: node dashboard-lag.mjs <url> <origin-epoch-ms> <seconds>');
   }
   const browser = await launchChromium();
-  let pageErrors = 0;
   try {
-    const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
-    page.on('pageerror', (err) => {
-      pageErrors += 1;
-      process.stderr.write(`page error: ${err.message}\n`);
-    });
+    const { page, errors: pageErrors } = await openPage(browser);
     const devtools = await page.context().newCDPSession(page);
     await devtools.send('Performance.enable');
     const counters = async () => {
@@ -77,7 +72,7 @@ async function main() {
         behind_ms_p99: at(0.99),
         behind_ms_max: at(1),
         last_shown: shown,
-        page_errors: pageErrors,
+        page_errors: pageErrors(),
         main_thread_ms_per_s: {
           tasks: perS('TaskDuration'),
           script: perS('ScriptDuration'),
