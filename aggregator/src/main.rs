@@ -16,11 +16,17 @@ fn main() -> ExitCode {
         }
         None => {}
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cli.worker_threads.into())
-        .enable_all()
-        .build()
-    {
+    // One thread: the plain scheduler, which parks straight on the I/O
+    // driver (no work-stealing bookkeeping, no hand-off to a worker).
+    let mut builder = match cli.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.into());
+            b
+        }
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("geth-aggregator: cannot start the async runtime: {e}");

@@ -82,6 +82,7 @@ pub async fn serve(
             }
         })
     };
+    let flusher = tokio::spawn(crate::web::flush_stream(app.clone(), shutdown.clone()));
     let stopping = app.clone();
     // Live updates are small writes: without TCP_NODELAY one could wait for
     // the viewer's delayed ACK of the previous one (up to 40 ms on Linux).
@@ -101,5 +102,6 @@ pub async fn serve(
     })
     .await;
     ticker.abort();
+    flusher.abort();
     result
 }

@@ -9,6 +9,7 @@
 //! sender is told instead. Failed commits are logged at most once a minute,
 //! and writing resumes by itself when it works again.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -734,10 +735,15 @@ fn write_batch(
     prune: Option<&StoreOptions>,
 ) -> Result<(), rusqlite::Error> {
     let tx = conn.transaction()?;
+    // A block is sighted by every node within moments: its row is written
+    // once per batch, not once per sighting.
+    let mut blocks_written: HashSet<String> = HashSet::new();
     for write in writes {
         match write {
             Write::Sighting { node, block: b } => {
-                tx.prepare_cached(
+                if !blocks_written.contains(b.hash.as_str()) {
+                    blocks_written.insert(b.hash.clone());
+                    tx.prepare_cached(
                     "INSERT OR IGNORE INTO blocks (hash, number, parent_hash, signer, timestamp,
                      difficulty, txs, gas_used, gas_limit, first_seen_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -754,6 +760,7 @@ fn write_batch(
                     b.gas_limit as i64,
                     b.seen_at_ms as i64
                 ])?;
+                }
                 tx.prepare_cached(
                     "INSERT OR IGNORE INTO sightings (hash, node, seen_ms, number)
                      VALUES (?1, ?2, ?3, ?4)",

@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -14,6 +14,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
 
 use crate::state::App;
 
@@ -25,13 +26,10 @@ const STYLE: &str = include_str!("../web/style.css");
 const KEEP_ALIVE: &[u8] = b":\n\n";
 const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(15);
 /// Events already waiting for a viewer go out in one write, up to this many
-/// bytes: under load a viewer costs a write per wake-up, not per event.
-/// Nothing waits for more events to arrive but the tasks already runnable
-/// (the sockets run with TCP_NODELAY: the kernel does not join writes).
+/// bytes: a viewer costs a write per wake-up, not per event (the sockets
+/// run with TCP_NODELAY: the kernel does not join writes). The live view's
+/// fan-out joins the changes of a burst before they reach the viewers.
 const COALESCE_BYTES: usize = 64 * 1024;
-/// How many times a viewer lets runnable tasks go first while they keep
-/// adding changes to its next write.
-const YIELDS_UNDER_LOAD: usize = 4;
 
 pub async fn index(State(app): State<Arc<App>>) -> Html<std::borrow::Cow<'static, str>> {
     Html(crate::bridge_proxy::dashboard_page(
@@ -94,29 +92,19 @@ where
                 Err(_idle) => return Some((Ok(Bytes::from_static(KEEP_ALIVE)), (updates, resync))),
             },
         ];
-        // Let the tasks that are already runnable (reports read in the same
-        // burst) publish first, and again while that brought more: under load
-        // their changes join this write; when idle nothing else is runnable
-        // and this returns at once.
+        // What else is already waiting joins this write.
         let mut size = ready[0].len();
-        for _ in 0..YIELDS_UNDER_LOAD {
-            tokio::task::yield_now().await;
-            let before = ready.len();
-            while size < COALESCE_BYTES {
-                match updates.try_recv() {
-                    Ok(bytes) => {
-                        size += bytes.len();
-                        ready.push(bytes);
-                    }
-                    Err(TryRecvError::Lagged(_)) => {
-                        ready = vec![resync(&mut updates)];
-                        size = ready[0].len();
-                    }
-                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+        while size < COALESCE_BYTES {
+            match updates.try_recv() {
+                Ok(bytes) => {
+                    size += bytes.len();
+                    ready.push(bytes);
                 }
-            }
-            if ready.len() == before || size >= COALESCE_BYTES {
-                break;
+                Err(TryRecvError::Lagged(_)) => {
+                    ready = vec![resync(&mut updates)];
+                    size = ready[0].len();
+                }
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
             }
         }
         let out = match ready.len() {
@@ -125,6 +113,30 @@ where
         };
         Some((Ok(out), (updates, resync)))
     })
+}
+
+/// Sends the changes the live view's fan-out held once they have waited
+/// their window (see `live::fanout`), until `shutdown`. Sleeps only while
+/// something is held.
+pub async fn flush_stream(app: Arc<App>, shutdown: CancellationToken) {
+    // Tokio's timer fires on whole milliseconds, up to one late: what is
+    // due within the next one goes now, so nothing waits past its window.
+    const TIMER_SLACK: Duration = Duration::from_millis(1);
+    let changed = app.live().stream_deadline_changed();
+    loop {
+        let deadline = app.live().flush_stream_due(Instant::now() + TIMER_SLACK);
+        let timer = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until((at - TIMER_SLACK).into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = changed.notified() => {}
+            _ = timer => {}
+        }
+    }
 }
 
 /// Recent lifecycle events from all nodes, newest first.
@@ -226,12 +238,15 @@ mod tests {
         assert_eq!(sizes, [COALESCE_BYTES, 2 * 16 * 1024], "the rest follows");
     }
 
-    /// Through the real server: changes reach an open stream, and stopping
-    /// the server ends it instead of waiting for the viewer to leave.
+    /// Through the real server: changes reach an open stream in order, held
+    /// ones too (by the flusher's timer when nothing follows them, and by a
+    /// stopping server), and stopping the server ends the stream instead of
+    /// waiting for the viewer to leave.
     #[tokio::test]
     async fn changes_reach_the_viewer_and_a_stopping_server_ends_the_stream() {
         let dir = tempfile::tempdir().unwrap();
-        let live = crate::live::Live::unconfigured();
+        let mut live = crate::live::Live::unconfigured();
+        live.set_stream_window(Duration::from_secs(1));
         let app = Arc::new(App::new(
             crate::registry::Registry::default(),
             live,
@@ -264,13 +279,20 @@ mod tests {
         };
         read_until("event: state\n").await;
         let stats = geth_wire::StatsReport::default();
+        // n1 goes at once; n2 and n3 follow within the window: held, and
+        // sent by the flusher when it ends, as nothing comes after them.
         for node in ["n1", "n2", "n3"] {
             app.live().on_stats(node, &stats, 1, None);
         }
         read_until(r#""id":"n3""#).await;
-        for node in ["n1", "n2", "n3"] {
-            let at = seen.find(&format!(r#""id":"{node}""#));
-            assert!(at.is_some(), "{node} missing from {seen:?}");
+        let at = |seen: &str, node: &str| {
+            seen.find(&format!(r#""id":"{node}""#))
+                .unwrap_or_else(|| panic!("{node} missing from {seen:?}"))
+        };
+        assert!(at(&seen, "n1") < at(&seen, "n2") && at(&seen, "n2") < at(&seen, "n3"));
+        // Held when the server stops: sent before the stream ends.
+        for node in ["n4", "n5"] {
+            app.live().on_stats(node, &stats, 1, None);
         }
         // A stopping server ends the open stream instead of waiting for it.
         shutdown.cancel();
@@ -282,6 +304,7 @@ mod tests {
         {
             seen.push_str(std::str::from_utf8(&chunk).unwrap());
         }
+        assert!(at(&seen, "n3") < at(&seen, "n4") && at(&seen, "n4") < at(&seen, "n5"));
         tokio::time::timeout_at(deadline, server)
             .await
             .expect("the server waits for the viewer")

@@ -43,9 +43,9 @@ const MAX_MESSAGE: usize = 1024 * 1024;
 const MAX_LOGIN_MESSAGE: usize = 16 * 1024;
 /// Read buffer per connection. The WebSocket library fills its whole read
 /// buffer on every read (128 KiB by default: 125 MiB of RSS at 1,000
-/// reporters); a frame is at most [`MAX_FRAME`] and the buffer grows for a
-/// longer one.
-const READ_BUFFER: usize = MAX_FRAME;
+/// reporters) and zeroes it first; geth's frames fit its 4 KiB write
+/// buffer, and the buffer grows for a longer one.
+const READ_BUFFER: usize = 4 * 1024;
 /// A client must log in this fast, whatever it sends meanwhile.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -121,10 +121,19 @@ fn normalise(set: &[String]) -> Vec<String> {
     set
 }
 
-/// One SSE event, rendered.
+/// One SSE event, rendered into one buffer.
 pub fn sse_event(event: &str, data: &impl Serialize) -> Bytes {
-    let json = serde_json::to_string(data).unwrap_or_else(|_| "null".into());
-    Bytes::from(format!("event: {event}\ndata: {json}\n\n"))
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(event.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    let start = out.len();
+    if serde_json::to_writer(&mut out, data).is_err() {
+        out.truncate(start);
+        out.extend_from_slice(b"null");
+    }
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
 }
 
 impl Live {
@@ -185,16 +194,33 @@ impl Live {
     }
 
     /// The full state as an SSE event, and the stream of later changes.
-    pub fn subscribe(&self) -> (Bytes, broadcast::Receiver<Bytes>) {
+    pub fn subscribe(&mut self) -> (Bytes, broadcast::Receiver<Bytes>) {
         let updates = self.fanout.subscribe();
         (sse_event("state", &self.snapshot()), updates)
     }
 
     /// A fresh `state` event for a receiver that fell behind, emptied
     /// under the same lock, so it receives only newer changes after it.
-    pub fn resync(&self, receiver: &mut broadcast::Receiver<Bytes>) -> Bytes {
-        fanout::drain(receiver);
+    pub fn resync(&mut self, receiver: &mut broadcast::Receiver<Bytes>) -> Bytes {
+        self.fanout.resync(receiver);
         sse_event("state", &self.snapshot())
+    }
+
+    /// Holds a change that follows the last one sent within `window`, to
+    /// send them together (see `fanout`).
+    pub fn set_stream_window(&mut self, window: std::time::Duration) {
+        self.fanout.set_window(window);
+    }
+
+    /// Sends the held changes if they have waited long enough; returns the
+    /// deadline still ahead, if any.
+    pub fn flush_stream_due(&mut self, now: std::time::Instant) -> Option<std::time::Instant> {
+        self.fanout.flush_due(now)
+    }
+
+    /// Notified when the held changes' deadline appears or goes.
+    pub fn stream_deadline_changed(&self) -> Arc<tokio::sync::Notify> {
+        self.fanout.deadline_changed()
     }
 
     /// Ends the viewers' streams (the server stops).
