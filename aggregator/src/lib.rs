@@ -151,10 +151,10 @@ pub struct Cli {
     )]
     pub stream_window_ms: u64,
     /// Threads that run the async work (SQLite writes have threads of their
-    /// own). One keeps a fleet's reports and dashboards cheapest: a second
-    /// thread mostly wakes to steal one task (at 100 reporters, 0.70 against
-    /// 0.94 s of CPU a minute, `cargo bench --bench load`); give more to a
-    /// gateway that serves many wallets.
+    /// own). One (tokio's single-thread scheduler) keeps a fleet's reports
+    /// and dashboards cheapest: a second thread mostly wakes to steal one
+    /// task (at 100 reporters, 0.70 against 0.94 s of CPU a minute, `cargo
+    /// bench --bench load`); give more to a gateway that serves many wallets.
     #[arg(
         long,
         env = "GETH_AGGREGATOR_WORKER_THREADS",
