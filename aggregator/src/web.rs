@@ -127,7 +127,10 @@ pub async fn flush_stream(app: Arc<App>, shutdown: CancellationToken) {
         let deadline = app.live().flush_stream_due(Instant::now() + TIMER_SLACK);
         let timer = async {
             match deadline {
-                Some(at) => tokio::time::sleep_until((at - TIMER_SLACK).into()).await,
+                Some(at) => {
+                    let early = at.checked_sub(TIMER_SLACK).unwrap_or(at);
+                    tokio::time::sleep_until(early.into()).await
+                }
                 None => std::future::pending().await,
             }
         };
