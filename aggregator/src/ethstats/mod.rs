@@ -48,6 +48,8 @@ const MAX_LOGIN_MESSAGE: usize = 16 * 1024;
 const READ_BUFFER: usize = 4 * 1024;
 /// A client must log in this fast, whatever it sends meanwhile.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// A logged-in client silent this long is gone (geth reports every 15 s).
+const SILENCE_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub async fn upgrade(
     State(app): State<Arc<App>>,
@@ -82,21 +84,34 @@ async fn send(socket: &mut WebSocket, value: Value) -> bool {
 async fn session(app: Arc<App>, mut socket: WebSocket, permit: LoginPermit) {
     let mut permit = Some(permit);
     let mut name: Option<String> = None;
-    let deadline = tokio::time::Instant::now() + LOGIN_TIMEOUT;
+    // The node's id in the live view, made once at login.
+    let mut id = String::new();
+    // One timer for the whole session, moved only when it fires: before
+    // login it is the login deadline; after, silence is measured from the
+    // last message (a timer re-armed per frame would cost a timer-wheel
+    // insert and removal on every block).
+    let idle = tokio::time::sleep(LOGIN_TIMEOUT);
+    tokio::pin!(idle);
+    let mut last_message = tokio::time::Instant::now();
     loop {
-        let wait = if name.is_none() {
-            deadline.saturating_duration_since(tokio::time::Instant::now())
-        } else {
-            Duration::from_secs(60)
-        };
-        let message = match tokio::time::timeout(wait, socket.recv()).await {
-            Ok(Some(Ok(message))) => message,
-            Ok(_) => break,
-            Err(_) => {
+        let message = tokio::select! {
+            message = socket.recv() => match message {
+                Some(Ok(message)) => message,
+                _ => break,
+            },
+            () = &mut idle => {
+                let quiet_until = last_message + SILENCE_TIMEOUT;
+                if name.is_some() && quiet_until > tokio::time::Instant::now() {
+                    idle.as_mut().reset(quiet_until);
+                    continue;
+                }
                 tracing::info!(node = ?name, "ethstats client silent or not logged in in time; closing");
                 break;
             }
         };
+        if name.is_some() {
+            last_message = tokio::time::Instant::now();
+        }
         let text = match message {
             Message::Text(t) => t,
             Message::Binary(_) => return drop_client(&name, "binary frame"),
@@ -132,6 +147,9 @@ async fn session(app: Arc<App>, mut socket: WebSocket, permit: LoginPermit) {
             (Frame::Hello(hello), None) => match login(&app, &hello) {
                 Ok(n) => {
                     tracing::info!(node = %n, "ethstats node logged in");
+                    id = live_id(&n);
+                    last_message = tokio::time::Instant::now();
+                    idle.as_mut().reset(last_message + SILENCE_TIMEOUT);
                     name = Some(n);
                     // Logged in: no longer counts against the pending logins.
                     permit.take();
@@ -150,12 +168,16 @@ async fn session(app: Arc<App>, mut socket: WebSocket, permit: LoginPermit) {
                 }
             }
             (Frame::Block(block), Some(n)) => match block {
-                Some(block) => on_block(&app, n, block),
+                Some(block) => on_block(&app, &id, n, block),
                 None => return drop_client(&name, "malformed block"),
             },
-            (Frame::Stats(stats), Some(n)) => on_stats(&app, n, stats),
-            (Frame::Pending(pending), Some(n)) => update(&app, n, |node| node.pending = pending),
-            (Frame::Latency(latency), Some(n)) => update(&app, n, |node| node.latency_ms = latency),
+            (Frame::Stats(stats), Some(n)) => on_stats(&app, &id, n, stats),
+            (Frame::Pending(pending), Some(n)) => {
+                update(&app, &id, n, |node| node.pending = pending)
+            }
+            (Frame::Latency(latency), Some(n)) => {
+                update(&app, &id, n, |node| node.latency_ms = latency)
+            }
             // A second hello, history and anything newer: not needed.
             (Frame::Hello(_) | Frame::Other, Some(_)) => {}
         }
@@ -167,21 +189,25 @@ async fn session(app: Arc<App>, mut socket: WebSocket, permit: LoginPermit) {
 
 /// A block from geth's reporter: the same checks as an agent's report; a
 /// refused one is counted and skipped (the connection stays).
-fn on_block(app: &App, name: &str, block: BlockReport) {
-    let id = format!("ethstats:{name}");
+fn on_block(app: &App, id: &str, name: &str, block: BlockReport) {
     let now = now_ms();
     let sighted = {
         let mut live = app.live();
-        if let Err(refusal) = live.check_block(&id, &block, now) {
+        if let Err(refusal) = live.check_block(id, &block, now) {
             drop(live);
-            app.note_refusal(&id, &refusal);
+            app.note_refusal(id, &refusal);
             return;
         }
-        live.on_block(&id, name, "ethstats", &block, now)
+        live.on_block(id, name, "ethstats", &block, now)
     };
     if sighted {
-        app.store.sighting(&id, block);
+        app.store.sighting(id, block);
     }
+}
+
+/// The live view's id of an ethstats login (an agent's is its address).
+fn live_id(name: &str) -> String {
+    format!("ethstats:{name}")
 }
 
 fn drop_client(name: &Option<String>, reason: &str) {
@@ -199,7 +225,7 @@ fn login(app: &App, hello: &Hello) -> Result<String, String> {
         _ => return Err(format!("bad ethstats credentials for {name:?}")),
     }
     let client = hello.info.node.clone();
-    update(app, name, |node| node.client = client);
+    update(app, &live_id(name), name, |node| node.client = client);
     Ok(name.to_owned())
 }
 
@@ -207,13 +233,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn update(app: &App, name: &str, f: impl FnOnce(&mut crate::live::NodeView)) {
-    let id = format!("ethstats:{name}");
-    app.live().update_node(&id, name, "ethstats", now_ms(), f);
+fn update(app: &App, id: &str, name: &str, f: impl FnOnce(&mut crate::live::NodeView)) {
+    app.live().update_node(id, name, "ethstats", now_ms(), f);
 }
 
-fn on_stats(app: &App, name: &str, stats: Stats) {
-    update(app, name, |node| {
+fn on_stats(app: &App, id: &str, name: &str, stats: Stats) {
+    update(app, id, name, |node| {
         node.peers = stats.peers;
         node.mining = stats.mining;
         node.uptime_s = stats.uptime;
@@ -353,6 +378,48 @@ mod session_tests {
                 "{metrics}"
             );
         }
+        shutdown.cancel();
+    }
+
+    /// Time is paused: it jumps to the next timer whenever both ends wait.
+    #[tokio::test(start_paused = true)]
+    async fn silence_is_measured_from_the_last_message_after_login() {
+        let (_app, addr, shutdown, _dir) = serve().await;
+        let mut ws = connect(addr).await.unwrap();
+        let hello = json!({"emit": ["hello", {"id": "geth-1", "secret": "s3cret",
+            "info": {"name": "geth-1", "node": "Geth/v1.13.15"}}]});
+        ws.send(Ws::Text(hello.to_string().into())).await.unwrap();
+        assert_eq!(
+            next_text(&mut ws).await.as_deref(),
+            Some(r#"{"emit":["ready"]}"#)
+        );
+        // Past the login deadline and, in all, past the silence limit since
+        // login: each message restarts the count.
+        for n in 1..=2 {
+            tokio::time::sleep(SILENCE_TIMEOUT * 3 / 4).await;
+            ws.send(Ws::Text(format!("\"primus::ping::{n}\"").into()))
+                .await
+                .unwrap();
+            assert_eq!(
+                next_text(&mut ws).await,
+                Some(format!("\"primus::pong::{n}\"")),
+                "still open {n} pings in"
+            );
+        }
+        let last_message = tokio::time::Instant::now();
+        // Then silence: the server closes the connection.
+        loop {
+            match ws.next().await {
+                Some(Ok(Ws::Text(t))) => panic!("unexpected {t}"),
+                Some(Ok(Ws::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            }
+        }
+        let silent = last_message.elapsed();
+        assert!(
+            silent >= SILENCE_TIMEOUT && silent < SILENCE_TIMEOUT + Duration::from_secs(2),
+            "closed after {silent:?} of silence"
+        );
         shutdown.cancel();
     }
 

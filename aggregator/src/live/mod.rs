@@ -114,6 +114,21 @@ pub struct Live {
     restart: Value,
 }
 
+/// The node `id`, added if new. Looked up by `&str` first: a known node
+/// (every report but the first) costs no key allocation.
+fn node_entry<'a>(
+    nodes: &'a mut BTreeMap<String, NodeView>,
+    id: &str,
+    name: &str,
+    source: &'static str,
+) -> &'a mut NodeView {
+    if !nodes.contains_key(id) {
+        let node = NodeView::new(id.to_owned(), name.to_owned(), source);
+        nodes.insert(id.to_owned(), node);
+    }
+    nodes.get_mut(id).expect("inserted above")
+}
+
 fn normalise(set: &[String]) -> Vec<String> {
     let mut set: Vec<String> = set.iter().map(|s| s.to_lowercase()).collect();
     set.sort();
@@ -240,9 +255,7 @@ impl Live {
     }
 
     pub fn node_mut(&mut self, id: &str, name: &str, source: &'static str) -> &mut NodeView {
-        self.nodes
-            .entry(id.to_owned())
-            .or_insert_with(|| NodeView::new(id.to_owned(), name.to_owned(), source))
+        node_entry(&mut self.nodes, id, name, source)
     }
 
     /// Changes one node with `f`, marks it seen and publishes it.
@@ -254,10 +267,7 @@ impl Live {
         now_ms: u64,
         f: impl FnOnce(&mut NodeView),
     ) {
-        let node = self
-            .nodes
-            .entry(id.to_owned())
-            .or_insert_with(|| NodeView::new(id.to_owned(), name.to_owned(), source));
+        let node = node_entry(&mut self.nodes, id, name, source);
         f(node);
         node.last_seen_ms = now_ms;
         node.online = true;
@@ -273,7 +283,14 @@ impl Live {
             .map(|h| &**h);
         let parent_known = parent_height
             .and_then(|h| self.blocks.get(&h))
-            .is_some_and(|at| at.contains_key(b.parent_hash.to_lowercase().as_str()));
+            .is_some_and(|at| {
+                let parent = &b.parent_hash;
+                if parent.bytes().any(|c| c.is_ascii_uppercase()) {
+                    at.contains_key(parent.to_lowercase().as_str())
+                } else {
+                    at.contains_key(parent.as_str())
+                }
+            });
         let reference = self.best().map(|r| (r.number, r.timestamp));
         let chain = ChainContext {
             period: self.network.period,
@@ -553,54 +570,61 @@ impl Live {
 
     /// The highest block held by a majority of the voters (see module docs).
     fn compute_reference(&self) -> Option<(u64, String)> {
-        let signers = self.voting_signers();
-        // Each voter's report ids: a signer node's agent and its ethstats
-        // login; without signer nodes, each online node.
-        let ethstats: Vec<String> = signers
-            .iter()
-            .map(|n| format!("ethstats:{}", n.name))
-            .collect();
-        let voters: Vec<[&str; 2]> = if signers.is_empty() {
-            self.nodes
-                .values()
-                .filter(|n| n.online)
-                .map(|n| [n.id.as_str(), n.id.as_str()])
-                .collect()
-        } else {
-            signers
-                .iter()
-                .zip(&ethstats)
-                .map(|(n, e)| [n.id.as_str(), e.as_str()])
-                .collect()
-        };
-        let quorum = voters.len() / 2 + 1;
         struct Cursor<'a> {
             ids: [&'a str; 2],
             number: u64,
             hash: Option<&'a str>,
         }
-        let mut cursors: Vec<Cursor<'_>> = voters
-            .iter()
-            .filter_map(|ids| {
-                let head = ids
-                    .iter()
-                    .filter_map(|id| self.nodes.get(*id)?.head.as_ref())
-                    .max_by_key(|h| h.number)?;
-                Some(Cursor {
-                    ids: *ids,
+        impl<'a> Cursor<'a> {
+            fn at(ids: [&'a str; 2], head: &'a Head) -> Self {
+                Cursor {
+                    ids,
                     number: head.number,
                     hash: Some(head.hash.as_str()),
-                })
-            })
+                }
+            }
+        }
+        let signers = self.voting_signers();
+        // Each voter's report ids: a signer node's agent and its ethstats
+        // login; without signer nodes, each online node (its head at hand).
+        let ethstats: Vec<String> = signers
+            .iter()
+            .map(|n| format!("ethstats:{}", n.name))
             .collect();
+        let (voters, mut cursors) = if signers.is_empty() {
+            let online: Vec<&NodeView> = self.nodes.values().filter(|n| n.online).collect();
+            let cursors: Vec<Cursor<'_>> = online
+                .iter()
+                .filter_map(|n| Some(Cursor::at([&n.id, &n.id], n.head.as_ref()?)))
+                .collect();
+            (online.len(), cursors)
+        } else {
+            let cursors: Vec<Cursor<'_>> = signers
+                .iter()
+                .zip(&ethstats)
+                .filter_map(|(n, e)| {
+                    let ids = [n.id.as_str(), e.as_str()];
+                    let head = ids
+                        .iter()
+                        .filter_map(|id| self.nodes.get(*id)?.head.as_ref())
+                        .max_by_key(|h| h.number)?;
+                    Some(Cursor::at(ids, head))
+                })
+                .collect();
+            (signers.len(), cursors)
+        };
+        let quorum = voters / 2 + 1;
         if cursors.len() < quorum {
             return None;
         }
         let mut numbers: Vec<u64> = cursors.iter().map(|c| c.number).collect();
         numbers.sort_unstable_by(|a, b| b.cmp(a));
         let start = numbers[quorum - 1];
+        // The hashes the cursors reach at one height, sorted so that equal
+        // ones sit together: a run of `quorum` is the reference.
+        let mut reached: Vec<&str> = Vec::with_capacity(cursors.len());
         for height in (start.saturating_sub(REFERENCE_DEPTH)..=start).rev() {
-            let mut tally: HashMap<&str, usize> = HashMap::new();
+            reached.clear();
             for c in cursors.iter_mut().filter(|c| c.number >= height) {
                 // Walk down to `height`: parent links first, else what the
                 // node itself reported at that height.
@@ -617,12 +641,11 @@ impl Live {
                             .map(|h| &**h)
                     });
                 }
-                if let Some(h) = c.hash {
-                    *tally.entry(h).or_default() += 1;
-                }
+                reached.extend(c.hash);
             }
-            if let Some((hash, _)) = tally.into_iter().find(|(_, votes)| *votes >= quorum) {
-                return Some((height, hash.to_owned()));
+            reached.sort_unstable();
+            if let Some(run) = reached.chunk_by(|a, b| a == b).find(|r| r.len() >= quorum) {
+                return Some((height, run[0].to_owned()));
             }
         }
         None
