@@ -83,25 +83,47 @@ fn coalesced<S>(
 where
     S: Fn(&mut broadcast::Receiver<Bytes>) -> Bytes + Send + 'static,
 {
-    futures_util::stream::unfold((updates, resync), |(mut updates, resync)| async move {
-        let mut ready = vec![
-            match tokio::time::timeout(KEEP_ALIVE_EVERY, updates.recv()).await {
-                Ok(Ok(bytes)) => bytes,
-                Ok(Err(RecvError::Lagged(_))) => resync(&mut updates),
-                Ok(Err(RecvError::Closed)) => return None,
-                Err(_idle) => return Some((Ok(Bytes::from_static(KEEP_ALIVE)), (updates, resync))),
-            },
-        ];
+    let viewer = Viewer {
+        updates,
+        resync,
+        // One timer per viewer, moved only when it fires: a timer armed per
+        // write would cost a timer-wheel insert and removal on every change.
+        idle: Box::pin(tokio::time::sleep(KEEP_ALIVE_EVERY)),
+        last_write: tokio::time::Instant::now(),
+    };
+    futures_util::stream::unfold(viewer, |mut viewer| async move {
+        let first = loop {
+            tokio::select! {
+                biased;
+                update = viewer.updates.recv() => match update {
+                    Ok(bytes) => break bytes,
+                    Err(RecvError::Lagged(_)) => break (viewer.resync)(&mut viewer.updates),
+                    Err(RecvError::Closed) => return None,
+                },
+                () = &mut viewer.idle => {
+                    let now = tokio::time::Instant::now();
+                    let due = viewer.last_write + KEEP_ALIVE_EVERY;
+                    if due <= now {
+                        viewer.last_write = now;
+                        viewer.idle.as_mut().reset(now + KEEP_ALIVE_EVERY);
+                        return Some((Ok(Bytes::from_static(KEEP_ALIVE)), viewer));
+                    }
+                    viewer.idle.as_mut().reset(due);
+                }
+            }
+        };
+        viewer.last_write = tokio::time::Instant::now();
         // What else is already waiting joins this write.
-        let mut size = ready[0].len();
+        let mut size = first.len();
+        let mut ready = vec![first];
         while size < COALESCE_BYTES {
-            match updates.try_recv() {
+            match viewer.updates.try_recv() {
                 Ok(bytes) => {
                     size += bytes.len();
                     ready.push(bytes);
                 }
                 Err(TryRecvError::Lagged(_)) => {
-                    ready = vec![resync(&mut updates)];
+                    ready = vec![(viewer.resync)(&mut viewer.updates)];
                     size = ready[0].len();
                 }
                 Err(TryRecvError::Empty | TryRecvError::Closed) => break,
@@ -111,8 +133,16 @@ where
             1 => ready.swap_remove(0),
             _ => Bytes::from(ready.concat()),
         };
-        Some((Ok(out), (updates, resync)))
+        Some((Ok(out), viewer))
     })
+}
+
+/// One viewer's stream state (see [`coalesced`]).
+struct Viewer<S> {
+    updates: broadcast::Receiver<Bytes>,
+    resync: S,
+    idle: std::pin::Pin<Box<tokio::time::Sleep>>,
+    last_write: tokio::time::Instant,
 }
 
 /// Sends the changes the live view's fan-out held once they have waited
@@ -222,6 +252,41 @@ mod tests {
         tx.send(event(10)).unwrap();
         let next = stream.next().await.unwrap().unwrap();
         assert_eq!(next, event(10), "only changes after the snapshot follow");
+    }
+
+    /// Time is paused: it jumps to the next timer when the test waits.
+    #[tokio::test(start_paused = true)]
+    async fn a_keep_alive_follows_each_quiet_spell_of_15_s() {
+        let (tx, rx) = broadcast::channel(16);
+        let mut stream = Box::pin(coalesced(rx, snapshot));
+        let start = tokio::time::Instant::now();
+        async fn next(
+            stream: &mut (impl Stream<Item = Result<Bytes, Infallible>> + Unpin),
+            start: tokio::time::Instant,
+        ) -> (Bytes, Duration) {
+            (stream.next().await.unwrap().unwrap(), start.elapsed())
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        tx.send(event(0)).unwrap();
+        assert_eq!(
+            next(&mut stream, start).await,
+            (event(0), Duration::from_secs(10))
+        );
+        // Quiet from 10 s: the first keep-alive comes at 25 s, not at 15 s.
+        let keep_alive = Bytes::from_static(KEEP_ALIVE);
+        assert_eq!(
+            next(&mut stream, start).await,
+            (keep_alive.clone(), Duration::from_secs(25))
+        );
+        assert_eq!(
+            next(&mut stream, start).await,
+            (keep_alive, Duration::from_secs(40))
+        );
+        tx.send(event(1)).unwrap();
+        assert_eq!(
+            next(&mut stream, start).await,
+            (event(1), Duration::from_secs(40))
+        );
     }
 
     #[tokio::test]
