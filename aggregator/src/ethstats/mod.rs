@@ -319,6 +319,17 @@ mod session_tests {
         }
     }
 
+    /// Logs in as geth-1 (the secret `serve` knows) and expects `ready`.
+    async fn log_in(ws: &mut Client) {
+        let hello = json!({"emit": ["hello", {"id": "geth-1", "secret": "s3cret",
+            "info": {"name": "geth-1", "node": "Geth/v1.13.15"}}]});
+        ws.send(Ws::Text(hello.to_string().into())).await.unwrap();
+        assert_eq!(
+            next_text(ws).await.as_deref(),
+            Some(r#"{"emit":["ready"]}"#)
+        );
+    }
+
     #[tokio::test]
     async fn forged_ethstats_blocks_are_skipped_and_pings_wait_for_login() {
         let (app, addr, shutdown, _dir) = serve().await;
@@ -328,13 +339,7 @@ mod session_tests {
         ws.send(Ws::Text("\"primus::ping::1\"".into()))
             .await
             .unwrap();
-        let hello = json!({"emit": ["hello", {"id": "geth-1", "secret": "s3cret",
-            "info": {"name": "geth-1", "node": "Geth/v1.13.15"}}]});
-        ws.send(Ws::Text(hello.to_string().into())).await.unwrap();
-        assert_eq!(
-            next_text(&mut ws).await.as_deref(),
-            Some(r#"{"emit":["ready"]}"#)
-        );
+        log_in(&mut ws).await;
         assert_eq!(app.logins.pending(), 0, "a logged-in node frees its place");
         ws.send(Ws::Text("\"primus::ping::2\"".into()))
             .await
@@ -386,13 +391,7 @@ mod session_tests {
     async fn silence_is_measured_from_the_last_message_after_login() {
         let (_app, addr, shutdown, _dir) = serve().await;
         let mut ws = connect(addr).await.unwrap();
-        let hello = json!({"emit": ["hello", {"id": "geth-1", "secret": "s3cret",
-            "info": {"name": "geth-1", "node": "Geth/v1.13.15"}}]});
-        ws.send(Ws::Text(hello.to_string().into())).await.unwrap();
-        assert_eq!(
-            next_text(&mut ws).await.as_deref(),
-            Some(r#"{"emit":["ready"]}"#)
-        );
+        log_in(&mut ws).await;
         // Past the login deadline and, in all, past the silence limit since
         // login: each message restarts the count.
         for n in 1..=2 {
