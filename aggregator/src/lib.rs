@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod gate;
 pub mod gateway;
 pub mod identity;
+pub mod idle;
 pub mod ingest;
 pub mod live;
 pub mod operator;

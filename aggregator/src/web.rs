@@ -16,6 +16,7 @@ use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::idle::IdleTimer;
 use crate::state::App;
 
 const INDEX: &str = include_str!("../web/index.html");
@@ -86,33 +87,22 @@ where
     let viewer = Viewer {
         updates,
         resync,
-        // One timer per viewer, moved only when it fires: a timer armed per
-        // write would cost a timer-wheel insert and removal on every change.
-        idle: Box::pin(tokio::time::sleep(KEEP_ALIVE_EVERY)),
-        last_write: tokio::time::Instant::now(),
+        idle: IdleTimer::new(KEEP_ALIVE_EVERY),
     };
     futures_util::stream::unfold(viewer, |mut viewer| async move {
-        let first = loop {
-            tokio::select! {
-                biased;
-                update = viewer.updates.recv() => match update {
-                    Ok(bytes) => break bytes,
-                    Err(RecvError::Lagged(_)) => break (viewer.resync)(&mut viewer.updates),
-                    Err(RecvError::Closed) => return None,
-                },
-                () = &mut viewer.idle => {
-                    let now = tokio::time::Instant::now();
-                    let due = viewer.last_write + KEEP_ALIVE_EVERY;
-                    if due <= now {
-                        viewer.last_write = now;
-                        viewer.idle.as_mut().reset(now + KEEP_ALIVE_EVERY);
-                        return Some((Ok(Bytes::from_static(KEEP_ALIVE)), viewer));
-                    }
-                    viewer.idle.as_mut().reset(due);
-                }
+        let first = tokio::select! {
+            biased;
+            update = viewer.updates.recv() => match update {
+                Ok(bytes) => bytes,
+                Err(RecvError::Lagged(_)) => (viewer.resync)(&mut viewer.updates),
+                Err(RecvError::Closed) => return None,
+            },
+            () = viewer.idle.expired() => {
+                viewer.idle.touch();
+                return Some((Ok(Bytes::from_static(KEEP_ALIVE)), viewer));
             }
         };
-        viewer.last_write = tokio::time::Instant::now();
+        viewer.idle.touch();
         // What else is already waiting joins this write.
         let mut size = first.len();
         let mut ready = vec![first];
@@ -141,8 +131,8 @@ where
 struct Viewer<S> {
     updates: broadcast::Receiver<Bytes>,
     resync: S,
-    idle: std::pin::Pin<Box<tokio::time::Sleep>>,
-    last_write: tokio::time::Instant,
+    /// A keep-alive is due after this long without a write.
+    idle: IdleTimer,
 }
 
 /// Sends the changes the live view's fan-out held once they have waited

@@ -26,6 +26,7 @@ use geth_wire::BlockReport;
 use serde_json::{json, Value};
 
 use crate::gate::LoginPermit;
+use crate::idle::IdleTimer;
 use crate::state::{now_ms, App};
 use frame::{Frame, Hello, Stats};
 
@@ -86,31 +87,22 @@ async fn session(app: Arc<App>, mut socket: WebSocket, permit: LoginPermit) {
     let mut name: Option<String> = None;
     // The node's id in the live view, made once at login.
     let mut id = String::new();
-    // One timer for the whole session, moved only when it fires: before
-    // login it is the login deadline; after, silence is measured from the
-    // last message (a timer re-armed per frame would cost a timer-wheel
-    // insert and removal on every block).
-    let idle = tokio::time::sleep(LOGIN_TIMEOUT);
-    tokio::pin!(idle);
-    let mut last_message = tokio::time::Instant::now();
+    // Before login, the login deadline (messages do not extend it); after,
+    // silence is measured from the last message.
+    let mut idle = IdleTimer::new(LOGIN_TIMEOUT);
     loop {
         let message = tokio::select! {
             message = socket.recv() => match message {
                 Some(Ok(message)) => message,
                 _ => break,
             },
-            () = &mut idle => {
-                let quiet_until = last_message + SILENCE_TIMEOUT;
-                if name.is_some() && quiet_until > tokio::time::Instant::now() {
-                    idle.as_mut().reset(quiet_until);
-                    continue;
-                }
+            () = idle.expired() => {
                 tracing::info!(node = ?name, "ethstats client silent or not logged in in time; closing");
                 break;
             }
         };
         if name.is_some() {
-            last_message = tokio::time::Instant::now();
+            idle.touch();
         }
         let text = match message {
             Message::Text(t) => t,
@@ -148,8 +140,7 @@ async fn session(app: Arc<App>, mut socket: WebSocket, permit: LoginPermit) {
                 Ok(n) => {
                     tracing::info!(node = %n, "ethstats node logged in");
                     id = live_id(&n);
-                    last_message = tokio::time::Instant::now();
-                    idle.as_mut().reset(last_message + SILENCE_TIMEOUT);
+                    idle.restart(SILENCE_TIMEOUT);
                     name = Some(n);
                     // Logged in: no longer counts against the pending logins.
                     permit.take();
@@ -206,7 +197,7 @@ fn on_block(app: &App, id: &str, name: &str, block: BlockReport) {
 }
 
 /// The live view's id of an ethstats login (an agent's is its address).
-fn live_id(name: &str) -> String {
+pub fn live_id(name: &str) -> String {
     format!("ethstats:{name}")
 }
 

@@ -589,7 +589,7 @@ impl Live {
         // login; without signer nodes, each online node (its head at hand).
         let ethstats: Vec<String> = signers
             .iter()
-            .map(|n| format!("ethstats:{}", n.name))
+            .map(|n| crate::ethstats::live_id(&n.name))
             .collect();
         let (voters, mut cursors) = if signers.is_empty() {
             let online: Vec<&NodeView> = self.nodes.values().filter(|n| n.online).collect();
