@@ -39,13 +39,14 @@ PRAGMA synchronous = NORMAL;
 
 /// Schema migrations: entry `i` brings the database from version `i` to
 /// `i + 1`. Never edit one that has shipped; append.
-pub const MIGRATIONS: [&str; 6] = [
+pub const MIGRATIONS: [&str; 7] = [
     SCHEMA_V1,
     MIGRATE_V2_SPOOL,
     MIGRATE_V3_PRUNE_INDEXES,
     MIGRATE_V4_RESTART_PLANS,
     MIGRATE_V5_ADMITTED_NODES,
     MIGRATE_V6_PROPAGATION_SUMMARY,
+    MIGRATE_V7_SIGHTINGS_BY_NUMBER,
 ];
 
 /// Version 1: the first, unversioned schema (`user_version` 0 with tables).
@@ -141,6 +142,24 @@ ALTER TABLE blocks ADD COLUMN propagation_p50_ms INTEGER;
 ALTER TABLE blocks ADD COLUMN propagation_p90_ms INTEGER;
 ALTER TABLE blocks ADD COLUMN propagation_max_ms INTEGER;
 CREATE INDEX blocks_first_seen ON blocks (first_seen_ms);
+";
+
+/// Version 7: sightings are one B-tree keyed by (number, hash, node), the
+/// order they arrive and are pruned in. Before, each sighting was three
+/// inserts (the table, its (hash, node) key and the number index) and
+/// stored its hash twice.
+const MIGRATE_V7_SIGHTINGS_BY_NUMBER: &str = "
+CREATE TABLE sightings_v7 (
+    number INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    node TEXT NOT NULL,
+    seen_ms INTEGER NOT NULL,
+    PRIMARY KEY (number, hash, node)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO sightings_v7 (number, hash, node, seen_ms)
+    SELECT number, hash, node, seen_ms FROM sightings;
+DROP TABLE sightings;
+ALTER TABLE sightings_v7 RENAME TO sightings;
 ";
 
 /// The schema version this code writes.
@@ -451,10 +470,11 @@ impl Store {
             })
         })?;
         let mut blocks: Vec<StoredBlock> = rows.collect::<Result<_, _>>()?;
-        let mut sight = conn.prepare("SELECT node, seen_ms FROM sightings WHERE hash = ?1")?;
+        let mut sight =
+            conn.prepare("SELECT node, seen_ms FROM sightings WHERE number = ?1 AND hash = ?2")?;
         for b in &mut blocks {
             b.sightings = sight
-                .query_map([&b.block.hash], |r| {
+                .query_map(params![b.block.number as i64, b.block.hash], |r| {
                     Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
                 })?
                 .collect::<Result<_, _>>()?;
@@ -891,14 +911,15 @@ fn summarise_sightings(tx: &rusqlite::Transaction<'_>, below: i64) -> Result<(),
             .execute("DELETE FROM sightings WHERE number < ?1", [below])
             .map(drop);
     };
-    let mut seen = tx.prepare_cached("SELECT seen_ms FROM sightings WHERE hash = ?1")?;
+    let mut seen =
+        tx.prepare_cached("SELECT seen_ms FROM sightings WHERE number = ?1 AND hash = ?2")?;
     let mut update = tx.prepare_cached(
         "UPDATE blocks SET seen_count = ?2, propagation_p50_ms = ?3, propagation_p90_ms = ?4,
          propagation_max_ms = ?5 WHERE hash = ?1",
     )?;
-    for (hash, _, first) in &blocks {
+    for (hash, number, first) in &blocks {
         let mut delays: Vec<i64> = seen
-            .query_map([hash], |r| r.get::<_, i64>(0))?
+            .query_map(params![number, hash], |r| r.get::<_, i64>(0))?
             .map(|t| t.map(|t| t.saturating_sub(*first).max(0)))
             .collect::<Result<_, _>>()?;
         delays.sort_unstable();
@@ -1072,6 +1093,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_version_6_database_keeps_every_sighting_of_every_branch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agg.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            for step in &MIGRATIONS[..6] {
+                conn.execute_batch(step).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 6).unwrap();
+            let tx = conn.transaction().unwrap();
+            for (hash, first_seen) in [("0xa", 1000), ("0xb", 1001)] {
+                tx.execute(
+                    "INSERT INTO blocks (hash, number, parent_hash, signer, timestamp, difficulty, txs, gas_used, gas_limit, first_seen_ms)
+                     VALUES (?1, 7, '0x6', NULL, 7, 2, 0, 0, 1, ?2)",
+                    params![hash, first_seen],
+                )
+                .unwrap();
+                for (node, seen) in [("n1", 1000), ("n2", 1005)] {
+                    tx.execute(
+                        "INSERT INTO sightings (hash, node, seen_ms, number) VALUES (?1, ?2, ?3, 7)",
+                        params![hash, node, seen],
+                    )
+                    .unwrap();
+                }
+            }
+            tx.commit().unwrap();
+        }
+        let store = Store::open(&path, 1000).unwrap();
+        let blocks = store.recent_blocks(10).unwrap();
+        assert_eq!(blocks.len(), 2);
+        for b in &blocks {
+            let mut seen = b.sightings.clone();
+            seen.sort();
+            assert_eq!(
+                seen,
+                [("n1".to_owned(), 1000), ("n2".to_owned(), 1005)],
+                "{}",
+                b.block.hash
+            );
+        }
+        let version: i64 = store
+            .lock()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 7);
+    }
+
+    #[tokio::test]
     async fn retention_prunes_events_per_node_and_blocks_by_an_indexed_range() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_with(
@@ -1124,7 +1193,11 @@ mod tests {
         assert_eq!(orphans, 0);
         // The prunes use indexes, not full scans.
         for (sql, index) in [
-            ("DELETE FROM sightings WHERE number < 5", "sightings_number"),
+            ("DELETE FROM sightings WHERE number < 5", "PRIMARY KEY"),
+            (
+                "SELECT seen_ms FROM sightings WHERE number = 5 AND hash = 'h'",
+                "PRIMARY KEY",
+            ),
             ("DELETE FROM blocks WHERE number < 5", "blocks_number"),
             ("DELETE FROM events WHERE at_ms < 5", "events_at"),
             (
