@@ -3,6 +3,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
+// Every frame allocates and frees small buffers (the parse, the node's
+// change, the SSE event): with mimalloc a fleet's reports cost about a
+// tenth less CPU than with glibc's malloc (docs/API.md, "Load").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
