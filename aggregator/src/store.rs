@@ -8,6 +8,10 @@
 //! dropped and counted ([`Store::health`]); events are never dropped, their
 //! sender is told instead. Failed commits are logged at most once a minute,
 //! and writing resumes by itself when it works again.
+//!
+//! Reads have a connection of their own: in WAL mode a reader sees the last
+//! commit and never waits for the writer's transaction, so a request that
+//! reads history is not held up by a batch being committed.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -36,6 +40,8 @@ const PRAGMAS: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
 ";
+/// The readers' connection can never write, whatever a read path does.
+const READER_PRAGMAS: &str = "PRAGMA query_only = ON;";
 
 /// Schema migrations: entry `i` brings the database from version `i` to
 /// `i + 1`. Never edit one that has shipped; append.
@@ -328,10 +334,13 @@ enum Write {
     },
 }
 
-/// Handle to the store: reads directly, writes through the writer task.
+/// Handle to the store: reads on their own connection, batched writes
+/// through the writer task, the few writes that must be durable at once
+/// (restart plans, admitted nodes) on the writer's connection.
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
     writes: mpsc::Sender<Write>,
     /// Cuts the writer's gathering short: someone waits for a commit.
     urgent: Arc<Notify>,
@@ -356,6 +365,9 @@ impl Store {
         let mut conn = Connection::open(path)?;
         conn.execute_batch(PRAGMAS)?;
         migrate(&mut conn)?;
+        let reader = Connection::open(path)?;
+        reader.execute_batch(READER_PRAGMAS)?;
+        let reader = Arc::new(Mutex::new(reader));
         let conn = Arc::new(Mutex::new(conn));
         let (writes, rx) = mpsc::channel(options.queue.max(1));
         let counters = Arc::new(Counters::default());
@@ -369,6 +381,7 @@ impl Store {
         ));
         Ok(Self {
             conn,
+            reader,
             writes,
             urgent,
             counters,
@@ -391,8 +404,14 @@ impl Store {
         self.counters.dropped(1, what);
     }
 
+    /// The writer's connection (held for a whole batch's commit).
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The readers' connection: sees the last commit, never waits for one.
+    fn read(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Queues a block sighting (dropped and counted if the queue is full).
@@ -444,9 +463,12 @@ impl Store {
             .map_err(StoreError::NotStored)
     }
 
-    /// The most recent blocks, newest first, with their sightings.
+    /// The most recent blocks, newest first, with their sightings (one
+    /// snapshot: a commit between the two queries cannot fold a block's
+    /// sightings away from under it).
     pub fn recent_blocks(&self, limit: usize) -> Result<Vec<StoredBlock>, StoreError> {
-        let conn = self.lock();
+        let mut reader = self.read();
+        let conn = reader.transaction()?;
         let mut stmt = conn.prepare(
             "SELECT hash, number, parent_hash, signer, timestamp, difficulty, txs, gas_used, gas_limit, first_seen_ms
              FROM blocks ORDER BY number DESC, first_seen_ms DESC LIMIT ?1",
@@ -484,7 +506,7 @@ impl Store {
 
     /// Events, newest first: (node id, event).
     pub fn recent_events(&self, limit: usize) -> Result<Vec<(String, Event)>, StoreError> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut stmt =
             conn.prepare("SELECT node, body FROM events ORDER BY at_ms DESC LIMIT ?1")?;
         let rows = stmt.query_map([limit as i64], |r| {
@@ -503,7 +525,7 @@ impl Store {
     /// How many events of `node` with sequence number `seq` are stored, over
     /// all its spools.
     pub fn event_count(&self, node: &str, seq: u64) -> Result<u64, StoreError> {
-        let conn = self.lock();
+        let conn = self.read();
         let n: i64 = conn.query_row(
             "SELECT COUNT(*) FROM events WHERE node = ?1 AND seq = ?2",
             params![node, seq as i64],
@@ -514,7 +536,7 @@ impl Store {
 
     /// How many times (node, spool, seq) is stored: 0 or 1.
     pub fn event_count_in(&self, node: &str, spool: &str, seq: u64) -> Result<u64, StoreError> {
-        let conn = self.lock();
+        let conn = self.read();
         let n: i64 = conn.query_row(
             "SELECT COUNT(*) FROM events WHERE node = ?1 AND spool = ?2 AND seq = ?3",
             params![node, spool, seq as i64],
@@ -525,7 +547,7 @@ impl Store {
 
     /// Stored events of `node`.
     pub fn events_of(&self, node: &str) -> Result<u64, StoreError> {
-        let conn = self.lock();
+        let conn = self.read();
         let n: i64 =
             conn.query_row("SELECT COUNT(*) FROM events WHERE node = ?1", [node], |r| {
                 r.get(0)
@@ -535,7 +557,7 @@ impl Store {
 
     /// Last stats of every node: (id, name, stats JSON, updated ms).
     pub fn nodes(&self) -> Result<Vec<(String, String, String, u64)>, StoreError> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare("SELECT id, name, stats, updated_ms FROM nodes")?;
         let rows = stmt.query_map([], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? as u64))
@@ -561,7 +583,7 @@ impl Store {
     /// The newest restart plan's JSON.
     pub fn latest_restart_plan(&self) -> Result<Option<String>, StoreError> {
         Ok(self
-            .lock()
+            .read()
             .query_row(
                 "SELECT body FROM restart_plans ORDER BY id DESC LIMIT 1",
                 [],
@@ -572,7 +594,7 @@ impl Store {
 
     pub fn max_restart_plan_id(&self) -> Result<u64, StoreError> {
         let n: i64 =
-            self.lock()
+            self.read()
                 .query_row("SELECT COALESCE(MAX(id), 0) FROM restart_plans", [], |r| {
                     r.get(0)
                 })?;
@@ -581,7 +603,7 @@ impl Store {
 
     /// Restart plans' JSON, newest first.
     pub fn restart_plans(&self, limit: usize) -> Result<Vec<String>, StoreError> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare("SELECT body FROM restart_plans ORDER BY id DESC LIMIT ?1")?;
         let rows = stmt.query_map([limit as i64], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -608,7 +630,7 @@ impl Store {
 
     /// The admitted nodes: (address, name, enode).
     pub fn admitted_nodes(&self) -> Result<Vec<(String, String, String)>, StoreError> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut stmt =
             conn.prepare("SELECT address, name, enode FROM admitted_nodes ORDER BY admitted_ms")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
@@ -616,7 +638,7 @@ impl Store {
     }
 
     pub fn block_by_hash(&self, hash: &str) -> Result<Option<u64>, StoreError> {
-        let conn = self.lock();
+        let conn = self.read();
         Ok(conn
             .query_row("SELECT number FROM blocks WHERE hash = ?1", [hash], |r| {
                 r.get::<_, i64>(0)
@@ -1007,6 +1029,41 @@ mod tests {
             store.recent_events(10).unwrap(),
             vec![("n1".to_owned(), event)]
         );
+    }
+
+    #[tokio::test]
+    async fn a_read_does_not_wait_for_a_commit_and_sees_only_committed_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("agg.db"), 1000).unwrap();
+        store.save_restart_plan(1, r#"{"state":"done"}"#).unwrap();
+        // A batch being committed: the writer's connection is held, mid-transaction.
+        let mut writer = store.lock();
+        let batch = writer.transaction().unwrap();
+        batch
+            .execute(
+                "INSERT INTO restart_plans (id, state, body, updated_ms) VALUES (2, 'running', '{}', 0)",
+                [],
+            )
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reading = store.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(reading.restart_plans(10).map_err(|e| e.to_string()));
+        });
+        let plans = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a read waited for the writer's transaction")
+            .unwrap();
+        assert_eq!(plans, vec![r#"{"state":"done"}"#.to_owned()]);
+        batch.commit().unwrap();
+        drop(writer);
+        assert_eq!(store.restart_plans(10).unwrap().len(), 2);
+        assert_eq!(store.max_restart_plan_id().unwrap(), 2);
+        // The readers' connection cannot write.
+        assert!(store
+            .read()
+            .execute("DELETE FROM restart_plans", [])
+            .is_err());
     }
 
     fn event(spool: &str, seq: u64, at_ms: u64) -> Event {
